@@ -1,0 +1,53 @@
+"""Build step for ONNX Runtime: apply ORT's graph optimisations once and save the optimized model."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ..artifacts import ArtifactInfo, write_atomic, write_sidecar
+from ..errors import BuildError
+from ..export import read_metadata
+from ..precision import Precision
+from . import BuildConfig, base_sidecar, source_onnx
+
+__all__ = ["build_optimized_onnx"]
+
+
+def build_optimized_onnx(config: BuildConfig, output: Path) -> Path:
+    """Export (if needed) and optimize the pipeline graph for ONNX Runtime; write it with a sidecar.
+
+    Saved at the 'extended' level: the layout-specific (NCHWc) rewrites are redone at load time,
+    so the file stays portable between CPUs.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    if config.precision not in (Precision.FP32, Precision.FP16):
+        raise BuildError(f"the onnxruntime build takes fp32 or fp16; {config.precision} needs its own route "
+                         "(see 'bisenet-rt build --help')")
+    started = time.perf_counter()
+    src = source_onnx(config, config.precision)
+    meta = read_metadata(onnx.load(str(src), load_external_data=False))
+    if not meta or meta.get("graph") != "pipeline":
+        raise BuildError(f"{src}: not a bisenet-rt pipeline graph; export one with 'bisenet-rt export -o PATH.onnx'")
+    info = ArtifactInfo.from_metadata(meta)
+    if info.precision is not config.precision:
+        raise BuildError(f"{src} is a {info.precision} graph but --precision {config.precision} was asked for")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    tmp = output.with_name(f".{output.name}.opt")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    so.optimized_model_filepath = str(tmp)
+    so.log_severity_level = 3
+    try:
+        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT's own exception types
+        raise BuildError(f"ONNX Runtime could not optimize {src}: {str(exc).splitlines()[0]}") from None
+    write_atomic(output, tmp.read_bytes())
+    tmp.unlink()
+    elapsed = time.perf_counter() - started
+    write_sidecar(output, base_sidecar(info, "onnxruntime", src, elapsed, onnxruntime_version=ort.__version__,
+                                       optimization_level="extended"))
+    print(f"wrote {output} in {elapsed:.1f} s", file=sys.stderr)
+    return output

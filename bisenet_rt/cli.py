@@ -1,0 +1,59 @@
+"""`bisenet-rt` command line: a thin layer over the public functions, testable in-process via `main(argv)`.
+
+Each subcommand lives in `bisenet_rt.commands.<name>` with `add_arguments(parser)` and `run(args) -> int`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import BisenetError
+
+__all__ = ["main", "build_parser"]
+
+#: Subcommands in the order `--help` lists them; others found in bisenet_rt.commands follow.
+_ORDER = ("export", "build", "bench", "segment", "eval", "synth", "train", "export_triton")
+
+
+def _command_modules() -> list:
+    from . import commands
+
+    found = {m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")}
+    names = [n for n in _ORDER if n in found] + sorted(found - set(_ORDER))
+    return [importlib.import_module(f"{commands.__name__}.{n}") for n in names]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="bisenet-rt", description="Real-time BiSeNetV2 semantic segmentation.")
+    parser.add_argument("--version", action="version", version=f"bisenet-rt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in _command_modules():
+        name = getattr(module, "NAME", module.__name__.rsplit(".", 1)[1].replace("_", "-"))
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code. User errors print one line, never a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("bisenet-rt: interrupted", file=sys.stderr)
+        return 130
+    except (BisenetError, ValueError, TypeError, FileNotFoundError, NotImplementedError) as exc:
+        print(f"bisenet-rt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Build a runtime artifact: a TensorRT engine on a GPU machine, else an optimized ONNX Runtime model."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ._common import model_size_arg, precision_arg, size_arg
+
+HELP = "build a TensorRT engine / optimized ONNX Runtime model / OpenVINO IR under engines/"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", type=precision_arg, default="fp32", help="fp32, fp16, bf16 (OpenVINO) or int8")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--weights", type=Path, help="checkpoint to export from (default: random weights)")
+    src.add_argument("--onnx", type=Path, help="an exported pipeline ONNX to build from")
+    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "openvino"],
+                   help="auto: TensorRT where TensorRT and a GPU are present, else the fastest CPU path")
+    p.add_argument("-o", "--output", type=Path, help="artifact path (default engines/bisenetv2_<precision>.<ext>)")
+    p.add_argument("--engines-dir", type=Path, default=Path("engines"), help="where artifacts go (default engines/)")
+    p.add_argument("--model-size", type=model_size_arg, default=(1024, 512), metavar="WxH")
+    p.add_argument("--max-batch", type=int, default=1, help="TensorRT profile: largest batch (default 1)")
+    p.add_argument("--min-size", type=size_arg, default=(2048, 1024), metavar="WxH",
+                   help="TensorRT profile: smallest frame (default 2048x1024)")
+    p.add_argument("--max-size", type=size_arg, default=(2048, 1024), metavar="WxH",
+                   help="TensorRT profile: largest frame (default 2048x1024)")
+    p.add_argument("--opt-level", type=int, default=3, help="TensorRT builder optimization level 0..5 (default 3)")
+    p.add_argument("--calib", type=Path, help="int8: folder of calibration frames")
+    p.add_argument("--calib-count", type=int, default=200, help="int8: number of calibration frames (default 200)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..build import BuildConfig, build
+
+    config = BuildConfig(precision=args.precision, backend=args.backend, weights=args.weights, onnx=args.onnx,
+                         output=args.output, engines_dir=args.engines_dir, model_size=args.model_size,
+                         max_batch=args.max_batch, min_size=args.min_size, max_size=args.max_size,
+                         opt_level=args.opt_level, calib=args.calib, calib_count=args.calib_count)
+    path = build(config)
+    print(path)
+    return 0

@@ -1,0 +1,34 @@
+"""Export BiSeNetV2 to ONNX: by default the whole pipeline (uint8 BGR frames in, uint8 labels out)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..classes import DEFAULT_MODEL_SIZE
+from ._common import model_size_arg, precision_arg
+
+HELP = "export the model (with in-graph pre/post-processing) to ONNX"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", required=True, help="path of the .onnx file to write")
+    p.add_argument("--weights", help="checkpoint (.pth/.pt); without it the weights are random")
+    p.add_argument("--precision", type=precision_arg, default="fp32", choices=["fp32", "fp16"],
+                   help="graph precision (fp16: FP16 weights and activations, I/O unchanged)")
+    p.add_argument("--model-size", type=model_size_arg, default=DEFAULT_MODEL_SIZE, metavar="WxH",
+                   help="size frames are resized to inside the graph (multiples of 32; default 1024x512)")
+    p.add_argument("--plain", action="store_true",
+                   help="export the bare model: float N x 3 x h x w normalized RGB in, logits out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import ExportConfig, export_onnx
+    from ..model import model_and_sha
+
+    config = ExportConfig(precision=args.precision, model_size=args.model_size, plain=args.plain)
+    model, sha = model_and_sha(args.weights)
+    export_onnx(model, args.output, config, source_sha256=sha)
+    kind = "plain model" if args.plain else "pipeline"
+    print(f"wrote {args.output} ({kind}, {config.precision.value}, model size {config.model_size[0]}x{config.model_size[1]}, "
+          f"weights: {args.weights or 'random-init'})", file=sys.stderr)
+    return 0

@@ -1,0 +1,45 @@
+"""Exceptions bisenet_rt raises for user-facing failures; each message says what to do next."""
+from __future__ import annotations
+
+__all__ = [
+    "BisenetError",
+    "InputError",
+    "CheckpointError",
+    "ExportError",
+    "BuildError",
+    "BackendUnavailableError",
+    "EngineLoadError",
+    "DataError",
+]
+
+
+class BisenetError(Exception):
+    """Base class of every error bisenet_rt raises on purpose."""
+
+
+class InputError(BisenetError, ValueError):
+    """A frame or argument has the wrong shape, size or value."""
+
+
+class CheckpointError(BisenetError):
+    """A checkpoint is missing, unreadable or not a BiSeNetV2 state dict."""
+
+
+class ExportError(BisenetError):
+    """ONNX export was asked for something it cannot produce."""
+
+
+class BuildError(BisenetError):
+    """Building an engine or optimized model failed."""
+
+
+class BackendUnavailableError(BisenetError):
+    """The requested backend cannot run on this machine (module, driver or device missing)."""
+
+
+class EngineLoadError(BisenetError):
+    """An engine or model file is missing, corrupt, or was built for another machine or version."""
+
+
+class DataError(BisenetError):
+    """A dataset file is missing or inconsistent."""

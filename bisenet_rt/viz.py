@@ -1,0 +1,29 @@
+"""Colour label maps and blend them over frames, for people to look at."""
+from __future__ import annotations
+
+import numpy as np
+
+from .classes import palette as class_palette
+
+__all__ = ["colorize", "overlay"]
+
+
+def colorize(labels: np.ndarray, palette: np.ndarray | None = None, *, bgr: bool = True) -> np.ndarray:
+    """H x W class ids -> H x W x 3 uint8 colours (BGR for OpenCV by default); ids past the palette are black."""
+    if palette is None:
+        palette = np.asarray(class_palette(int(labels.max(initial=0)) + 1 if labels.size else 1), dtype=np.uint8)
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(palette)] = np.asarray(palette, np.uint8)[:256]
+    colours = lut[labels.astype(np.uint8, copy=False)]
+    return colours[..., ::-1].copy() if bgr else colours
+
+
+def overlay(frame: np.ndarray, labels: np.ndarray, palette: np.ndarray | None = None, *, alpha: float = 0.5) -> np.ndarray:
+    """Blend the colourised labels over a BGR frame; `alpha` is the weight of the colours."""
+    if frame.shape[:2] != labels.shape:
+        raise ValueError(f"frame {frame.shape[:2]} and labels {labels.shape} differ in size")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    colours = colorize(labels, palette, bgr=True).astype(np.float32)
+    blended = frame.astype(np.float32) * (1.0 - alpha) + colours * alpha
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
