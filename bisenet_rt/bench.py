@@ -1,0 +1,160 @@
+"""The paper's speed protocol: time the whole Segmenter call, host uint8 frame in, host labels out.
+
+The resize to the model size and back is inside the timed call, as in the paper (2048x1024 frames,
+5000 iterations). Several artifacts are timed side by side in interleaved rounds, so a noisy
+machine slows all of them alike and the ratios hold.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .samples import street_frame
+
+__all__ = ["BenchConfig", "EngineResult", "run_bench", "latency_stats", "report", "format_table", "write_report",
+           "machine_info"]
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """What to time: iterations per artifact, warm-up calls, batch, frame size (w, h), rounds."""
+
+    iters: int = 5000
+    warmup: int = 50
+    batch: int = 1
+    size: tuple[int, int] = (2048, 1024)
+    rounds: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("iters", "batch", "rounds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
+
+
+@dataclasses.dataclass
+class EngineResult:
+    """Timings of one artifact: per-call latencies (ms) and, where measured, device-only times."""
+
+    path: str
+    backend: str
+    precision: str
+    device: str
+    versions: dict[str, str]
+    latencies_ms: list[float] = dataclasses.field(default_factory=list)
+    device_ms: list[float] = dataclasses.field(default_factory=list)
+
+    def summary(self, batch: int) -> dict[str, Any]:
+        out = {"path": self.path, "backend": self.backend, "precision": self.precision, "device": self.device,
+               "versions": self.versions, "iterations": len(self.latencies_ms),
+               "latency_ms": latency_stats(self.latencies_ms)}
+        out["fps"] = round(batch * 1000.0 / out["latency_ms"]["mean"], 2)
+        if self.device_ms:
+            out["device_time_ms"] = latency_stats(self.device_ms)
+        return out
+
+
+def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
+    """mean / p50 / p90 / p99 / max / min of latencies in milliseconds."""
+    a = np.asarray(samples_ms, dtype=np.float64)
+    stats = {"mean": a.mean(), "p50": np.percentile(a, 50), "p90": np.percentile(a, 90),
+             "p99": np.percentile(a, 99), "max": a.max(), "min": a.min()}
+    return {k: round(float(v), 3) for k, v in stats.items()}
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, core counts, OS and Python, for the report (GPU names come from the backends)."""
+    from .backends.base import physical_cores
+    from .backends.onnxruntime import cpu_name
+
+    return {"cpu": cpu_name(), "logical_cores": os.cpu_count(), "physical_cores": physical_cores(),
+            "os": platform.platform(), "python": platform.python_version(), "host": platform.node()}
+
+
+def _rounds(iters: int, rounds: int) -> list[int]:
+    rounds = min(rounds, iters)
+    base, extra = divmod(iters, rounds)
+    return [base + (i < extra) for i in range(rounds)]
+
+
+def run_bench(segmenters: Sequence[Any], config: BenchConfig, *, progress: bool = True) -> list[EngineResult]:
+    """Time each Segmenter on the same frame batch, interleaving rounds; returns per-artifact timings."""
+    from tqdm import tqdm
+
+    w, h = config.size
+    frames = np.stack([street_frame(h, w, seed=config.seed + i) for i in range(config.batch)])
+    batch: np.ndarray = frames if config.batch > 1 else frames[0]
+    results = [EngineResult(str(s.path), s.backend, s.precision.value, s.device, s.runner.versions())
+               for s in segmenters]
+    for seg in segmenters:
+        for _ in range(config.warmup):
+            seg(batch)
+    total = config.iters * len(segmenters)
+    with tqdm(total=total, desc="bench", unit="it", disable=not progress, file=sys.stderr) as bar:
+        for chunk in _rounds(config.iters, config.rounds):
+            for seg, res in zip(segmenters, results):
+                for _ in range(chunk):
+                    t0 = time.perf_counter_ns()
+                    seg(batch)
+                    res.latencies_ms.append((time.perf_counter_ns() - t0) / 1e6)
+                    device = seg.runner.last_device_time_ms()
+                    if device is not None:
+                        res.device_ms.append(device)
+                bar.update(chunk)
+    return results
+
+
+def report(results: Sequence[EngineResult], config: BenchConfig, argv: Sequence[str]) -> dict[str, Any]:
+    """The JSON report: machine, versions, config, command and per-artifact statistics with ratios."""
+    summaries = [r.summary(config.batch) for r in results]
+    base = summaries[0]["fps"]
+    for s in summaries:
+        s["fps_ratio_to_first"] = round(s["fps"] / base, 3)
+    return {
+        "command": "bisenet-rt " + shlex.join(argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "config": {"iters": config.iters, "warmup": config.warmup, "batch": config.batch,
+                   "size": f"{config.size[0]}x{config.size[1]}", "rounds": config.rounds,
+                   "protocol": "host uint8 BGR frame -> Segmenter call (resize, model, upsample, arg-max) -> host labels"},
+        "results": summaries,
+    }
+
+
+def format_table(rep: dict[str, Any]) -> str:
+    """A markdown table of one report, one row per artifact, ratios against the first."""
+    lines = [f"{rep['config']['size']} frames, batch {rep['config']['batch']}, {rep['config']['iters']} iterations "
+             f"each, on {rep['machine']['cpu']}",
+             "",
+             "| artifact | backend | precision | device | FPS | mean ms | p50 | p90 | p99 | max | x first |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rep["results"]:
+        lat = r["latency_ms"]
+        lines.append(f"| {Path(r['path']).name} | {r['backend']} | {r['precision']} | {r['device']} | {r['fps']:.2f} | "
+                     f"{lat['mean']:.2f} | {lat['p50']:.2f} | {lat['p90']:.2f} | {lat['p99']:.2f} | {lat['max']:.2f} | "
+                     f"{r['fps_ratio_to_first']:.2f} |")
+        if "device_time_ms" in r:
+            lines.append(f"|  GPU-only (CUDA events) | | | | | {r['device_time_ms']['mean']:.2f} | "
+                         f"{r['device_time_ms']['p50']:.2f} | {r['device_time_ms']['p90']:.2f} | "
+                         f"{r['device_time_ms']['p99']:.2f} | {r['device_time_ms']['max']:.2f} | |")
+    return "\n".join(lines)
+
+
+def write_report(rep: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write the JSON report (creating folders)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rep, indent=2) + "\n")
+    return path

@@ -1,0 +1,55 @@
+"""Benchmark artifacts with the paper's protocol (resize inside the timed loop), side by side."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ._common import size_arg
+
+HELP = "time artifacts end to end (frame in, labels out), the paper's protocol"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", action="append", type=Path, metavar="PATH",
+                   help="artifact to time (.engine, .onnx, .xml, .pth); repeat to compare side by side "
+                        "(default: the newest under engines/, built first if there is none)")
+    p.add_argument("--backend", default="auto", help="backend for every --engine (default: by suffix)")
+    p.add_argument("--iters", type=int, default=5000, help="timed iterations per artifact (default 5000, the paper's)")
+    p.add_argument("--warmup", type=int, default=50, help="untimed calls first (default 50)")
+    p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
+    p.add_argument("--size", type=size_arg, default=(2048, 1024), metavar="WxH", help="frame size (default 2048x1024)")
+    p.add_argument("--rounds", type=int, default=10, help="interleaved rounds when comparing (default 10)")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write the report here")
+    p.add_argument("--engines-dir", type=Path, default=Path("engines"), help="where to look for / build artifacts")
+
+
+def _default_engine(engines_dir: Path) -> Path:
+    from ..build import BuildConfig, build
+    from ..segmenter import newest_artifact
+
+    found = newest_artifact(engines_dir)
+    if found is not None:
+        print(f"bench: using the newest artifact {found}", file=sys.stderr)
+        return found
+    print(f"bench: no artifact under {engines_dir}/; building the default for this machine first", file=sys.stderr)
+    return build(BuildConfig(engines_dir=engines_dir))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench import BenchConfig, format_table, report, run_bench, write_report
+    from ..segmenter import Segmenter
+
+    config = BenchConfig(iters=args.iters, warmup=args.warmup, batch=args.batch, size=args.size, rounds=args.rounds)
+    paths = args.engine or [_default_engine(args.engines_dir)]
+    segmenters = [Segmenter(p, backend=args.backend) for p in paths]
+    try:
+        results = run_bench(segmenters, config)
+    finally:
+        for s in segmenters:
+            s.close()
+    rep = report(results, config, args._argv)
+    print(format_table(rep))
+    if args.json:
+        print(f"wrote {write_report(rep, args.json)}", file=sys.stderr)
+    return 0

@@ -1,0 +1,71 @@
+"""Shared fixtures: a BiSeNetV2 with confident logits, street-like frames, exported pipeline graphs.
+
+Random-init weights give near-tied logits (arg-max decided by noise), which would make label
+comparisons meaningless. `confident_model` re-calibrates BatchNorm statistics on street-like
+frames and scales the classifier so logits spread by several units: its median top-1/top-2
+margin is asserted in test_export.py, so the comparisons there really test something.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bisenet_rt.samples import street_frame  # noqa: E402  (re-exported for the tests)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def make_confident_model(seed: int = 0, num_classes: int = 19):
+    """A seeded BiSeNetV2 (no aux heads, eval mode) whose logits are far from ties."""
+    import torch
+
+    from bisenet_rt.model import BiSeNetV2
+    from bisenet_rt.pipeline import preprocess
+
+    torch.manual_seed(seed)
+    model = BiSeNetV2(num_classes, aux_heads=False)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.momentum = None  # cumulative average over the calibration batches
+                m.reset_running_stats()
+        frames = torch.from_numpy(np.stack([street_frame(256, 512, seed=s) for s in range(4)]))
+        model.train()
+        model(preprocess(frames, (512, 256)))
+        model.eval()
+        logits = model(preprocess(frames[:1], (512, 256)))
+        model.head.conv_out[1].weight.mul_(4.0 / float(logits.std()))
+        model.head.conv_out[1].bias.mul_(4.0 / float(logits.std()))
+    return model
+
+
+@pytest.fixture(scope="session")
+def confident_model():
+    return make_confident_model()
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, confident_model):
+    """Pipeline graphs (fp32, fp16) and the plain fp32 graph of `confident_model`, exported once."""
+    from bisenet_rt.export import ExportConfig, export_onnx
+
+    out = tmp_path_factory.mktemp("onnx")
+    paths = {}
+    for key, config in {"fp32": ExportConfig(), "fp16": ExportConfig(precision="fp16"),
+                        "plain": ExportConfig(plain=True)}.items():
+        paths[key] = out / f"{key}.onnx"
+        export_onnx(confident_model, paths[key], config)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory, confident_model):
+    """`confident_model` saved as a public-layout checkpoint."""
+    from bisenet_rt.model import save_checkpoint
+
+    return save_checkpoint(confident_model, tmp_path_factory.mktemp("ckpt") / "confident.pth")

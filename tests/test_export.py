@@ -1,0 +1,147 @@
+"""The exported graphs, run by ONNX Runtime on the CPU, against the PyTorch reference pipeline.
+
+Weights: `confident_model` from conftest (seeded random init, BatchNorm re-calibrated on street-like
+frames, classifier scaled so logits spread by several units); its margin is checked below.
+Bars (from the issue): FP32 labels equal on >= 99.9 % of pixels, plain FP32 logits within 1e-4 of
+their scale, FP16 labels equal on >= 99 % of pixels.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from bisenet_rt.classes import MEAN_RGB
+from bisenet_rt.cli import main
+from bisenet_rt.errors import ExportError
+from bisenet_rt.export import ExportConfig, read_metadata
+from bisenet_rt.pipeline import preprocess, reference_labels, reference_logits
+from conftest import street_frame
+
+SIZES = [(1024, 2048, 1), (1080, 1920, 1), (479, 641, 2)]  # (H, W, batch)
+
+
+def _session(path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+@pytest.fixture(scope="module")
+def sessions(exported):
+    return {key: _session(path) for key, path in exported.items()}
+
+
+@pytest.fixture(scope="module")
+def frames_and_reference(confident_model):
+    out = {}
+    for h, w, n in SIZES:
+        frames = np.stack([street_frame(h, w, seed=10 * h + i) for i in range(n)])
+        out[(h, w, n)] = (frames, reference_labels(confident_model, torch.from_numpy(frames)).numpy())
+    return out
+
+
+def test_weights_give_confident_logits(confident_model):
+    logits = reference_logits(confident_model, torch.from_numpy(street_frame(512, 1024)[None]))
+    top2 = logits.topk(2, dim=1).values
+    assert float((top2[:, 0] - top2[:, 1]).median()) > 0.5
+    assert logits.argmax(1).unique().numel() >= 5
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[1]}x{s[0]}x{s[2]}")
+def test_fp32_pipeline_matches_reference(sessions, frames_and_reference, size):
+    frames, ref = frames_and_reference[size]
+    labels = sessions["fp32"].run(None, {"frames": frames})[0]
+    assert labels.dtype == np.uint8 and labels.shape == frames.shape[:3]
+    assert (labels == ref).mean() >= 0.999
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[1]}x{s[0]}x{s[2]}")
+def test_fp16_pipeline_matches_reference(sessions, frames_and_reference, size):
+    frames, ref = frames_and_reference[size]
+    labels = sessions["fp16"].run(None, {"frames": frames})[0]
+    assert (labels == ref).mean() >= 0.99
+
+
+def test_plain_logits_match_reference(sessions, confident_model):
+    frames = torch.from_numpy(np.stack([street_frame(512, 1024, seed=s) for s in (1, 2)]))
+    ref = reference_logits(confident_model, frames).numpy()
+    logits = sessions["plain"].run(None, {"input": preprocess(frames).numpy()})[0]
+    assert logits.shape == ref.shape
+    assert np.abs(logits - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+def test_graph_io_and_metadata(exported):
+    for key in ("fp32", "fp16"):
+        proto = onnx.load(str(exported[key]))
+        onnx.checker.check_model(proto)
+        (inp,), (out,) = proto.graph.input, proto.graph.output
+        assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+        assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["N", "H", "W", 3]
+        assert out.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+        assert [d.dim_param for d in out.type.tensor_type.shape.dim] == ["N", "H", "W"]
+        meta = read_metadata(proto)
+        assert meta["precision"] == key and meta["model_size"] == "1024x512"
+        assert meta["source_sha256"] == "random-init" and meta["graph"] == "pipeline"
+        assert len(json.loads(meta["classes"])) == 19 and json.loads(meta["mean_rgb"]) == list(MEAN_RGB)
+    plain = onnx.load(str(exported["plain"]))
+    assert plain.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    assert not any("aux" in init.name for init in plain.graph.initializer)
+
+
+def test_fp16_graph_is_fp16_typed(exported):
+    proto = onnx.load(str(exported["fp16"]))
+    conv_weights = {n.input[1] for n in proto.graph.node if n.op_type == "Conv" and n.input[1] != "pre_norm_w"}
+    types = {i.data_type for i in proto.graph.initializer if i.name in conv_weights}
+    assert types == {onnx.TensorProto.FLOAT16}
+
+
+def test_model_size_must_be_multiple_of_32():
+    with pytest.raises(ExportError, match="multiple of 32"):
+        ExportConfig(model_size=(1000, 512))
+    with pytest.raises(ExportError, match="fp32 and fp16"):
+        ExportConfig(precision="int8")
+
+
+def test_smaller_model_size_exports_and_runs(confident_model, tmp_path):
+    from bisenet_rt.export import export_onnx
+
+    path = tmp_path / "small.onnx"
+    export_onnx(confident_model, path, ExportConfig(model_size=(512, 256)))
+    frames = street_frame(300, 500, seed=3)[None]
+    ref = reference_labels(confident_model, torch.from_numpy(frames), (512, 256)).numpy()
+    assert (_session(path).run(None, {"frames": frames})[0] == ref).mean() >= 0.999
+
+
+@pytest.mark.parametrize("argv", [
+    ["export"],
+    ["export", "-o", "x.onnx", "--model-size", "1000x512"],
+    ["export", "-o", "x.onnx", "--model-size", "big"],
+    ["export", "-o", "x.onnx", "--precision", "fp64"],
+])
+def test_cli_export_bad_arguments(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error:" in err.splitlines()[-1]
+
+
+def test_cli_export_missing_weights(tmp_path, capsys):
+    assert main(["export", "-o", str(tmp_path / "x.onnx"), "--weights", str(tmp_path / "none.pth")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checkpoint not found" in err[0]
+
+
+def test_cli_export_with_weights(tmp_path, checkpoint, capsys):
+    out = tmp_path / "w.onnx"
+    assert main(["export", "-o", str(out), "--weights", str(checkpoint), "--model-size", "512x256"]) == 0
+    meta = read_metadata(onnx.load(str(out)))
+    from bisenet_rt.model import file_sha256
+
+    assert meta["source_sha256"] == file_sha256(checkpoint) and meta["model_size"] == "512x256"
