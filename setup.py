@@ -16,6 +16,7 @@ setup(
         "torch==2.13.0",
         "onnx>=1.16",
         "onnxruntime>=1.20",
+        "openvino>=2026.4",
         "opencv-python-headless>=4.8",
         "tqdm>=4.60",
         "psutil>=5.9",
@@ -23,6 +24,7 @@ setup(
     extras_require={
         "gpu": ["tensorrt>=10.0", "cuda-python>=12.6", "onnxruntime-gpu>=1.20"],
         "dev": ["pytest>=8.0"],
+        "bench": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["bisenet-rt=bisenet_rt.cli:main"]},
 )

@@ -8,6 +8,8 @@ __all__ = [
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_PALETTE",
     "CITYSCAPES_LABEL_ID_TO_TRAIN_ID",
+    "CAMVID_CLASSES",
+    "CAMVID_VOID",
     "MEAN_RGB",
     "STD_RGB",
     "IGNORE_INDEX",
@@ -36,6 +38,12 @@ CITYSCAPES_LABEL_ID_TO_TRAIN_ID: dict[int, int] = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
     25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
 }
+
+#: The 11 CamVid classes (SegNet layout: label PNGs hold 0..10, and CAMVID_VOID for unlabelled pixels).
+CAMVID_CLASSES: tuple[str, ...] = (
+    "sky", "building", "pole", "road", "sidewalk", "tree", "sign symbol", "fence", "car", "pedestrian", "bicyclist",
+)
+CAMVID_VOID: int = 11
 
 #: Label value that losses and metrics skip.
 IGNORE_INDEX: int = 255

@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from .classes import CITYSCAPES_PALETTE, IGNORE_INDEX
 from .classes import palette as class_palette
 
 __all__ = ["colorize", "overlay"]
 
 
 def colorize(labels: np.ndarray, palette: np.ndarray | None = None, *, bgr: bool = True) -> np.ndarray:
-    """H x W class ids -> H x W x 3 uint8 colours (BGR for OpenCV by default); ids past the palette are black."""
+    """H x W class ids -> H x W x 3 uint8 colours (BGR for OpenCV by default); ids past the palette
+    (the ignore label 255 among them) are black. Without a palette, Cityscapes colours are used."""
     if palette is None:
-        palette = np.asarray(class_palette(int(labels.max(initial=0)) + 1 if labels.size else 1), dtype=np.uint8)
+        valid = labels[labels != IGNORE_INDEX]
+        palette = np.asarray(class_palette(max(len(CITYSCAPES_PALETTE), int(valid.max(initial=0)) + 1)), np.uint8)
     lut = np.zeros((256, 3), np.uint8)
     lut[: len(palette)] = np.asarray(palette, np.uint8)[:256]
     colours = lut[labels.astype(np.uint8, copy=False)]

@@ -29,8 +29,8 @@ from .augment import DEFAULT_SCALES, AugmentConfig, TrainAugment, sample_rng
 from .losses import OhemCrossEntropy
 from .optim import WarmupPolyLR, build_optimizer
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate_model", "STATE_NAME", "MODEL_NAME", "LOG_NAME",
-           "SUMMARY_NAME"]
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate_model", "export_inference_model", "STATE_NAME",
+           "MODEL_NAME", "LOG_NAME", "SUMMARY_NAME"]
 
 STATE_NAME = "train_state.pt"
 MODEL_NAME = "model.pth"
@@ -315,8 +315,8 @@ def _load_state(path: Path, config: TrainConfig, world: int) -> dict[str, Any]:
 class _Logger:
     """Rank-0 log lines on stdout and JSON records in out/log.jsonl."""
 
-    def __init__(self, path: Path | None) -> None:
-        self._file = open(path, "a", encoding="utf-8") if path is not None else None
+    def __init__(self, path: Path | None, *, append: bool) -> None:
+        self._file = open(path, "a" if append else "w", encoding="utf-8") if path is not None else None
 
     def __call__(self, record: dict[str, Any], line: str | None = None) -> None:
         if self._file is None:
@@ -388,6 +388,8 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
             _set_rng_state(state["rng"][dist.rank], dist.device)
             start = int(state["iteration"])
         end = config.stop_at or config.iters
+        if end < start:
+            raise ValueError(f"stop_at={end} lies before the resumed iteration {start}")
 
         augment = TrainAugment(AugmentConfig(crop=config.crop, scales=config.scales))
         loader = torch.utils.data.DataLoader(
@@ -397,7 +399,7 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
             num_workers=config.workers, pin_memory=dist.device.type == "cuda", worker_init_fn=_worker_init,
             generator=torch.Generator().manual_seed(config.seed))  # keeps the global RNG untouched
         criterion = OhemCrossEntropy()
-        log = _Logger(out / LOG_NAME if dist.main else None)
+        log = _Logger(out / LOG_NAME if dist.main else None, append=state is not None)
         model_path, state_path = out / MODEL_NAME, out / STATE_NAME
         if val_set is None and (config.eval_every or end == config.iters) and dist.main:
             val_set = _load_val(config.data)
@@ -493,6 +495,8 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
 
 def _load_val(root: Path | None) -> Any:
     """The val split, or None (with a note) where the dataset has none."""
+    if root is None:
+        return None
     try:
         return _open_split(root, "val")
     except (DataError, FileNotFoundError) as exc:

@@ -1,0 +1,106 @@
+"""Build step for OpenVINO: convert the pipeline ONNX to IR (`.xml` + `.bin`) and record the precision to run it in.
+
+BF16 is not a graph of its own: it is the FP32 graph compiled with OpenVINO's BF16 inference hint,
+so the IR holds FP32 weights and the sidecar says 'bf16'. It is refused where the CPU lacks BF16.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import ArtifactInfo, write_sidecar
+from ..errors import BackendUnavailableError, BuildError
+from ..export import read_metadata
+from ..precision import Precision
+from . import BuildConfig, base_sidecar, source_onnx
+
+__all__ = ["build_ir"]
+
+#: The graph each precision is built from.
+_GRAPH = {Precision.FP32: Precision.FP32, Precision.BF16: Precision.FP32, Precision.FP16: Precision.FP16}
+
+
+def build_ir(config: BuildConfig, output: Path) -> Path:
+    """Export (if needed) and convert the pipeline graph to OpenVINO IR; check it compiles and runs; write a sidecar."""
+    import onnx
+    import openvino as ov
+
+    from ..backends.onnxruntime import cpu_name
+    from ..backends.openvino import cpu_capabilities, inference_precision, openvino_version, tune_graph
+
+    output = Path(output)
+    if output.suffix.lower() != ".xml":
+        raise BuildError(f"-o {output}: OpenVINO IR is written as NAME.xml (with NAME.bin beside it)")
+    capabilities = cpu_capabilities()
+    if config.precision is Precision.BF16 and "BF16" not in capabilities:
+        raise BackendUnavailableError("--precision bf16 needs a CPU with BF16 instructions (AVX512_BF16 or AMX); "
+                                      f"OpenVINO reports only {', '.join(capabilities)} here. Build fp32 instead: "
+                                      "'bisenet-rt build --backend openvino --precision fp32'")
+    if config.precision is Precision.INT8 and config.onnx is None:
+        raise BuildError("--precision int8 on OpenVINO runs a Q/DQ graph: pass one with --onnx PATH.onnx")
+    started = time.perf_counter()
+    src = source_onnx(config, _GRAPH.get(config.precision, config.precision))
+    meta = read_metadata(onnx.load(str(src), load_external_data=False))
+    if not meta or meta.get("graph") != "pipeline":
+        raise BuildError(f"{src}: not a bisenet-rt pipeline graph; export one with 'bisenet-rt export -o PATH.onnx'")
+    graph_info = ArtifactInfo.from_metadata(meta)
+    if graph_info.precision is not _GRAPH.get(config.precision, config.precision):
+        raise BuildError(f"{src} is a {graph_info.precision} graph; --precision {config.precision} is built from a "
+                         f"{_GRAPH.get(config.precision, config.precision)} graph")
+    try:
+        compute = inference_precision(graph_info.precision, config.precision, capabilities)
+    except BackendUnavailableError as exc:
+        raise BuildError(str(exc)) from None
+    try:
+        model = ov.convert_model(str(src))
+    except Exception as exc:  # the ONNX frontend raises its own OpConversionFailure and RuntimeError types
+        raise BuildError(f"OpenVINO could not convert {src}: {str(exc).splitlines()[0]}") from None
+    rewrites = tune_graph(model)
+    _write_ir(model, output)
+    _check_runs(output, compute)
+    info = ArtifactInfo(classes=graph_info.classes, model_size=graph_info.model_size, precision=config.precision,
+                        source_sha256=graph_info.source_sha256)
+    elapsed = time.perf_counter() - started
+    write_sidecar(output, base_sidecar(info, "openvino", src, elapsed, openvino_version=openvino_version(),
+                                       cpu=cpu_name(), cpu_capabilities=list(capabilities),
+                                       inference_precision=compute.value, graph_precision=graph_info.precision.value,
+                                       graph_rewrites=rewrites))
+    print(f"wrote {output} (+ {output.with_suffix('.bin').name}, runs in {compute}) in {elapsed:.1f} s", file=sys.stderr)
+    return output
+
+
+def _write_ir(model: object, output: Path) -> None:
+    """Save IR under temporary names, then rename both files, so a crash never leaves a half-written pair."""
+    import openvino as ov
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.stem}.tmp{os.getpid()}.xml")
+    try:
+        ov.save_model(model, str(tmp), compress_to_fp16=False)  # weights stay as the graph has them
+        os.replace(tmp.with_suffix(".bin"), output.with_suffix(".bin"))
+        os.replace(tmp, output)
+    except (OSError, RuntimeError) as exc:
+        raise BuildError(f"could not write {output}: {exc}") from None
+    finally:
+        for leftover in (tmp, tmp.with_suffix(".bin")):
+            leftover.unlink(missing_ok=True)
+
+
+def _check_runs(output: Path, compute: Precision) -> None:
+    """Compile the written IR in its precision and run one small frame, so a broken artifact fails the build."""
+    import openvino as ov
+
+    from ..backends.openvino import OV_PRECISION
+
+    try:
+        compiled = ov.Core().compile_model(str(output), "CPU", {"INFERENCE_PRECISION_HINT": OV_PRECISION[compute]})
+        labels = compiled(np.zeros((1, 64, 128, 3), np.uint8))[0]
+    except RuntimeError as exc:
+        raise BuildError(f"the IR {output} does not run on OpenVINO: {str(exc).splitlines()[0]}") from None
+    if labels.shape != (1, 64, 128) or labels.dtype != np.uint8:
+        raise BuildError(f"the IR {output} returned {labels.dtype} {labels.shape} for a 1x64x128x3 frame, "
+                         "expected uint8 (1, 64, 128)")

@@ -1,0 +1,219 @@
+"""Segment images, folders of images, video files or a camera with a built artifact (engine or ONNX)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from ..errors import EngineLoadError, InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..segmenter import Segmenter
+
+HELP = "segment images, folders, videos or a camera into label PNGs, colour overlays or overlay videos"
+
+#: Image suffixes read from files and folders (folders are searched recursively).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+_EPILOG = """\
+outputs:
+  images   OUT is a folder. For IMG.png: OUT/IMG_labels.png (one channel, uint8 train ids,
+           lossless) and OUT/IMG_overlay.png (class colours blended over the frame). Both are
+           written unless --labels or --overlay picks one. Images found in a folder keep their
+           path relative to that folder under OUT.
+  videos   .mp4 .avi .mov .mkv are written as overlay videos (MPEG-4, --codec to change) with an
+           FPS counter. With one video input and OUT ending in a video suffix, OUT is that file;
+           otherwise OUT is a folder holding STEM.mp4 per video. A video that breaks off
+           (truncated, corrupt) ends cleanly and keeps the frames written so far.
+  camera   --camera N records camera N as an overlay video until Ctrl-C or --max-frames;
+           OUT is the video file (or OUT/cameraN.mp4 when OUT is a folder).
+An unreadable image is an error naming the file; --skip-bad skips it with a warning and counts it.
+Without --engine the newest artifact under engines/ is used.
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = _EPILOG
+    p.add_argument("inputs", nargs="*", metavar="INPUT", type=Path,
+                   help="image files, folders of images (recursive) or video files")
+    p.add_argument("--camera", type=int, metavar="INDEX", help="segment camera INDEX (e.g. 0) instead of INPUT")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder, or video file (see below)")
+    p.add_argument("--engine", type=Path, help="artifact to run (.engine, .onnx, .xml); default: newest under engines/")
+    p.add_argument("--backend", default="auto", help="backend to open the artifact with (default: by suffix)")
+    p.add_argument("--labels", action="store_true", help="images: write label PNGs (only them, unless --overlay too)")
+    p.add_argument("--overlay", action="store_true", help="images: write colour overlays (only them, unless --labels too)")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the class colours in overlays, 0..1 (default 0.5)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning instead of failing")
+    p.add_argument("--max-frames", type=int, metavar="N", help="videos and camera: stop after N frames")
+    p.add_argument("--no-fps", action="store_true", help="videos: do not draw the FPS counter")
+    p.add_argument("--codec", default="mp4v", help="videos: FourCC of the output encoder (default mp4v)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files under `folder`, recursively, in sorted order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_image(path: Path) -> "np.ndarray | None":
+    """A BGR uint8 H x W x 3 image (grey, 16-bit and alpha images converted), or None if unreadable."""
+    import cv2
+    import numpy as np
+
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+
+def write_png(path: Path, image: "np.ndarray") -> None:
+    """Encode and write a PNG atomically (uint8, one or three channels)."""
+    import cv2
+
+    from ..artifacts import write_atomic
+
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise InputError(f"{path}: PNG encoding failed for an array shaped {image.shape}")
+    write_atomic(path, buf.tobytes())
+
+
+def _plan_images(inputs: Iterable[Path]) -> list[tuple[Path, Path]]:
+    """(image, output stem relative to OUT) for image files and folders among the inputs."""
+    plan = []
+    for item in inputs:
+        if item.is_dir():
+            found = find_images(item)
+            if not found:
+                print(f"warning: {item}: no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images in this folder",
+                      file=sys.stderr)
+            plan += [(p, p.relative_to(item).with_suffix("")) for p in found]
+        elif item.suffix.lower() in IMAGE_SUFFIXES:
+            plan.append((item, Path(item.stem)))
+    return plan
+
+
+def _classify(inputs: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Split inputs into image sources (files and folders) and video files; reject anything else."""
+    from ..video import VIDEO_SUFFIXES, is_video
+
+    images, videos = [], []
+    for item in inputs:
+        if not item.exists():
+            raise InputError(f"{item}: no such file or folder")
+        if item.is_dir() or item.suffix.lower() in IMAGE_SUFFIXES:
+            images.append(item)
+        elif is_video(item):
+            videos.append(item)
+        else:
+            raise InputError(f"{item}: unknown input type {item.suffix or '(no suffix)'!r}; give images "
+                             f"({', '.join(IMAGE_SUFFIXES)}), folders of images, or videos ({', '.join(VIDEO_SUFFIXES)})")
+    return images, videos
+
+
+def _check_unique(outputs: Iterable[tuple[Path, Path]]) -> None:
+    """Raise when two inputs would write the same output file."""
+    seen: dict[Path, Path] = {}
+    for src, out in outputs:
+        key = Path(os.path.normcase(out.resolve()))
+        if key in seen:
+            raise InputError(f"{seen[key]} and {src} would both write {out}; segment them separately or rename one")
+        seen[key] = src
+
+
+def segment_images(segmenter: "Segmenter", plan: list[tuple[Path, Path]], out_dir: Path, *, labels: bool,
+                   overlay: bool, alpha: float, skip_bad: bool, progress: bool) -> tuple[int, list[Path]]:
+    """Write label PNGs and/or overlays for each (image, relative stem); return (done, skipped files)."""
+    from tqdm import tqdm
+
+    from ..viz import overlay as blend
+
+    kinds = [k for k, on in (("labels", labels), ("overlay", overlay)) if on]
+    _check_unique((src, out_dir / stem.parent / f"{stem.name}_{kind}.png") for src, stem in plan for kind in kinds)
+    done, skipped = 0, []
+    bar = tqdm(plan, unit="image", disable=not progress, dynamic_ncols=True)
+    for src, stem in bar:
+        frame = read_image(src)
+        if frame is None:
+            if not skip_bad:
+                raise InputError(f"{src}: cannot be read as an image (missing permission, empty, corrupt, or not "
+                                 "PNG/JPEG/BMP); fix or remove it, or pass --skip-bad to skip unreadable images")
+            bar.write(f"warning: skipping {src}: unreadable image")
+            skipped.append(src)
+            continue
+        result = segmenter(frame)
+        target = out_dir / stem.parent
+        if labels:
+            write_png(target / f"{stem.name}_labels.png", result)
+        if overlay:
+            write_png(target / f"{stem.name}_overlay.png", blend(frame, result, segmenter.palette, alpha=alpha))
+        done += 1
+    bar.close()
+    return done, skipped
+
+
+def _artifact(engine: Path | None) -> Path:
+    from ..segmenter import ENGINES_DIR, newest_artifact
+
+    if engine is not None:
+        return engine
+    found = newest_artifact()
+    if found is None:
+        raise EngineLoadError(f"no --engine given and no artifact under {ENGINES_DIR}/; build one with "
+                              "'bisenet-rt build', or pass --engine PATH (an exported .onnx works too)")
+    print(f"using {found} (newest under {ENGINES_DIR}/)", file=sys.stderr)
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..segmenter import Segmenter
+    from ..video import is_video, segment_video
+
+    if not args.inputs and args.camera is None:
+        raise InputError("nothing to segment: give INPUT files or folders, or --camera INDEX")
+    if args.inputs and args.camera is not None:
+        raise InputError("give INPUT files or --camera, not both")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise InputError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
+    images, videos = _classify(args.inputs)
+    out: Path = args.output
+    to_file = is_video(out) and not images and len(videos) + (args.camera is not None) == 1
+    if is_video(out) and not to_file:
+        raise InputError(f"-o {out} names a video file, but there are several inputs or images among them; "
+                         "give a folder")
+    if out.is_file() and not to_file:
+        raise InputError(f"-o {out} is an existing file; give a folder")
+    plan = _plan_images(images)
+    sources: list[tuple[Path | int, Path]] = [(v, out if to_file else out / f"{v.stem}.mp4") for v in videos]
+    if args.camera is not None:
+        sources.append((args.camera, out if to_file else out / f"camera{args.camera}.mp4"))
+    _check_unique((Path(str(s)), t) for s, t in sources)
+    want_labels, want_overlay = (args.labels, args.overlay) if (args.labels or args.overlay) else (True, True)
+    progress = not args.quiet
+
+    code = 0
+    with Segmenter(_artifact(args.engine), backend=args.backend) as segmenter:
+        if plan:
+            done, skipped = segment_images(segmenter, plan, out, labels=want_labels, overlay=want_overlay,
+                                           alpha=args.alpha, skip_bad=args.skip_bad, progress=progress)
+            kinds = " and ".join(k for k, on in (("label PNGs", want_labels), ("overlays", want_overlay)) if on)
+            note = f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""
+            print(f"segmented {done} image(s): {kinds} under {out}{note}", file=sys.stderr)
+        for source, target in sources:
+            stats = segment_video(segmenter, source, target, alpha=args.alpha, show_fps=not args.no_fps,
+                                  max_frames=args.max_frames, codec=args.codec, progress=progress)
+            print(stats.summary(), file=sys.stderr)
+            if stats.interrupted:
+                code = 0 if isinstance(source, int) else 130  # Ctrl-C is how a camera recording ends
+                break
+    return code

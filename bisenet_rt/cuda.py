@@ -1,0 +1,342 @@
+"""A thin, checked layer over the CUDA runtime (cuda-python's `cuda.bindings.runtime`).
+
+Every runtime call goes through `check`/`call`, which turn the error code cuda-python returns as
+the first element of each result tuple into a `CudaError` naming the call. Only the TensorRT
+backend and builder import this module (`import bisenet_rt` never does), and cuda.bindings itself
+is imported on first use, so the `__cuda_array_interface__` checks here work without CUDA.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import BackendUnavailableError, BisenetError, InputError
+
+__all__ = ["CudaError", "check", "call", "DeviceBuffer", "PinnedBuffer", "Stream", "Event", "CudaGraph",
+           "LEGACY_STREAM", "CudaArray", "device_pointer", "device_name", "compute_capability", "runtime_version",
+           "driver_version"]
+
+
+class CudaError(BisenetError, RuntimeError):
+    """A CUDA runtime call failed; the message names the call and the CUDA error."""
+
+
+@functools.cache
+def _runtime() -> Any:
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        raise BackendUnavailableError("the CUDA runtime bindings are not installed (pip install cuda-python)") from None
+    return runtime
+
+
+def check(result: Sequence[Any], call_name: str) -> Any:
+    """Unpack a cuda-python result tuple `(error, *values)`: raise CudaError naming `call_name`
+    unless the error is cudaSuccess; return None, the single value, or the tuple of values."""
+    rt = _runtime()
+    err, values = result[0], tuple(result[1:])
+    if err != rt.cudaError_t.cudaSuccess:
+        _, name = rt.cudaGetErrorName(err)
+        _, text = rt.cudaGetErrorString(err)
+        raise CudaError(f"{call_name} failed: {name.decode()} ({text.decode()})")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def call(func: Callable[..., Sequence[Any]], *args: Any) -> Any:
+    """Call a cuda.bindings.runtime function and `check` its result under the function's own name."""
+    return check(func(*args), func.__name__)
+
+
+# -- device information ------------------------------------------------------------------------------
+@functools.cache
+def _properties() -> Any:
+    rt = _runtime()
+    return call(rt.cudaGetDeviceProperties, call(rt.cudaGetDevice))
+
+
+def device_name() -> str:
+    """Name of the current CUDA device, e.g. 'NVIDIA GeForce RTX 4090'."""
+    name = _properties().name
+    return (name.split(b"\0", 1)[0].decode() if isinstance(name, bytes) else str(name)).strip()
+
+
+def compute_capability() -> tuple[int, int]:
+    """(major, minor) compute capability of the current CUDA device, e.g. (8, 9)."""
+    props = _properties()
+    return int(props.major), int(props.minor)
+
+
+def _version(number: int) -> str:
+    return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def runtime_version() -> str:
+    """The CUDA runtime version cuda-python loaded, e.g. '12.6'."""
+    rt = _runtime()
+    return _version(call(rt.cudaRuntimeGetVersion))
+
+
+def driver_version() -> str:
+    """The newest CUDA version the installed driver supports, e.g. '12.8'."""
+    rt = _runtime()
+    return _version(call(rt.cudaDriverGetVersion))
+
+
+# -- memory ------------------------------------------------------------------------------------------
+class _Allocation:
+    """`nbytes` of CUDA-allocated memory at `ptr`, released once by `close()` or a `with` block."""
+
+    def __init__(self, nbytes: int, allocate: Callable[..., Sequence[Any]]) -> None:
+        self.nbytes = int(nbytes)
+        self.ptr: int = int(call(allocate, max(self.nbytes, 1)))
+
+    def _release(self, ptr: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free the memory; safe to call twice."""
+        if self.ptr:
+            ptr, self.ptr = self.ptr, 0
+            self._release(ptr)
+
+    def __enter__(self) -> "_Allocation":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class DeviceBuffer(_Allocation):
+    """`nbytes` of device memory from cudaMalloc, exposed as a 1-D uint8 `__cuda_array_interface__`."""
+
+    def __init__(self, nbytes: int) -> None:
+        super().__init__(nbytes, _runtime().cudaMalloc)
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {"version": 3, "shape": (self.nbytes,), "typestr": "|u1", "data": (self.ptr, False),
+                "strides": None, "stream": None}
+
+    def copy_from_host(self, host: "PinnedBuffer", nbytes: int, stream: "Stream") -> None:
+        """Queue a copy of the first `nbytes` of `host` into this buffer on `stream`."""
+        rt = _runtime()
+        call(rt.cudaMemcpyAsync, self.ptr, host.ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle)
+
+    def copy_to_host(self, host: "PinnedBuffer", nbytes: int, stream: "Stream") -> None:
+        """Queue a copy of the first `nbytes` of this buffer into `host` on `stream`."""
+        rt = _runtime()
+        call(rt.cudaMemcpyAsync, host.ptr, self.ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle)
+
+    def _release(self, ptr: int) -> None:
+        call(_runtime().cudaFree, ptr)
+
+
+class PinnedBuffer(_Allocation):
+    """`nbytes` of page-locked host memory from cudaMallocHost, seen from numpy through `view`.
+
+    Page-locked memory lets cudaMemcpyAsync run truly asynchronously (and faster than from
+    pageable memory). Views must not outlive `close()`: copy results out before reusing it.
+    """
+
+    def __init__(self, nbytes: int) -> None:
+        super().__init__(nbytes, _runtime().cudaMallocHost)
+        self._array = np.frombuffer((ctypes.c_uint8 * max(self.nbytes, 1)).from_address(self.ptr), np.uint8)
+
+    def view(self, shape: Sequence[int]) -> np.ndarray:
+        """A uint8 array of `shape` over the start of the buffer (no copy)."""
+        size = int(np.prod(shape))
+        if size > self.nbytes:
+            raise ValueError(f"a {tuple(shape)} view needs {size} bytes; this pinned buffer holds {self.nbytes}")
+        return self._array[:size].reshape(shape)
+
+    def _release(self, ptr: int) -> None:
+        self._array = np.empty(0, np.uint8)
+        call(_runtime().cudaFreeHost, ptr)
+
+
+# -- streams, events, graphs ---------------------------------------------------------------------------
+#: Handle of the legacy default stream (cudaStreamLegacy), where PyTorch and CuPy queue work by default.
+LEGACY_STREAM = 1
+
+
+class Stream:
+    """A CUDA stream: one this object created (non-blocking, destroyed by close) or a borrowed handle."""
+
+    def __init__(self, handle: int | None = None) -> None:
+        rt = _runtime()
+        self._owned = handle is None
+        self._sync_event: Event | None = None
+        if handle is None:
+            # Non-blocking: no implicit synchronisation with the legacy default stream, which also
+            # keeps other libraries' default-stream work from invalidating a graph capture.
+            handle = int(call(rt.cudaStreamCreateWithFlags, rt.cudaStreamNonBlocking))
+        self.handle = int(handle)
+
+    def synchronize(self) -> None:
+        """Block until all work queued on the stream has finished."""
+        call(_runtime().cudaStreamSynchronize, self.handle)
+
+    def wait_for(self, other: int | None) -> None:
+        """Order this stream after the work queued so far on stream handle `other` (no host wait)."""
+        if other is None or int(other) == self.handle:
+            return
+        if self._sync_event is None:
+            self._sync_event = Event(timing=False)
+        self._sync_event.record(int(other))
+        self.wait_event(self._sync_event)
+
+    def wait_event(self, event: "Event") -> None:
+        """Order this stream after the work before `event`'s latest record (no host wait)."""
+        call(_runtime().cudaStreamWaitEvent, self.handle, event.handle, 0)
+
+    def close(self) -> None:
+        """Destroy an owned stream (after its work finishes); safe to call twice."""
+        if self._sync_event is not None:
+            self._sync_event.close()
+            self._sync_event = None
+        if self._owned and self.handle:
+            handle, self.handle = self.handle, 0
+            call(_runtime().cudaStreamDestroy, handle)
+
+
+class Event:
+    """A CUDA event; with timing, `elapsed_ms(start)` is the GPU time between two records."""
+
+    def __init__(self, *, timing: bool = True) -> None:
+        rt = _runtime()
+        flags = rt.cudaEventDefault if timing else rt.cudaEventDisableTiming
+        self.handle: int = int(call(rt.cudaEventCreateWithFlags, flags))
+
+    def record(self, stream: "Stream | int") -> None:
+        """Record the event on a stream (a Stream or a raw handle)."""
+        call(_runtime().cudaEventRecord, self.handle, stream.handle if isinstance(stream, Stream) else int(stream))
+
+    def synchronize(self) -> None:
+        """Block until the work before the event's latest record has finished."""
+        call(_runtime().cudaEventSynchronize, self.handle)
+
+    def elapsed_ms(self, start: "Event") -> float:
+        """Milliseconds of GPU time from `start`'s record to this event's (waits for this event)."""
+        self.synchronize()
+        return float(call(_runtime().cudaEventElapsedTime, start.handle, self.handle))
+
+    def close(self) -> None:
+        """Destroy the event; safe to call twice."""
+        if self.handle:
+            handle, self.handle = self.handle, 0
+            call(_runtime().cudaEventDestroy, handle)
+
+
+class CudaGraph:
+    """Work captured once from a stream and replayed with one launch (no per-kernel CPU overhead)."""
+
+    def __init__(self, graph: Any, graph_exec: Any) -> None:
+        self._graph, self._exec = graph, graph_exec
+
+    @classmethod
+    def capture(cls, stream: Stream, work: Callable[[], None]) -> "CudaGraph":
+        """Record what `work()` enqueues on `stream` and instantiate it; nothing runs until `launch`.
+
+        On failure the capture is ended (so the stream is usable again) and the error re-raised.
+        Thread-local mode: other threads' CUDA calls cannot invalidate this capture.
+        """
+        rt = _runtime()
+        call(rt.cudaStreamBeginCapture, stream.handle, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
+        try:
+            work()
+        except BaseException:
+            err, graph = rt.cudaStreamEndCapture(stream.handle)
+            if err == rt.cudaError_t.cudaSuccess and graph is not None:
+                rt.cudaGraphDestroy(graph)
+            rt.cudaGetLastError()  # clear the capture error so later calls do not report it
+            raise
+        graph = call(rt.cudaStreamEndCapture, stream.handle)
+        try:
+            graph_exec = call(rt.cudaGraphInstantiate, graph, 0)
+        except CudaError:
+            call(rt.cudaGraphDestroy, graph)
+            raise
+        return cls(graph, graph_exec)
+
+    def launch(self, stream: Stream) -> None:
+        """Replay the captured work on `stream`."""
+        call(_runtime().cudaGraphLaunch, self._exec, stream.handle)
+
+    def close(self) -> None:
+        """Destroy the executable graph and the graph; safe to call twice."""
+        rt = _runtime()
+        if self._exec is not None:
+            graph_exec, self._exec = self._exec, None
+            call(rt.cudaGraphExecDestroy, graph_exec)
+        if self._graph is not None:
+            graph, self._graph = self._graph, None
+            call(rt.cudaGraphDestroy, graph)
+
+
+# -- other libraries' device arrays ----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class CudaArray:
+    """What `device_pointer` read from a `__cuda_array_interface__`: address, shape, producer stream."""
+
+    ptr: int
+    shape: tuple[int, ...]
+    stream: int | None = None
+
+
+def _c_strides(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
+    strides, step = [], itemsize
+    for dim in reversed(shape):
+        strides.append(step)
+        step *= dim
+    return tuple(reversed(strides))
+
+
+def device_pointer(obj: Any, expected_shape: Sequence[int | None], dtype: Any = np.uint8, *, name: str = "array",
+                   writable: bool = False) -> CudaArray:
+    """Read and validate a device array's `__cuda_array_interface__` (versions 2 and 3) for zero-copy use.
+
+    `expected_shape` gives each dimension, None where any size goes. Rejects other dtypes (TypeError),
+    other shapes, strided/non-contiguous or masked arrays, and read-only arrays where `writable` is
+    asked (InputError), each naming `name`, what arrived and what is expected. Calls no CUDA function.
+    """
+    expected_dtype = np.dtype(dtype)
+    shape_text = " x ".join("?" if d is None else str(d) for d in expected_shape)
+    wanted = f"a C-contiguous {expected_dtype} CUDA array shaped {shape_text}"
+    try:
+        iface = obj.__cuda_array_interface__
+    except AttributeError:
+        raise TypeError(f"{name} is a {type(obj).__name__} without __cuda_array_interface__; expected {wanted} "
+                        "(a PyTorch CUDA tensor, a CuPy array, or any object exporting the interface)") from None
+    if not isinstance(iface, dict) or not {"shape", "typestr", "data"} <= iface.keys():
+        raise TypeError(f"{name}: __cuda_array_interface__ must be a dict with 'shape', 'typestr' and 'data'; "
+                        f"got {iface!r}")
+    try:
+        got_dtype = np.dtype(iface["typestr"])
+    except TypeError:
+        raise TypeError(f"{name} has typestr {iface['typestr']!r}, not a valid array type; expected {wanted}") from None
+    if got_dtype != expected_dtype:
+        raise TypeError(f"{name} has dtype {got_dtype} (typestr {iface['typestr']!r}); expected {wanted}")
+    shape = tuple(int(d) for d in iface["shape"])
+    if len(shape) != len(expected_shape) or any(e is not None and e != d for d, e in zip(shape, expected_shape)):
+        raise InputError(f"{name} has shape {' x '.join(map(str, shape)) or '()'}; expected {wanted}")
+    if 0 in shape:
+        raise InputError(f"{name} is empty (shape {shape}); expected {wanted}")
+    strides = iface.get("strides")
+    if strides is not None:
+        c_strides = _c_strides(shape, got_dtype.itemsize)
+        if any(dim != 1 and int(s) != c for dim, s, c in zip(shape, strides, c_strides)):
+            raise InputError(f"{name} is not C-contiguous (strides {tuple(strides)}, C order would be {c_strides}); "
+                             "make it contiguous first, e.g. tensor.contiguous() or cupy.ascontiguousarray(a)")
+    if iface.get("mask") is not None:
+        raise InputError(f"{name} is a masked array; expected {wanted} without a mask")
+    ptr, readonly = iface["data"]
+    if writable and readonly:
+        raise InputError(f"{name} is read-only; the output must be a writable {wanted}")
+    stream = iface.get("stream")
+    return CudaArray(ptr=int(ptr), shape=shape, stream=None if stream is None else int(stream))

@@ -1,0 +1,300 @@
+"""Pipelined video segmentation: decode, infer and encode on three threads joined by small bounded queues.
+
+Decoding (cv2.VideoCapture) and encoding (overlay, FPS counter, cv2.VideoWriter) run beside
+inference, so throughput approaches the Segmenter's own; the Segmenter call is the only work on the
+inference thread (the caller's). A stream that breaks off (truncated or corrupt file, unplugged
+camera) ends like a normal one: the output is finalized with every frame written so far.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InputError
+from .viz import overlay
+
+if TYPE_CHECKING:
+    from .segmenter import Segmenter
+
+__all__ = ["VideoStats", "segment_video", "open_capture", "is_video", "VIDEO_SUFFIXES", "DEFAULT_CODEC"]
+
+#: File suffixes treated as videos.
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+#: FourCC of the encoder; MPEG-4 part 2 ships with every OpenCV wheel.
+DEFAULT_CODEC = "mp4v"
+_FALLBACK_FPS = 30.0
+_POLL_S = 0.1  # how often blocked queue operations look at the stop flag
+_READER_JOIN_S = 5.0  # how long to wait for a capture blocked in read() when stopping
+_END = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoStats:
+    """What one run did: frames read and written, wall time, and how the stream ended."""
+
+    source: str
+    output: Path
+    frames_read: int
+    frames: int  # written to the output
+    seconds: float
+    expected: int | None  # frame count the container announced; None for cameras and unknown counts
+    ended_early: bool  # the input broke off (truncated, corrupt, camera lost) before its end
+    interrupted: bool  # stopped with Ctrl-C; the output is still finalized
+
+    @property
+    def fps(self) -> float:
+        """Frames written per second of wall time, decode and encode included."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line for people: counts, speed and how the stream ended."""
+        how = "interrupted" if self.interrupted else ("input ended early" if self.ended_early else "complete")
+        of = f"/{self.expected}" if self.expected is not None else ""
+        return (f"{self.source}: read {self.frames_read}{of} frames, wrote {self.frames} to {self.output} "
+                f"in {self.seconds:.1f} s ({self.fps:.2f} frames/s, {how})")
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    """Whether the suffix is one of VIDEO_SUFFIXES."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def open_capture(source: str | int | os.PathLike) -> Any:
+    """Open a video file or a camera index with OpenCV; raise InputError saying what to check."""
+    import cv2
+
+    if isinstance(source, int):
+        cap = cv2.VideoCapture(source)
+        if not cap.isOpened():
+            raise InputError(f"camera {source} cannot be opened: check it is connected, not held by another program, "
+                             f"and readable by this user (/dev/video{source} on Linux)")
+        return cap
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{path}: no such video file; check the path")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise InputError(f"{path}: cannot be opened as a video; check the container and codec are ones FFmpeg reads "
+                         "(mp4/avi/mov/mkv with H.264, MPEG-4, MJPEG...), and that the file is complete (an .mp4 cut "
+                         "short loses its index and cannot be read at all; re-encode it with ffmpeg)")
+    return cap
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Put into a bounded queue without blocking forever: False once `stop` is set."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
+    """Take from a queue without blocking forever: _END once `stop` is set."""
+    while not stop.is_set():
+        try:
+            return q.get(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+    return _END
+
+
+@dataclasses.dataclass
+class _Shared:
+    """Counters and errors the threads report to the caller (each field written by one thread)."""
+
+    read: int = 0
+    read_error: str | None = None
+    written: int = 0
+    write_error: BaseException | None = None
+    end_time: float = 0.0
+
+
+def _reader(cap: Any, frames: queue.Queue, stop: threading.Event, shared: _Shared, max_frames: int | None) -> None:
+    import cv2
+
+    try:
+        while not stop.is_set() and (max_frames is None or shared.read < max_frames):
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                break
+            if not _put(frames, frame, stop):
+                break
+            shared.read += 1
+    except cv2.error as exc:  # a decoder failure mid-stream ends the stream, like a truncated file
+        shared.read_error = str(exc).strip().splitlines()[-1]
+    finally:
+        _put(frames, _END, stop)
+
+
+class _Encoder:
+    """Overlay, FPS counter and cv2.VideoWriter, opened at the first frame (its size decides the writer's)."""
+
+    def __init__(self, output: Path, *, fps: float, codec: str, palette: np.ndarray, alpha: float,
+                 show_fps: bool) -> None:
+        self.output, self.fps, self.codec = output, fps, codec
+        self.palette, self.alpha, self.show_fps = palette, alpha, show_fps
+        self.writer: Any = None
+        self.size: tuple[int, int] | None = None
+        self._last: float | None = None
+        self._rate: float | None = None
+
+    def _open(self, frame: np.ndarray) -> None:
+        import cv2
+
+        self.size = (frame.shape[1], frame.shape[0])
+        try:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{self.output}: cannot create its folder ({exc.strerror}); choose another -o path") from None
+        self.writer = cv2.VideoWriter(str(self.output), cv2.VideoWriter_fourcc(*self.codec), self.fps, self.size)
+        if not self.writer.isOpened():
+            self.writer = None
+            raise InputError(f"{self.output}: cannot be written with the {self.codec!r} codec; check the folder is "
+                             f"writable and the suffix is one of {', '.join(VIDEO_SUFFIXES)}")
+
+    def write(self, frame: np.ndarray, labels: np.ndarray) -> None:
+        import cv2
+
+        if self.writer is None:
+            self._open(frame)
+        image = overlay(frame, labels, self.palette, alpha=self.alpha)
+        if self.show_fps:
+            self._draw_rate(image)
+        if (image.shape[1], image.shape[0]) != self.size:  # a stream that changes size mid-way
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(image)
+
+    def _draw_rate(self, image: np.ndarray) -> None:
+        """Draw the pipeline's frame rate (a moving average of frame intervals) in the top-left corner."""
+        import cv2
+
+        now = time.perf_counter()
+        if self._last is not None and now > self._last:
+            rate = 1.0 / (now - self._last)
+            self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate
+        self._last = now
+        text = f"{self._rate:.1f} FPS" if self._rate is not None else "-- FPS"
+        scale = max(0.4, image.shape[0] / 720.0)
+        org = (int(10 * scale), int(30 * scale))
+        cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(1, int(4 * scale)), cv2.LINE_AA)
+        cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), max(1, int(1.5 * scale)),
+                    cv2.LINE_AA)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+def _writer(encoder: _Encoder, results: queue.Queue, stop: threading.Event, shared: _Shared, bar: Any) -> None:
+    try:
+        while True:
+            item = _get(results, stop)
+            if item is _END:
+                break
+            encoder.write(*item)
+            shared.written += 1
+            bar.update(1)
+    except BaseException as exc:  # handed to the caller, which re-raises it after shutting down
+        shared.write_error = exc
+        stop.set()
+    finally:
+        shared.end_time = time.perf_counter()
+
+
+def _frame_count(cap: Any) -> int | None:
+    import cv2
+
+    count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    return int(count) if count and count > 0 and np.isfinite(count) else None
+
+
+def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, output: str | os.PathLike, *,
+                  alpha: float = 0.5, show_fps: bool = True, max_frames: int | None = None,
+                  codec: str = DEFAULT_CODEC, queue_size: int = 4, progress: bool = True) -> VideoStats:
+    """Segment a video file (path) or camera (int index) into a video of class-colour overlays.
+
+    Decode, inference and encode overlap (queues of `queue_size` frames). A stream that breaks off
+    ends the run cleanly with everything written so far kept (`ended_early` says so); Ctrl-C does
+    the same (`interrupted`). Raises InputError when the input cannot be opened or decoded at all,
+    or the output cannot be written.
+    """
+    import cv2
+    from tqdm import tqdm
+
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be in [0, 1], got {alpha}")
+    if max_frames is not None and max_frames < 1:
+        raise InputError(f"max_frames must be at least 1, got {max_frames}")
+    if queue_size < 1:
+        raise InputError(f"queue_size must be at least 1, got {queue_size}")
+    if len(codec) != 4:
+        raise InputError(f"codec must be a four-character code such as 'mp4v' or 'MJPG', got {codec!r}")
+    output = Path(output)
+    camera = isinstance(source, int)
+    name = f"camera {source}" if camera else str(source)
+    if not camera and output.resolve() == Path(source).resolve():
+        raise InputError(f"{output}: the output would overwrite the input video; choose another -o path")
+    cap = open_capture(source)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 1000 else _FALLBACK_FPS
+    expected = None if camera else _frame_count(cap)
+    total = min(expected, max_frames) if expected is not None and max_frames else (expected or max_frames)
+
+    frames: queue.Queue = queue.Queue(maxsize=queue_size)
+    results: queue.Queue = queue.Queue(maxsize=queue_size)
+    stop = threading.Event()
+    shared = _Shared()
+    encoder = _Encoder(output, fps=fps, codec=codec, palette=segmenter.palette, alpha=alpha, show_fps=show_fps)
+    bar = tqdm(total=total, unit="frame", desc=Path(name).name if not camera else name, disable=not progress,
+               dynamic_ncols=True, leave=True)
+    reader = threading.Thread(target=_reader, args=(cap, frames, stop, shared, max_frames), name="bisenet-decode",
+                              daemon=True)
+    writer = threading.Thread(target=_writer, args=(encoder, results, stop, shared, bar), name="bisenet-encode",
+                              daemon=True)
+    interrupted = drained = False
+    started = time.perf_counter()
+    reader.start()
+    writer.start()
+    try:
+        while True:
+            frame = _get(frames, stop)
+            if frame is _END:
+                break
+            labels = segmenter(frame)
+            if not _put(results, (frame, labels), stop):
+                break
+        drained = _put(results, _END, stop)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if not drained:  # an error or Ctrl-C: tell both threads to stop instead of draining the queues
+            stop.set()
+        writer.join()  # the writer must finish before the file is finalized
+        stop.set()  # the reader may still wait on a full queue
+        reader.join(timeout=_READER_JOIN_S)
+        if not reader.is_alive():  # a capture still blocked in read() (a stalled camera) is left to its daemon thread
+            cap.release()
+        encoder.close()
+        bar.close()
+    if shared.write_error is not None:
+        raise shared.write_error
+    if shared.read == 0 and not interrupted:
+        raise InputError(f"{name}: opened, but no frame could be decoded; check the codec is one FFmpeg reads, "
+                         "or that the file is not empty or corrupt")
+    limited = max_frames is not None and shared.read >= max_frames
+    ended_early = not interrupted and not limited and (
+        shared.read_error is not None or camera or (expected is not None and shared.read < expected))
+    seconds = (shared.end_time or time.perf_counter()) - started
+    return VideoStats(source=name, output=output, frames_read=shared.read, frames=shared.written, seconds=seconds,
+                      expected=expected, ended_early=ended_early, interrupted=interrupted)

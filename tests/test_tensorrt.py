@@ -1,0 +1,332 @@
+"""TensorRT build and runtime, and the CUDA layer under them.
+
+Here (no TensorRT, no GPU) the build and the Segmenter must fail with one clear message, and the
+`__cuda_array_interface__` validation is checked on objects that carry only the interface dict.
+On a machine with TensorRT and a GPU, engines are built from the exported graphs and compared with
+ONNX Runtime on the same frames; those tests skip here with the reason.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bisenet_rt.backends.tensorrt import tensorrt_availability
+from bisenet_rt.errors import BackendUnavailableError, BisenetError, EngineLoadError, InputError
+from conftest import REPO, street_frame
+
+TRT_MISSING = tensorrt_availability()
+needs_trt = pytest.mark.skipif(TRT_MISSING is not None, reason=f"TensorRT cannot run here: {TRT_MISSING}")
+without_trt = pytest.mark.skipif(TRT_MISSING is None, reason="TensorRT and a GPU are usable here")
+
+MIN_SIZE, MAX_SIZE, MAX_BATCH = (256, 128), (640, 384), 2
+FRAME_H, FRAME_W = 256, 512
+
+
+# -- on every machine ----------------------------------------------------------------------------------
+class CudaArrayLike:
+    """Carries only a `__cuda_array_interface__` dict, as a foreign library's device array does."""
+
+    def __init__(self, **fields) -> None:
+        self.__cuda_array_interface__ = {"version": 3, "strides": None, "stream": None, **fields}
+
+
+def frames_like(shape=(2, 4, 6, 3), typestr="|u1", **fields) -> CudaArrayLike:
+    return CudaArrayLike(shape=shape, typestr=typestr, data=(0x7F0000000000, False), **fields)
+
+
+@without_trt
+def test_build_for_tensorrt_fails_in_one_line_naming_the_way_that_works(tmp_path, capsys):
+    from bisenet_rt.backends import backend_class
+    from bisenet_rt.cli import main
+
+    assert main(["build", "--backend", "tensorrt", "--engines-dir", str(tmp_path)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "tensorrt" in lines[0] and TRT_MISSING in lines[0]
+    suggested = lines[0].rsplit("bisenet-rt build --backend ", 1)[1].split()[0]
+    assert backend_class(suggested).availability() is None, f"suggested backend {suggested!r} cannot run here"
+    assert not list(tmp_path.iterdir()), "nothing may be exported or written when the backend is unusable"
+
+
+@without_trt
+def test_segmenter_on_an_engine_says_what_is_missing(tmp_path):
+    from bisenet_rt import Segmenter
+
+    with pytest.raises(BackendUnavailableError, match="tensorrt backend cannot run here") as info:
+        Segmenter(tmp_path / "x.engine")
+    assert TRT_MISSING in str(info.value)
+
+
+def test_import_stays_light():
+    """`import bisenet_rt` loads neither the CUDA layer nor TensorRT; the CUDA layer loads cuda.bindings lazily."""
+    code = ("import sys, bisenet_rt; assert 'bisenet_rt.cuda' not in sys.modules; import bisenet_rt.cuda; "
+            "import bisenet_rt.backends.tensorrt; "
+            "heavy = [m for m in sys.modules if m.split('.')[0] in ('cuda', 'tensorrt', 'torch', 'onnxruntime')]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_device_pointer_reads_a_valid_interface():
+    from bisenet_rt.cuda import device_pointer
+
+    arr = device_pointer(frames_like(stream=7), (None, None, None, 3), np.uint8, name="frames")
+    assert (arr.ptr, arr.shape, arr.stream) == (0x7F0000000000, (2, 4, 6, 3), 7)
+    explicit = frames_like(strides=(72, 18, 3, 1))
+    assert device_pointer(explicit, (None, None, None, 3)).shape == (2, 4, 6, 3)
+    single = frames_like(shape=(1, 4, 6, 3), strides=(999, 18, 3, 1))  # a size-1 dimension's stride is free
+    assert device_pointer(single, (None, None, None, 3)).shape == (1, 4, 6, 3)
+    labels = CudaArrayLike(shape=(2, 4, 6), typestr="|u1", data=(0x7F0000001000, False))
+    assert device_pointer(labels, (2, 4, 6), np.uint8, name="labels", writable=True).ptr == 0x7F0000001000
+
+
+@pytest.mark.parametrize("obj, expected, error, match", [
+    (frames_like(typestr="<f4"), (None, None, None, 3), TypeError, r"frames has dtype float32.*uint8"),
+    (frames_like(shape=(4, 6, 3)), (None, None, None, 3), InputError,
+     r"frames has shape 4 x 6 x 3; expected.*\? x \? x \? x 3"),
+    (frames_like(shape=(2, 4, 6, 4)), (None, None, None, 3), InputError, r"shape 2 x 4 x 6 x 4"),
+    (frames_like(shape=(0, 4, 6, 3)), (None, None, None, 3), InputError, r"frames is empty"),
+    (frames_like(strides=(72, 18, 6, 2)), (None, None, None, 3), InputError, r"not C-contiguous.*contiguous\(\)"),
+    (frames_like(mask=(0x1, False)), (None, None, None, 3), InputError, r"masked"),
+    (CudaArrayLike(shape=(2, 4, 6, 3), typestr="|u1"), (None, None, None, 3), TypeError,
+     r"'shape', 'typestr' and 'data'"),
+    (np.zeros((2, 4, 6, 3), np.uint8), (None, None, None, 3), TypeError, r"ndarray without __cuda_array_interface__"),
+])
+def test_device_pointer_rejects_bad_arrays(obj, expected, error, match):
+    from bisenet_rt.cuda import device_pointer
+
+    with pytest.raises(error, match=match):
+        device_pointer(obj, expected, np.uint8, name="frames")
+
+
+def test_device_pointer_checks_the_output_shape_and_writability():
+    from bisenet_rt.cuda import device_pointer
+
+    wrong = CudaArrayLike(shape=(2, 4, 5), typestr="|u1", data=(0x1000, False))
+    with pytest.raises(InputError, match=r"labels has shape 2 x 4 x 5; expected .* 2 x 4 x 6"):
+        device_pointer(wrong, (2, 4, 6), np.uint8, name="labels", writable=True)
+    readonly = CudaArrayLike(shape=(2, 4, 6), typestr="|u1", data=(0x1000, True))
+    with pytest.raises(InputError, match=r"labels is read-only"):
+        device_pointer(readonly, (2, 4, 6), np.uint8, name="labels", writable=True)
+    assert device_pointer(readonly, (2, 4, 6), np.uint8, name="frames").ptr == 0x1000  # inputs may be read-only
+
+
+def test_check_names_the_failed_call():
+    runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed (pip install .[gpu])")
+    from bisenet_rt.cuda import CudaError, check
+
+    with pytest.raises(CudaError, match=r"cudaMalloc failed: cudaErrorMemoryAllocation \(.+\)"):
+        check((runtime.cudaError_t.cudaErrorMemoryAllocation, None), "cudaMalloc")
+    assert check((runtime.cudaError_t.cudaSuccess, 5), "cudaMalloc") == 5
+    assert check((runtime.cudaError_t.cudaSuccess,), "cudaFree") is None
+    assert check((runtime.cudaError_t.cudaSuccess, 1, 2), "cudaX") == (1, 2)
+
+
+# -- with TensorRT and a GPU --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory, exported):
+    """fp32 and fp16 engines of the exported pipeline graphs, with a small frame-size profile."""
+    from bisenet_rt.build import BuildConfig
+    from bisenet_rt.build.tensorrt import build_engine
+
+    out = tmp_path_factory.mktemp("engines")
+    paths = {}
+    for precision in ("fp32", "fp16"):
+        config = BuildConfig(precision=precision, backend="tensorrt", onnx=exported[precision], engines_dir=out,
+                             min_size=MIN_SIZE, max_size=MAX_SIZE, max_batch=MAX_BATCH, opt_level=1)
+        paths[precision] = build_engine(config, out / f"{precision}.engine")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def street_batch():
+    return np.stack([street_frame(FRAME_H, FRAME_W, seed=s) for s in (11, 12)])
+
+
+@pytest.fixture(scope="module")
+def ort_labels(exported, street_batch):
+    """The ONNX Runtime result over the fp32 pipeline graph: the reference for both engines."""
+    from bisenet_rt import Segmenter
+
+    with Segmenter(exported["fp32"], backend="onnxruntime") as seg:
+        return seg(street_batch)
+
+
+@needs_trt
+def test_build_writes_engine_sidecar_and_timing_cache(engines):
+    import tensorrt as trt
+
+    from bisenet_rt.artifacts import read_sidecar
+
+    sidecar = read_sidecar(engines["fp16"])
+    assert sidecar["tensorrt_version"] == trt.__version__
+    assert sidecar["gpu"]["name"] and sidecar["gpu"]["compute_capability"].count(".") == 1
+    assert sidecar["info"]["precision"] == "fp16" and sidecar["info"]["max_batch"] == MAX_BATCH
+    assert (sidecar["info"]["min_size"], sidecar["info"]["max_size"]) == ("256x128", "640x384")
+    assert sidecar["profile"] == {"min": [1, 128, 256, 3], "opt": [1, 384, 640, 3], "max": [MAX_BATCH, 384, 640, 3]}
+    assert sorted(sidecar["io"], key=lambda t: t["name"]) == [
+        {"name": "frames", "mode": "input", "shape": [-1, -1, -1, 3], "dtype": "uint8"},
+        {"name": "labels", "mode": "output", "shape": [-1, -1, -1], "dtype": "uint8"}]
+    assert sidecar["rebuild_command"].startswith("bisenet-rt build --backend tensorrt --precision fp16 --onnx ")
+    assert (engines["fp16"].parent / "timing.cache").stat().st_size > 0
+
+
+@needs_trt
+@pytest.mark.parametrize("precision, bar", [("fp32", 0.999), ("fp16", 0.99)])
+def test_engine_matches_onnxruntime(engines, street_batch, ort_labels, precision, bar):
+    from bisenet_rt import Segmenter
+
+    with Segmenter(engines[precision]) as seg:
+        assert seg.backend == "tensorrt" and seg.device.startswith("GPU: ")
+        batch = seg(street_batch)
+        singles = [seg(frame) for frame in street_batch]
+    assert batch.shape == (2, FRAME_H, FRAME_W) and batch.dtype == np.uint8
+    for got in (batch, np.stack(singles)):
+        agreement = float(np.mean(got == ort_labels))
+        assert agreement >= bar, f"{precision} engine agrees with ONNX Runtime on {agreement:.4%} of pixels"
+
+
+@needs_trt
+def test_graph_replay_gives_the_plain_result(engines, street_batch):
+    """Calls 1, 2, 3 with one shape run plainly, capture a CUDA graph, replay it: same labels each time."""
+    from bisenet_rt import Segmenter
+
+    frame = street_batch[0]
+    with Segmenter(engines["fp32"], cuda_graphs=False) as plain:
+        expected = plain(frame)
+    with Segmenter(engines["fp32"]) as seg:
+        for _ in range(3):
+            np.testing.assert_array_equal(seg(frame), expected)
+            assert seg.runner.last_device_time_ms() > 0
+        other = seg(street_batch)  # a new shape, then the old one again
+        np.testing.assert_array_equal(seg(frame), expected)
+    assert other.shape == (2, FRAME_H, FRAME_W)
+
+
+@needs_trt
+def test_host_inputs_outside_the_profile_are_refused(engines, street_batch):
+    from bisenet_rt import Segmenter
+
+    with Segmenter(engines["fp32"]) as seg:
+        with pytest.raises(InputError, match=r"frame size 1024x512 is outside the range 256x128 \.\. 640x384"):
+            seg(np.zeros((512, 1024, 3), np.uint8))
+        with pytest.raises(InputError, match=r"batch of 3 frames exceeds the maximum batch 2"):
+            seg(np.concatenate([street_batch, street_batch[:1]]))
+
+
+@pytest.fixture(scope="module")
+def torch_cuda():
+    """PyTorch with CUDA, the usual source of device frames."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA here")
+    return torch
+
+
+@needs_trt
+def test_device_pointers_from_torch(engines, street_batch, torch_cuda):
+    from bisenet_rt import Segmenter
+
+    torch = torch_cuda
+
+    frames = torch.from_numpy(street_batch).cuda()
+    with Segmenter(engines["fp32"]) as seg:
+        expected = seg(street_batch)
+        labels = torch.empty((2, FRAME_H, FRAME_W), dtype=torch.uint8, device="cuda")
+        seg.infer_device(frames, labels)
+        assert float(np.mean(labels.cpu().numpy() == expected)) >= 0.9999  # same engine; only atomics could differ
+        stream = torch.cuda.Stream()
+        again = torch.zeros_like(labels)
+        stream.wait_stream(torch.cuda.current_stream())  # `again` is zeroed on the default stream
+        with torch.cuda.stream(stream):
+            seg.infer_device(frames, again, stream=stream.cuda_stream)
+        stream.synchronize()
+        assert torch.equal(again, labels)
+        assert seg.runner.last_device_time_ms() > 0
+
+
+@needs_trt
+def test_bad_device_inputs_are_refused(engines, street_batch, torch_cuda):
+    from bisenet_rt import Segmenter
+
+    torch = torch_cuda
+
+    frames = torch.from_numpy(street_batch).cuda()
+    labels = torch.empty((2, FRAME_H, FRAME_W), dtype=torch.uint8, device="cuda")
+    with Segmenter(engines["fp32"]) as seg:
+        with pytest.raises(TypeError, match="frames has dtype float32"):
+            seg.infer_device(frames.float(), labels)
+        with pytest.raises(InputError, match="labels has shape 1 x 256 x 512"):
+            seg.infer_device(frames, labels[:1])
+        with pytest.raises(InputError, match="frames is not C-contiguous"):
+            seg.infer_device(frames[:, :, ::2], labels[:, :, ::2].contiguous())
+        with pytest.raises(InputError, match="outside the range"):
+            seg.infer_device(torch.zeros((1, 64, 64, 3), dtype=torch.uint8, device="cuda"),
+                             torch.zeros((1, 64, 64), dtype=torch.uint8, device="cuda"))
+        with pytest.raises(TypeError, match="without __cuda_array_interface__"):
+            seg.infer_device(frames.cpu(), labels)
+
+
+@needs_trt
+def test_engine_from_another_tensorrt_or_gpu_is_refused_with_the_rebuild_command(engines, tmp_path):
+    from bisenet_rt import Segmenter
+    from bisenet_rt.artifacts import sidecar_path
+
+    other_gpu = {"name": "Some Other GPU", "compute_capability": "1.0"}
+    for field, value, match in (("tensorrt_version", "9.9.9", "built by TensorRT 9.9.9"),
+                                ("gpu", other_gpu, "built for Some Other GPU")):
+        engine = shutil.copy(engines["fp32"], tmp_path / f"{field}.engine")
+        sidecar = json.loads(sidecar_path(engines["fp32"]).read_text())
+        sidecar[field] = value
+        sidecar_path(engine).write_text(json.dumps(sidecar))
+        with pytest.raises(EngineLoadError, match=match) as info:
+            Segmenter(engine)
+        assert "bisenet-rt build --backend tensorrt" in str(info.value)
+
+
+@needs_trt
+def test_corrupt_engine_is_refused(engines, tmp_path):
+    from bisenet_rt import Segmenter
+    from bisenet_rt.artifacts import sidecar_path
+
+    engine = tmp_path / "corrupt.engine"
+    engine.write_bytes(engines["fp32"].read_bytes()[:4096])
+    shutil.copy(sidecar_path(engines["fp32"]), sidecar_path(engine))
+    with pytest.raises(EngineLoadError, match="corrupt or was built by another TensorRT"):
+        Segmenter(engine)
+
+
+@needs_trt
+def test_close_is_idempotent_and_final(engines, street_batch):
+    from bisenet_rt import Segmenter
+
+    seg = Segmenter(engines["fp32"])
+    seg(street_batch[0])
+    assert "tensorrt" in seg.runner.versions() and "cuda_runtime" in seg.runner.versions()
+    seg.close()
+    seg.close()
+    with pytest.raises(BisenetError, match="closed"):
+        seg(street_batch[0])
+
+
+@needs_trt
+def test_cuda_graph_replays_captured_copies():
+    """Pinned -> device -> pinned copies captured once; replay after changing the source copies the new data."""
+    from bisenet_rt import cuda
+
+    with cuda.PinnedBuffer(1024) as src, cuda.PinnedBuffer(1024) as dst, cuda.DeviceBuffer(1024) as dev:
+        stream = cuda.Stream()
+        graph = cuda.CudaGraph.capture(stream, lambda: (dev.copy_from_host(src, 1024, stream),
+                                                        dev.copy_to_host(dst, 1024, stream)))
+        for value in (3, 200):
+            src.view((1024,))[:] = value
+            graph.launch(stream)
+            stream.synchronize()
+            assert np.all(dst.view((1024,)) == value)
+        graph.close()
+        graph.close()
+        stream.close()

@@ -1,0 +1,210 @@
+"""Pipelined video segmentation on short generated clips: round trip, truncated and bad input, shutdown."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import street_frame
+
+FRAMES, W, H = 12, 160, 96
+
+
+def write_clip(path: Path, n: int = FRAMES, fourcc: str = "mp4v") -> list[np.ndarray]:
+    """Write n distinct street-like frames with OpenCV; return the frames as written."""
+    frames = [street_frame(H, W, seed=i) for i in range(n)]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (W, H))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return frames
+
+
+def read_all(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    write_clip(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def segmenter(exported):
+    from bisenet_rt import Segmenter
+
+    with Segmenter(exported["fp32"]) as seg:
+        yield seg
+
+
+def _no_pipeline_threads() -> bool:
+    return not any(t.name.startswith("bisenet-") for t in threading.enumerate())
+
+
+def test_round_trip_keeps_count_size_order_and_overlay(segmenter, clip, tmp_path):
+    from bisenet_rt.video import segment_video
+    from bisenet_rt.viz import overlay
+
+    out = tmp_path / "out.mp4"
+    stats = segment_video(segmenter, clip, out, show_fps=False, progress=False)
+    assert (stats.frames_read, stats.frames, stats.expected) == (FRAMES, FRAMES, FRAMES)
+    assert not stats.ended_early and not stats.interrupted
+    assert stats.fps > 0 and stats.output == out
+    written = read_all(out)
+    assert len(written) == FRAMES
+    assert all(f.shape == (H, W, 3) for f in written)
+    # Each output frame is the overlay of the matching input frame (in order), up to MPEG-4 loss.
+    decoded = read_all(clip)
+    errors = [[float(np.abs(overlay(d, segmenter(d), segmenter.palette).astype(np.int16) - o).mean()) for o in written]
+              for d in decoded]
+    for i, row in enumerate(errors):
+        assert int(np.argmin(row)) == i, f"output frame {i} matches input {int(np.argmin(row))} best"
+        assert row[i] < 6.0, f"frame {i}: mean abs difference {row[i]:.1f} grey levels from the expected overlay"
+    assert _no_pipeline_threads()
+
+
+def test_fps_counter_is_drawn(segmenter, clip, tmp_path):
+    from bisenet_rt.video import segment_video
+
+    plain, counted = tmp_path / "plain.mp4", tmp_path / "fps.mp4"
+    segment_video(segmenter, clip, plain, show_fps=False, max_frames=2, progress=False)
+    stats = segment_video(segmenter, clip, counted, show_fps=True, max_frames=2, progress=False)
+    assert stats.frames == 2 and not stats.ended_early  # stopping at max_frames is not an early end
+    a, b = read_all(plain)[1].astype(np.int16), read_all(counted)[1].astype(np.int16)
+    corner = np.abs(a[:20, :60] - b[:20, :60]).mean()
+    rest = np.abs(a[40:, :] - b[40:, :]).mean()
+    assert corner > 10 * max(rest, 0.5), (corner, rest)
+
+
+def test_truncated_avi_ends_cleanly_keeping_frames(segmenter, tmp_path):
+    from bisenet_rt.video import segment_video
+
+    full = tmp_path / "full.avi"
+    write_clip(full)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "cut_out.avi"
+    stats = segment_video(segmenter, cut, out, progress=False)
+    assert stats.ended_early and not stats.interrupted
+    assert stats.expected == FRAMES and 0 < stats.frames_read < FRAMES
+    assert stats.frames == stats.frames_read
+    kept = read_all(out)
+    assert len(kept) == stats.frames and kept[0].shape == (H, W, 3)
+    assert "ended early" in stats.summary()
+    assert _no_pipeline_threads()
+
+
+def test_truncated_mp4_is_a_clear_error(segmenter, clip, tmp_path):
+    """An .mp4 keeps its index (moov atom) at the end: cut in half, nothing in it can be located."""
+    from bisenet_rt.errors import InputError
+    from bisenet_rt.video import segment_video
+
+    cut = tmp_path / "cut.mp4"
+    data = clip.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.mp4: cannot be opened as a video.*codec"):
+        segment_video(segmenter, cut, tmp_path / "o.mp4", progress=False)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a video\n" * 50])
+def test_non_video_file_errors_clearly(segmenter, tmp_path, content):
+    from bisenet_rt.errors import InputError
+    from bisenet_rt.video import segment_video
+
+    bad = tmp_path / "notes.mp4"
+    bad.write_bytes(content)
+    with pytest.raises(InputError, match="notes.mp4"):
+        segment_video(segmenter, bad, tmp_path / "o.mp4", progress=False)
+    with pytest.raises(InputError, match="no such video file"):
+        segment_video(segmenter, tmp_path / "missing.mp4", tmp_path / "o.mp4", progress=False)
+
+
+def test_unwritable_output_errors_and_stops_threads(segmenter, clip, tmp_path):
+    from bisenet_rt.errors import InputError
+    from bisenet_rt.video import segment_video
+
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(InputError, match="cannot create its folder"):
+        segment_video(segmenter, clip, tmp_path / "a_file" / "out.mp4", progress=False)
+    with pytest.raises(InputError, match="overwrite the input"):
+        segment_video(segmenter, clip, clip, progress=False)
+    assert _no_pipeline_threads()
+
+
+class _FailingAfter:
+    """The real Segmenter, with a failure injected on call number `n` (to exercise shutdown paths)."""
+
+    def __init__(self, segmenter, n: int, exc: BaseException) -> None:
+        self.segmenter, self.n, self.exc, self.calls = segmenter, n, exc, 0
+        self.palette = segmenter.palette
+
+    def __call__(self, frame):
+        self.calls += 1
+        if self.calls == self.n:
+            raise self.exc
+        return self.segmenter(frame)
+
+
+def test_inference_error_shuts_down_and_keeps_output(segmenter, clip, tmp_path):
+    from bisenet_rt.video import segment_video
+
+    out = tmp_path / "partial.mp4"
+    with pytest.raises(RuntimeError, match="injected"):
+        segment_video(_FailingAfter(segmenter, 4, RuntimeError("injected")), clip, out, progress=False)
+    assert _no_pipeline_threads()
+    assert 1 <= len(read_all(out)) <= 3  # frames inferred before the failure, finalized and readable
+
+
+def test_ctrl_c_finalizes_output(segmenter, clip, tmp_path):
+    from bisenet_rt.video import segment_video
+
+    out = tmp_path / "stopped.mp4"
+    stats = segment_video(_FailingAfter(segmenter, 4, KeyboardInterrupt()), clip, out, progress=False)
+    assert stats.interrupted and not stats.ended_early
+    assert stats.frames <= 3 and len(read_all(out)) == stats.frames
+    assert _no_pipeline_threads()
+
+
+def test_segment_command_on_a_video(exported, clip, tmp_path, capsys):
+    from bisenet_rt.cli import main
+
+    out = tmp_path / "cli.mp4"
+    rc = main(["segment", str(clip), "-o", str(out), "--engine", str(exported["fp32"]), "--max-frames", "3",
+               "--quiet"])
+    assert rc == 0
+    assert len(read_all(out)) == 3
+    assert "read 3/12 frames, wrote 3" in capsys.readouterr().err
+    # Two videos: OUT is a folder with one STEM.mp4 each; a video -o then is an error.
+    second = tmp_path / "second.avi"
+    write_clip(second, n=2)
+    rc = main(["segment", str(clip), str(second), "-o", str(tmp_path / "many"), "--engine", str(exported["fp32"]),
+               "--max-frames", "2", "--quiet"])
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["clip.mp4", "second.mp4"]
+    assert main(["segment", str(clip), str(second), "-o", str(tmp_path / "x.mp4"),
+                 "--engine", str(exported["fp32"])]) == 1
+    assert "names a video file" in capsys.readouterr().err
+
+
+def test_missing_camera_errors_clearly(segmenter, tmp_path):
+    from bisenet_rt.errors import InputError
+    from bisenet_rt.video import segment_video
+
+    with pytest.raises(InputError, match="camera 99 cannot be opened"):
+        segment_video(segmenter, 99, tmp_path / "cam.mp4", progress=False)
