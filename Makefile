@@ -24,4 +24,5 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) engines/*.engine engines/*.onnx engines/*.json engines/*.xml engines/*.bin engines/cache
+	rm -rf $(VENV) engines/*.engine engines/*.onnx engines/*.json engines/*.xml engines/*.bin engines/timing.cache \
+		engines/ov_cache engines/calib

@@ -23,8 +23,9 @@ setup(
     ],
     extras_require={
         "gpu": ["tensorrt>=10.0", "cuda-python>=12.6", "onnxruntime-gpu>=1.20"],
-        "dev": ["pytest>=8.0"],
+        "triton": ["tritonclient[grpc]>=2.50"],
         "bench": ["matplotlib>=3.7"],
+        "dev": ["pytest>=8.0", "tritonclient[grpc]>=2.50"],
     },
     entry_points={"console_scripts": ["bisenet-rt=bisenet_rt.cli:main"]},
 )

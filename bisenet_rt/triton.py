@@ -66,13 +66,21 @@ def _engine_model(path: Path) -> TritonModel:
     if path.stat().st_size == 0:
         raise EngineLoadError(f"{path}: the engine file is empty; rebuild it with 'bisenet-rt build'")
     info = info_from_sidecar(sidecar)
+    io = sidecar.get("io") or []  # read back from the engine by 'bisenet-rt build'
+    found = sorted((t.get("mode"), t.get("name"), t.get("dtype")) for t in io)
+    if io and found != [("input", INPUT_NAME, "uint8"), ("output", OUTPUT_NAME, "uint8")]:
+        raise EngineLoadError(f"{path}: its I/O tensors {found} are not the pipeline's uint8 '{INPUT_NAME}' -> "
+                              f"'{OUTPUT_NAME}'; build the engine from the pipeline graph with 'bisenet-rt build'")
+    version, gpu = sidecar.get("tensorrt_version", "unknown"), (sidecar.get("gpu") or {}).get("name", "unknown")
+    notes = (f"{path.name} was built by TensorRT {version} for {gpu}: serve it with the Triton release that ships "
+             f"TensorRT {version}, on that GPU model (engines load nowhere else)",)
     if info.min_size and info.max_size and info.min_size == info.max_size:
         w, h = info.max_size
         dims: tuple[int, ...] = (h, w)
     else:
         dims = (-1, -1)
     return TritonModel(path=path, kind="tensorrt", info=info, input_dims=(*dims, 3), output_dims=dims,
-                       batch_limit=info.max_batch)
+                       batch_limit=info.max_batch, notes=notes)
 
 
 def _onnx_dims(value: "onnx.ValueInfoProto") -> tuple[str, list[int], int]:
@@ -171,6 +179,7 @@ def model_config_text(model: TritonModel, *, name: str, max_batch: int, instance
         f"# '{OUTPUT_NAME}': uint8 class ids, batch x H x W (line i of labels.txt names id i).",
         "# Resize to the model size and back happens inside the model. Requests of different frame",
         "# sizes are never batched together by the dynamic batcher.",
+        *(f"# Note: {note}." for note in model.notes),
         f"name: {_quote(name)}",
         f"platform: {_quote(model.platform)}",
         f"max_batch_size: {max_batch}",

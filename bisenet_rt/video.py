@@ -110,8 +110,11 @@ def _get(q: queue.Queue, stop: threading.Event) -> Any:
 
 @dataclasses.dataclass
 class _Shared:
-    """Counters and errors the threads report to the caller (each field written by one thread)."""
+    """What the threads report to the caller (each field written by one thread)."""
 
+    fps: float = _FALLBACK_FPS
+    expected: int | None = None
+    open_error: BaseException | None = None
     read: int = 0
     read_error: str | None = None
     written: int = 0
@@ -119,9 +122,23 @@ class _Shared:
     end_time: float = 0.0
 
 
-def _reader(cap: Any, frames: queue.Queue, stop: threading.Event, shared: _Shared, max_frames: int | None) -> None:
+def _reader(source: str | int | os.PathLike, frames: queue.Queue, stop: threading.Event, opened: threading.Event,
+            shared: _Shared, max_frames: int | None) -> None:
+    """Open the capture, feed its frames, release it: the capture lives on this thread only, so a
+    camera stalled in read() never blocks the caller."""
     import cv2
 
+    try:
+        cap = open_capture(source)
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        if fps and np.isfinite(fps) and 0 < fps <= 1000:
+            shared.fps = float(fps)
+        shared.expected = None if isinstance(source, int) else _frame_count(cap)
+    except BaseException as exc:  # handed to the caller, which raises it
+        shared.open_error = exc
+        return
+    finally:
+        opened.set()
     try:
         while not stop.is_set() and (max_frames is None or shared.read < max_frames):
             ok, frame = cap.read()
@@ -134,6 +151,7 @@ def _reader(cap: Any, frames: queue.Queue, stop: threading.Event, shared: _Share
         shared.read_error = str(exc).strip().splitlines()[-1]
     finally:
         _put(frames, _END, stop)
+        cap.release()
 
 
 class _Encoder:
@@ -245,26 +263,26 @@ def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, outpu
     name = f"camera {source}" if camera else str(source)
     if not camera and output.resolve() == Path(source).resolve():
         raise InputError(f"{output}: the output would overwrite the input video; choose another -o path")
-    cap = open_capture(source)
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 1000 else _FALLBACK_FPS
-    expected = None if camera else _frame_count(cap)
-    total = min(expected, max_frames) if expected is not None and max_frames else (expected or max_frames)
-
     frames: queue.Queue = queue.Queue(maxsize=queue_size)
     results: queue.Queue = queue.Queue(maxsize=queue_size)
-    stop = threading.Event()
+    stop, opened = threading.Event(), threading.Event()
     shared = _Shared()
-    encoder = _Encoder(output, fps=fps, codec=codec, palette=segmenter.palette, alpha=alpha, show_fps=show_fps)
+    started = time.perf_counter()
+    reader = threading.Thread(target=_reader, args=(source, frames, stop, opened, shared, max_frames),
+                              name="bisenet-decode", daemon=True)
+    reader.start()
+    opened.wait()
+    if shared.open_error is not None:
+        reader.join()
+        raise shared.open_error
+    expected = shared.expected
+    total = min(expected, max_frames) if expected is not None and max_frames else (expected or max_frames)
+    encoder = _Encoder(output, fps=shared.fps, codec=codec, palette=segmenter.palette, alpha=alpha, show_fps=show_fps)
     bar = tqdm(total=total, unit="frame", desc=Path(name).name if not camera else name, disable=not progress,
                dynamic_ncols=True, leave=True)
-    reader = threading.Thread(target=_reader, args=(cap, frames, stop, shared, max_frames), name="bisenet-decode",
-                              daemon=True)
     writer = threading.Thread(target=_writer, args=(encoder, results, stop, shared, bar), name="bisenet-encode",
                               daemon=True)
     interrupted = drained = False
-    started = time.perf_counter()
-    reader.start()
     writer.start()
     try:
         while True:
@@ -282,9 +300,7 @@ def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, outpu
             stop.set()
         writer.join()  # the writer must finish before the file is finalized
         stop.set()  # the reader may still wait on a full queue
-        reader.join(timeout=_READER_JOIN_S)
-        if not reader.is_alive():  # a capture still blocked in read() (a stalled camera) is left to its daemon thread
-            cap.release()
+        reader.join(timeout=_READER_JOIN_S)  # a capture blocked in read() (a stalled camera) is left to its daemon
         encoder.close()
         bar.close()
     if shared.write_error is not None:

@@ -1,4 +1,4 @@
-"""OpenVINO backend: FP32 agrees with ONNX Runtime, IR round-trips, BF16 only where the CPU has it, same input errors."""
+"""OpenVINO backend: FP32 agrees with ONNX Runtime, IR round-trips, BF16 only where the CPU has it, same errors."""
 from __future__ import annotations
 
 import shutil
@@ -210,15 +210,17 @@ def test_int8_build_needs_a_qdq_graph(tmp_path):
 
 
 def test_auto_picks_the_measured_cpu_path():
-    """Without TensorRT, auto builds OpenVINO BF16 where the CPU has BF16, else the faster FP32 engine."""
+    """Without TensorRT and without a precision asked for, auto builds OpenVINO BF16 where the CPU has BF16,
+    else FP32 on the faster FP32 engine; a precision that was asked for is kept."""
     from bisenet_rt.backends import backend_class
     from bisenet_rt.build import CPU_FP32_BACKEND, resolve_backend
 
     if backend_class("tensorrt").availability() is None:
         pytest.skip("TensorRT is usable here, so auto picks it")
-    backend, precision, why = resolve_backend("auto", "fp32")
+    backend, precision, why = resolve_backend("auto")
     expected = ("openvino", Precision.BF16) if BF16 else (CPU_FP32_BACKEND, Precision.FP32)
     assert (backend, precision) == expected and "TensorRT" in why
+    assert resolve_backend("auto", "fp32")[:2] == (CPU_FP32_BACKEND, Precision.FP32)
     assert resolve_backend("openvino", "fp32")[:2] == ("openvino", Precision.FP32)
     assert resolve_backend("auto", "fp16")[:2] == ("onnxruntime", Precision.FP16)
 

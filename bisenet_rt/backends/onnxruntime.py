@@ -10,11 +10,16 @@ import numpy as np
 from ..artifacts import ArtifactInfo, info_from_sidecar, read_sidecar
 from ..errors import BackendUnavailableError, EngineLoadError
 from ..export import INPUT_NAME, OUTPUT_NAME, read_metadata
+from ..precision import Precision
 from .base import Backend, physical_cores
 
-__all__ = ["OnnxRuntimeBackend", "session_options", "cpu_name"]
+__all__ = ["OnnxRuntimeBackend", "session_options", "cpu_name", "QDQ_DISABLED_OPTIMIZERS"]
 
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+#: Graph passes turned off for INT8 (Q/DQ) graphs: common-subexpression elimination merges the
+#: per-consumer QuantizeLinear nodes, and on x86 ORT runs a convolution in int8 only after a
+#: QuantizeLinear with one consumer (see bisenet_rt/quantize.py).
+QDQ_DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
 
 
 def cpu_name() -> str:
@@ -85,7 +90,9 @@ class OnnxRuntimeBackend(Backend):
             raise ValueError(f"unknown device {device!r} for onnxruntime; choose 'cpu', 'cuda' or 'auto'")
         providers.append("CPUExecutionProvider")
         try:
-            self._session = ort.InferenceSession(str(self.path), session_options(threads), providers=providers)
+            disabled = list(QDQ_DISABLED_OPTIMIZERS) if self._info.precision is Precision.INT8 else None
+            self._session = ort.InferenceSession(str(self.path), session_options(threads), providers=providers,
+                                                 disabled_optimizers=disabled)
         except Exception as exc:  # ORT raises its own exception classes from C++
             raise EngineLoadError(f"{self.path}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from None
         self._provider = self._session.get_providers()[0]

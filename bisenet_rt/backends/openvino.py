@@ -28,7 +28,8 @@ HINTS: dict[str, str] = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 #: Our precision -> OpenVINO INFERENCE_PRECISION_HINT. INT8 graphs carry their own Q/DQ; the rest stays f32.
 OV_PRECISION: dict[Precision, str] = {Precision.FP32: "f32", Precision.BF16: "bf16", Precision.FP16: "f16",
                                        Precision.INT8: "f32"}
-_NHWC = [0, 2, 3, 1]
+_NHWC = [0, 2, 3, 1]  # transpose order NCHW -> NHWC
+_NCHW = [0, 3, 1, 2]  # and back
 _REBUILD = "rebuild it with 'bisenet-rt build --backend openvino'"
 _REEXPORT = "open the exported graph ('bisenet-rt export -o PATH.onnx'), not an ONNX Runtime-optimized one"
 #: Where compiled models are cached so a second start skips compilation (None disables the cache).
@@ -92,21 +93,37 @@ def _const_values(output: Any) -> list | None:
     return node.get_data().tolist()
 
 
-def _nhwc_source(op: Any) -> Any:
-    """The NCHW tensor behind `op`'s first input when that input is Transpose(x, [0, 2, 3, 1]), else None."""
-    src = op.input_value(0).get_node()
-    if src.get_type_name() != "Transpose" or _const_values(src.input_value(1)) != _NHWC:
-        return None
-    return src.input_value(0)
+def _i64(values: Any) -> Any:
+    import openvino.opset11 as ops
+
+    return ops.constant(np.array(values, np.int64))
+
+
+def _is_transpose(node: Any, perm: list[int]) -> bool:
+    return node.get_type_name() == "Transpose" and _const_values(node.input_value(1)) == perm
+
+
+def _interpolate_like(op: Any, data: Any, axis_order: list[int], name: str) -> Any:
+    """`op` (an Interpolate over all four axes) applied to `data`, its sizes/scales reordered by `axis_order`."""
+    import openvino.opset11 as ops
+
+    attrs = op.get_attributes()
+    per_axis = ops.gather(op.input_value(1), _i64(axis_order), _i64(0))
+    return ops.interpolate(data, per_axis, mode=attrs["mode"], shape_calculation_mode=attrs["shape_calculation_mode"],
+                           coordinate_transformation_mode=attrs["coordinate_transformation_mode"],
+                           nearest_mode=attrs["nearest_mode"], antialias=attrs["antialias"],
+                           cube_coeff=attrs["cube_coeff"], name=name)
 
 
 def tune_graph(model: Any) -> list[str]:
-    """Rewrite channels-last steps the CPU plugin runs slowly into channels-first ones; same values.
+    """Move channels-last work the CPU plugin runs slowly to the channels-first side of its transpose; same values.
 
-    The pipeline graph upsamples the logits channels-last (cheap for ONNX Runtime and TensorRT),
-    but OpenVINO's CPU kernels for a 19-channel NHWC Interpolate and arg-max are several times
-    slower than their blocked NCHW kernels. Interpolate and TopK commute with the transpose, so
-    the transpose moves after them. Returns what was changed (empty when nothing matched).
+    The pipeline graph resizes frames and logits channels-last (cheap for ONNX Runtime and TensorRT),
+    but OpenVINO's CPU kernels for an NHWC Interpolate, and for an arg-max over 19 contiguous
+    channels, are several times slower than their NCHW kernels. Interpolate (separable per axis) and
+    TopK commute with a transpose, so each runs on the NCHW side; the arg-max reads an N x C x HW
+    view, so the plugin gives it a planar layout (in a channels-contiguous one its TopK is ~10x
+    slower). Returns what was changed.
     """
     import openvino.opset11 as ops
 
@@ -114,32 +131,41 @@ def tune_graph(model: Any) -> list[str]:
     for op in model.get_ordered_ops():
         if op.get_type_name() != "Interpolate" or op.get_input_size() != 2:
             continue
-        source = _nhwc_source(op)
-        scales = _const_values(op.input_value(1))
         attrs = op.get_attributes()
-        if source is None or attrs.get("shape_calculation_mode") != "scales" or not scales or len(scales) != 4 \
-                or scales[0] != 1 or scales[3] != 1:
+        if any(attrs["pads_begin"]) or any(attrs["pads_end"]):
             continue
-        nchw = ops.interpolate(source, np.array([1, 1, scales[1], scales[2]], np.float32), mode=attrs["mode"],
-                               shape_calculation_mode="scales",
-                               coordinate_transformation_mode=attrs["coordinate_transformation_mode"],
-                               nearest_mode=attrs["nearest_mode"], antialias=attrs["antialias"],
-                               cube_coeff=attrs["cube_coeff"], name=f"{op.get_friendly_name()}/nchw")
-        op.output(0).replace(ops.transpose(nchw, np.array(_NHWC, np.int64)).output(0))
-        changed.append(f"{op.get_friendly_name()}: Interpolate before the NHWC transpose")
+        name = op.get_friendly_name()
+        source = op.input_value(0).get_node()
+        consumers = [i.get_node() for i in op.output(0).get_target_inputs()]
+        if _is_transpose(source, _NHWC):  # Interpolate(NHWC(x)) -> NHWC(Interpolate(x))
+            nchw = _interpolate_like(op, source.input_value(0), _NCHW, f"{name}/nchw")
+            op.output(0).replace(ops.transpose(nchw, _i64(_NHWC)).output(0))
+            changed.append(f"{name}: Interpolate moved before the NHWC transpose")
+        elif consumers and all(_is_transpose(c, _NCHW) for c in consumers):  # NCHW(Interp(x)) -> Interp(NCHW(x))
+            nchw = _interpolate_like(op, ops.transpose(op.input_value(0), _i64(_NCHW)), _NCHW,
+                                     f"{name}/nchw")
+            for consumer in consumers:
+                consumer.output(0).replace(nchw.output(0))
+            changed.append(f"{name}: Interpolate moved after the NCHW transpose")
     for op in model.get_ordered_ops():
         if op.get_type_name() != "TopK" or op.get_attributes().get("axis") not in (3, -1):
             continue
-        source = _nhwc_source(op)
-        if source is None:
+        source = op.input_value(0).get_node()
+        if not _is_transpose(source, _NHWC):
             continue
         attrs = op.get_attributes()
-        nchw = ops.topk(source, op.input_value(1), axis=1, mode=attrs["mode"], sort=attrs["sort"],
-                        index_element_type=attrs["index_element_type"], stable=attrs.get("stable", False),
-                        name=f"{op.get_friendly_name()}/nchw")
+        logits = source.input_value(0)
+        shape = ops.shape_of(logits, "i64")
+        planar = ops.reshape(logits, _i64([0, 0, -1]), special_zero=True)  # N x C x HW
+        top = ops.topk(planar, op.input_value(1), axis=1, mode=attrs["mode"], sort=attrs["sort"],
+                       index_element_type=attrs["index_element_type"], stable=attrs.get("stable", False),
+                       name=f"{op.get_friendly_name()}/nchw")
+        n_k_h_w = ops.concat([ops.gather(shape, _i64([0]), _i64(0)), _i64([-1]),
+                              ops.gather(shape, _i64([2, 3]), _i64(0))], 0)
         for i in range(2):
-            op.output(i).replace(ops.transpose(nchw.output(i), np.array(_NHWC, np.int64)).output(0))
-        changed.append(f"{op.get_friendly_name()}: arg-max before the NHWC transpose")
+            nkhw = ops.reshape(top.output(i), n_k_h_w, special_zero=False)
+            op.output(i).replace(ops.transpose(nkhw, _i64(_NHWC)).output(0))
+        changed.append(f"{op.get_friendly_name()}: arg-max moved before the NHWC transpose")
     if changed:
         model.validate_nodes_and_infer_types()
     return changed
@@ -150,7 +176,8 @@ class OpenVINOBackend(Backend):
 
     `precision=None` runs the artifact's own precision (an IR built with `--precision bf16` runs BF16);
     'fp32' is always true FP32, 'bf16' is refused on CPUs without BF16. `hint='latency'` runs a call
-    in one request; `'throughput'` spreads the frames of a batch over parallel async requests (streams).
+    in one request; `'throughput'` spreads the frames of a batch over parallel asynchronous requests,
+    one per OpenVINO stream.
     """
 
     name = "openvino"
@@ -168,9 +195,8 @@ class OpenVINOBackend(Backend):
         self._hint = hint
         core = ov.Core()
         info = self._read_info()
-        self._capabilities = cpu_capabilities(core)
         requested = None if precision is None else Precision.parse(precision)
-        self._compute = inference_precision(info.precision, requested, self._capabilities)
+        self._compute = inference_precision(info.precision, requested, cpu_capabilities(core))
         self._info = ArtifactInfo(classes=info.classes, model_size=info.model_size,
                                   precision=info.precision if requested is None else self._compute,
                                   source_sha256=info.source_sha256)
@@ -197,18 +223,16 @@ class OpenVINOBackend(Backend):
                                   f"{_REBUILD if is_ir else _REEXPORT}") from None
         self._check_io(self._compiled.inputs)
         self._cpu = str(core.get_property("CPU", "FULL_DEVICE_NAME"))
-        self._request = self._compiled.create_infer_request()
-        self._queue = None
-        if hint == "throughput":
-            self._queue = ov.AsyncInferQueue(self._compiled,
-                                             int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        # One request per stream OpenVINO runs in parallel (1 under the latency hint).
+        parallel = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) if hint == "throughput" else 1
+        self._requests = [self._compiled.create_infer_request() for _ in range(max(1, parallel))]
 
     # -- loading -----------------------------------------------------------------------------------
     def _read_info(self) -> ArtifactInfo:
         if self.path.suffix.lower() == ".xml":
             if not self.path.with_suffix(".bin").is_file():
                 raise EngineLoadError(f"{self.path}: its weights file {self.path.with_suffix('.bin').name} is missing; "
-                                      "rebuild with 'bisenet-rt build --backend openvino'")
+                                      f"{_REBUILD}")
             return info_from_sidecar(read_sidecar(self.path))
         import onnx
 
@@ -276,22 +300,22 @@ class OpenVINOBackend(Backend):
 
     # -- running -----------------------------------------------------------------------------------
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        if self._queue is None or batch.shape[0] == 1:
-            return self._request.infer({0: batch}, share_inputs=True)[0]
+        if len(self._requests) == 1 or batch.shape[0] == 1:
+            return self._requests[0].infer({0: batch}, share_inputs=True)[0]
+        # Frames go out in waves of asynchronous requests, one per stream. No Python completion callbacks:
+        # they need the GIL on OpenVINO's threads, which can deadlock against a waiting caller.
         labels = np.empty(batch.shape[:3], np.uint8)
-
-        def done(request: Any, index: int) -> None:
-            labels[index] = request.get_output_tensor(0).data[0]
-
-        self._queue.set_callback(done)
-        for i in range(batch.shape[0]):
-            self._queue.start_async({0: batch[i:i + 1]}, userdata=i, share_inputs=True)
-        self._queue.wait_all()
+        for start in range(0, batch.shape[0], len(self._requests)):
+            wave = list(enumerate(self._requests, start))[:batch.shape[0] - start]
+            for i, request in wave:
+                request.start_async({0: batch[i:i + 1]}, share_inputs=True)
+            for i, request in wave:
+                request.wait()
+                labels[i] = request.get_output_tensor(0).data[0]
         return labels
 
     def _close(self) -> None:
-        self._queue = None
-        self._request = None
+        self._requests = []
         self._compiled = None
 
 

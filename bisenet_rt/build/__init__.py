@@ -34,7 +34,7 @@ _SUFFIX = {"tensorrt": ".engine", "onnxruntime": ".onnx", "openvino": ".xml"}
 class BuildConfig:
     """Everything `bisenet-rt build` takes; sizes are (width, height)."""
 
-    precision: Precision = Precision.FP32
+    precision: Precision | None = None  # None: the fastest precision whose accuracy holds (auto)
     backend: str = "auto"
     weights: Path | None = None
     onnx: Path | None = None
@@ -49,7 +49,8 @@ class BuildConfig:
     calib_count: int = 200
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "precision", Precision.parse(self.precision))
+        if self.precision is not None:
+            object.__setattr__(self, "precision", Precision.parse(self.precision))
         if self.weights is not None and self.onnx is not None:
             raise ValueError("give --weights or --onnx, not both")
         if self.max_batch < 1:
@@ -61,17 +62,18 @@ class BuildConfig:
             raise ValueError(f"--opt-level must be 0..5 (TensorRT builder optimization level), got {self.opt_level}")
 
 
-def resolve_backend(requested: str, precision: Precision | str = Precision.FP32) -> tuple[str, Precision, str]:
+def resolve_backend(requested: str, precision: Precision | str | None = None) -> tuple[str, Precision, str]:
     """The backend and precision to build, and why.
 
-    A named backend builds exactly the precision asked for. `auto` picks the fastest path here whose
-    accuracy holds: TensorRT where it can run; else, for the default fp32, OpenVINO BF16 on CPUs that
-    compute BF16 natively (measured several times faster than any FP32 CPU engine, see
-    benchmarks/peer_cpu.py), else FP32 on `CPU_FP32_BACKEND`. Other precisions keep their own route.
+    A precision that was asked for is built exactly (a named backend with none builds fp32). `auto`
+    picks the fastest path here: TensorRT where it can run; else, when no precision was asked for,
+    OpenVINO BF16 on CPUs that compute BF16 natively (measured several times faster than any FP32 CPU
+    engine, see benchmarks/peer_cpu.py), else FP32 on `CPU_FP32_BACKEND`.
     """
     from ..backends import backend_class
 
-    precision = Precision.parse(precision)
+    chosen = precision is None
+    precision = Precision.FP32 if precision is None else Precision.parse(precision)
     if requested != "auto":
         missing = backend_class(requested).availability()
         if missing:
@@ -93,14 +95,13 @@ def resolve_backend(requested: str, precision: Precision | str = Precision.FP32)
         return "onnxruntime", precision, f"{no_trt}; OpenVINO is not usable either ({ov_missing})"
     from ..backends.openvino import supports_bf16
 
-    if supports_bf16():
+    if chosen and supports_bf16():
         return "openvino", Precision.BF16, (
             f"{no_trt}; this CPU computes BF16 natively, where OpenVINO BF16 is the fastest CPU path "
-            "(measured: benchmarks/peer_cpu.py), so auto builds bf16 instead of fp32 (labels agree with FP32 to "
-            "within the accuracy tests' tolerance); for strict FP32 name the backend: "
-            "--backend openvino --precision fp32")
-    return CPU_FP32_BACKEND, precision, (f"{no_trt}; this CPU has no BF16 arithmetic, and {CPU_FP32_BACKEND} "
-                                         "is the faster FP32 CPU engine (measured: benchmarks/peer_cpu.py)")
+            "(measured: benchmarks/peer_cpu.py); pass --precision fp32 for strict FP32")
+    cpu = "FP32 was asked for" if not chosen else "this CPU has no BF16 arithmetic"
+    return CPU_FP32_BACKEND, precision, (f"{no_trt}; {cpu}, and {CPU_FP32_BACKEND} is the faster FP32 CPU "
+                                         "engine (measured: benchmarks/peer_cpu.py)")
 
 
 #: The faster FP32 engine on CPUs without BF16, measured end to end at 2048x1024 with each engine's FP32
@@ -159,8 +160,12 @@ def build(config: BuildConfig) -> Path:
     backend, precision, why = resolve_backend(config.backend, config.precision)
     print(f"backend: {backend}, precision: {precision} ({why})", file=sys.stderr)
     config = dataclasses.replace(config, precision=precision)
+    output = Path(config.output) if config.output else default_output(backend, config.precision, config.engines_dir)
+    if config.precision is Precision.INT8:  # quantize (Q/DQ) first; every backend builds from that graph
+        from .int8 import build_int8
+
+        return build_int8(config, backend, output)
     module, func = BUILDERS[backend].split(":")
     builder = getattr(importlib.import_module(module), func)
-    output = Path(config.output) if config.output else default_output(backend, config.precision, config.engines_dir)
     return builder(config, output)
 

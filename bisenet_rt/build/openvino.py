@@ -43,14 +43,15 @@ def build_ir(config: BuildConfig, output: Path) -> Path:
     if config.precision is Precision.INT8 and config.onnx is None:
         raise BuildError("--precision int8 on OpenVINO runs a Q/DQ graph: pass one with --onnx PATH.onnx")
     started = time.perf_counter()
-    src = source_onnx(config, _GRAPH.get(config.precision, config.precision))
+    graph_precision = _GRAPH.get(config.precision, config.precision)
+    src = source_onnx(config, graph_precision)
     meta = read_metadata(onnx.load(str(src), load_external_data=False))
     if not meta or meta.get("graph") != "pipeline":
         raise BuildError(f"{src}: not a bisenet-rt pipeline graph; export one with 'bisenet-rt export -o PATH.onnx'")
     graph_info = ArtifactInfo.from_metadata(meta)
-    if graph_info.precision is not _GRAPH.get(config.precision, config.precision):
+    if graph_info.precision is not graph_precision:
         raise BuildError(f"{src} is a {graph_info.precision} graph; --precision {config.precision} is built from a "
-                         f"{_GRAPH.get(config.precision, config.precision)} graph")
+                         f"{graph_precision} graph")
     try:
         compute = inference_precision(graph_info.precision, config.precision, capabilities)
     except BackendUnavailableError as exc:
@@ -69,7 +70,8 @@ def build_ir(config: BuildConfig, output: Path) -> Path:
                                        cpu=cpu_name(), cpu_capabilities=list(capabilities),
                                        inference_precision=compute.value, graph_precision=graph_info.precision.value,
                                        graph_rewrites=rewrites))
-    print(f"wrote {output} (+ {output.with_suffix('.bin').name}, runs in {compute}) in {elapsed:.1f} s", file=sys.stderr)
+    print(f"wrote {output} (+ {output.with_suffix('.bin').name}; runs in {compute}) in {elapsed:.1f} s",
+          file=sys.stderr)
     return output
 
 

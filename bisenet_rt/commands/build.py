@@ -10,7 +10,9 @@ HELP = "build a TensorRT engine / optimized ONNX Runtime model / OpenVINO IR und
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", type=precision_arg, default="fp32", help="fp32, fp16, bf16 (OpenVINO) or int8")
+    p.add_argument("--precision", type=precision_arg, default=None,
+                   help="fp32, fp16, bf16 (OpenVINO) or int8 (default: the fastest precision this machine computes "
+                        "accurately: fp32 on TensorRT, bf16 on CPUs with BF16 arithmetic, else fp32)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", type=Path, help="checkpoint to export from (default: random weights)")
     src.add_argument("--onnx", type=Path, help="an exported pipeline ONNX to build from")

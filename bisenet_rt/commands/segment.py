@@ -71,7 +71,12 @@ def read_image(path: Path) -> "np.ndarray | None":
         return None
     if data.size == 0:
         return None
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our own error names the file instead
+    try:
+        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def write_png(path: Path, image: "np.ndarray") -> None:
@@ -146,7 +151,7 @@ def segment_images(segmenter: "Segmenter", plan: list[tuple[Path, Path]], out_di
             if not skip_bad:
                 raise InputError(f"{src}: cannot be read as an image (missing permission, empty, corrupt, or not "
                                  "PNG/JPEG/BMP); fix or remove it, or pass --skip-bad to skip unreadable images")
-            bar.write(f"warning: skipping {src}: unreadable image")
+            tqdm.write(f"warning: skipping {src}: unreadable image", file=sys.stderr)
             skipped.append(src)
             continue
         result = segmenter(frame)

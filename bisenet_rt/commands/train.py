@@ -27,28 +27,38 @@ def _positive_scale(text: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..classes import DEFAULT_MODEL_SIZE
 
-    p.add_argument("--data", type=Path, required=True, help="dataset root (Cityscapes layout) or list file")
-    p.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder (default runs/train)")
-    p.add_argument("--iters", type=int, default=300, help="training iterations (default 300)")
-    p.add_argument("--batch", type=int, default=8, help="frames per iteration and process (default 8)")
+    p.add_argument("--data", type=Path, required=True, metavar="ROOT",
+                   help="dataset root (Cityscapes layout) or list file")
+    p.add_argument("--out", type=Path, default=Path("runs/train"), metavar="DIR",
+                   help="output folder (default runs/train)")
+    p.add_argument("--iters", type=int, default=300, metavar="N", help="training iterations (default 300)")
+    p.add_argument("--batch", type=int, default=8, metavar="N", help="frames per iteration and process (default 8)")
     p.add_argument("--crop", type=model_size_arg, default=(512, 256), metavar="WxH",
                    help="training crop, multiples of 32 (default 512x256)")
     p.add_argument("--scales", type=_positive_scale, nargs="+", default=None, metavar="S",
                    help="random-scale set (default the paper's 0.75 1.0 1.25 1.5 1.75 2.0)")
     p.add_argument("--lr", type=float, default=5e-2, help="base learning rate (default 0.05)")
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="on conv weights only (default 5e-4)")
-    p.add_argument("--warmup", type=int, default=None, help="linear warm-up iterations (default min(1000, iters/10))")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, metavar="WD",
+                   help="on conv weights only (default 5e-4)")
+    p.add_argument("--warmup", type=int, default=None, metavar="N",
+                   help="linear warm-up iterations (default min(1000, iters/10))")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="DataLoader worker processes (default 2)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if present")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, sampling and augmentation")
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate on val every N iterations (default: at the end)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the initialisation, sampling and augmentation (default 0)")
+    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="evaluate on val every N iterations (default: at the end only)")
     p.add_argument("--eval-size", type=model_size_arg, default=DEFAULT_MODEL_SIZE, metavar="WxH",
                    help="model size frames are resized to for evaluation (default 1024x512)")
-    p.add_argument("--save-every", type=int, default=0, help="write a resumable state every N iterations "
-                   "(default: at the end)")
-    p.add_argument("--log-every", type=int, default=10, help="log line every N iterations (default 10)")
-    p.add_argument("--resume", type=Path, help="train_state.pt of an earlier run (or its folder); repeat its options")
-    p.add_argument("--stop-at", type=int, default=None, help="stop early at this iteration, leaving a resumable state")
+    p.add_argument("--eval-limit", type=int, default=None, metavar="N",
+                   help="periodic evaluations use the first N val frames only (the final one uses all)")
+    p.add_argument("--save-every", type=int, default=0, metavar="N",
+                   help="write a resumable state every N iterations (default: at the end)")
+    p.add_argument("--log-every", type=int, default=10, metavar="N", help="log line every N iterations (default 10)")
+    p.add_argument("--resume", type=Path, metavar="PATH",
+                   help="train_state.pt of an earlier run (or its folder); repeat that run's options")
+    p.add_argument("--stop-at", type=int, default=None, metavar="N",
+                   help="stop early at this iteration, leaving a resumable state")
     p.add_argument("--export-demo", type=Path, default=None, metavar="PATH",
                    help="also save the final model without aux heads, FP16 weights, to PATH")
 
@@ -60,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
                          scales=tuple(args.scales) if args.scales else DEFAULT_SCALES, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_iters=args.warmup, workers=args.workers,
                          device=args.device, seed=args.seed, eval_every=args.eval_every, eval_size=args.eval_size,
-                         save_every=args.save_every, log_every=args.log_every, resume=args.resume,
+                         eval_limit=args.eval_limit, save_every=args.save_every, log_every=args.log_every, resume=args.resume,
                          stop_at=args.stop_at, export_demo=args.export_demo)
     result = train(config)
     if result.metrics is not None:

@@ -48,7 +48,8 @@ class TrainConfig:
     `batch` is per process. `warmup_iters=None` means min(1000, iters // 10). `eval_every` and
     `save_every` of 0 mean only at the end. `stop_at` ends the run early at that iteration with a
     resumable state (for pre-emptible jobs). `eval_size` is the model size (w, h) frames are
-    resized to for evaluation, as the exported graph does.
+    resized to for evaluation, as the exported graph does; `eval_limit` makes the periodic
+    evaluations use only the first frames of the val split (the final one uses all of it).
     """
 
     data: Path | None = None
@@ -66,6 +67,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 0
     eval_size: tuple[int, int] = DEFAULT_MODEL_SIZE
+    eval_limit: int | None = None
     save_every: int = 0
     log_every: int = 10
     resume: Path | None = None
@@ -83,6 +85,8 @@ class TrainConfig:
         for name in ("workers", "eval_every", "save_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ValueError(f"eval_limit must be at least 1, got {self.eval_limit}")
         if self.warmup_iters is None:
             self.warmup_iters = min(1000, self.iters // 10)
         if not 0 <= self.warmup_iters <= self.iters:
@@ -229,38 +233,32 @@ def _open_split(root: Path | None, split: str) -> Any:
 
 # -- evaluation ----------------------------------------------------------------------------------
 def evaluate_model(model: nn.Module, dataset: Any, *, model_size: tuple[int, int] = DEFAULT_MODEL_SIZE,
-                   device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
-    """mIoU of `model` (eval mode, the reference pipeline at `model_size`) over every frame of `dataset`.
+                   device: str | torch.device = "cpu", limit: int | None = None,
+                   progress: bool = True) -> dict[str, Any]:
+    """Scores (bisenet_rt.metrics: mIoU, per-class IoU, pixel accuracy) of `model` on `dataset`.
 
-    One confusion matrix over the split; ignore pixels skipped; classes absent from both
-    prediction and ground truth are left out of the mean.
+    Frames go through the reference pipeline at `model_size` (resize in, logits resized back to
+    the frame), as an exported graph would run them; `limit` scores only the first frames.
     """
     from tqdm import tqdm
 
+    from ..classes import class_names
+    from ..metrics import ConfusionMatrix
     from ..pipeline import reference_labels
 
-    n = int(dataset.num_classes)
-    confusion = np.zeros((n, n), np.int64)
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    matrix = ConfusionMatrix(int(dataset.num_classes))
     was_training = model.training
     model.eval()
     try:
-        for i in tqdm(range(len(dataset)), desc="eval", unit="frame", disable=not progress, leave=False):
+        for i in tqdm(range(count), desc="eval", unit="frame", disable=not progress, leave=False):
             image, label = dataset[i]
             frame = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
-            pred = reference_labels(model, frame, model_size)[0].cpu().numpy().astype(np.int64)
-            gt = np.asarray(label, np.int64)
-            keep = gt != IGNORE_INDEX
-            confusion += np.bincount(gt[keep] * n + pred[keep], minlength=n * n).reshape(n, n)
+            matrix.update(reference_labels(model, frame, model_size)[0].cpu().numpy(), label)
     finally:
         model.train(was_training)
-    tp = np.diag(confusion).astype(np.float64)
-    union = confusion.sum(0) + confusion.sum(1) - tp
-    present = union > 0
-    iou = np.where(present, tp / np.maximum(union, 1), np.nan)
-    return {"miou": float(np.nanmean(iou)) if present.any() else float("nan"),
-            "pixel_acc": float(tp.sum() / max(confusion.sum(), 1)),
-            "iou": [None if math.isnan(v) else float(v) for v in iou],
-            "frames": len(dataset)}
+    names = getattr(dataset, "names", None) or class_names(int(dataset.num_classes))
+    return matrix.scores(names).to_json()
 
 
 # -- state ---------------------------------------------------------------------------------------
@@ -343,152 +341,170 @@ def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
                         f"classes (ids 0..{num_classes - 1}, {IGNORE_INDEX} = ignore); check the label files")
 
 
+class _Run:
+    """One process's training objects: the model (and its DDP wrapper), optimizer, schedule, scaler."""
+
+    def __init__(self, config: TrainConfig, dist: _Dist, num_classes: int, state: dict[str, Any] | None) -> None:
+        self.config, self.dist, self.num_classes = config, dist, num_classes
+        torch.manual_seed(config.seed)
+        self.model = BiSeNetV2(num_classes, aux_heads=True)
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+        self.model.to(dist.device).train()
+        self.net: nn.Module = self.model
+        if dist.world > 1:
+            if dist.device.type == "cuda":
+                self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
+        self.optimizer = build_optimizer(self.model, lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        self.scheduler = WarmupPolyLR(self.optimizer, max_iters=config.iters, warmup_iters=config.warmup_iters)
+        self.amp = dist.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.criterion = OhemCrossEntropy()
+        self.start = 0
+        # Dropout draws from this stream; each rank gets its own, all derived from the seed.
+        torch.manual_seed(config.seed * 1_000_003 + dist.rank + 1)
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            _set_rng_state(state["rng"][dist.rank], dist.device)
+            self.start = int(state["iteration"])
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        """One SGD step on a uint8 batch; returns the losses (main + each aux, and their sum) and the lr."""
+        from ..pipeline import preprocess
+
+        _check_labels(labels, self.num_classes)
+        x = preprocess(images.to(self.dist.device, non_blocking=True), self.config.crop)
+        y = labels.to(self.dist.device, non_blocking=True).long()
+        lr = self.scheduler.get_last_lr()[0]
+        with torch.autocast(device_type=self.dist.device.type, dtype=torch.float16, enabled=self.amp):
+            logits, aux = self.net(x)
+        main_loss = self.criterion(logits, y)
+        aux_losses = [self.criterion(a, y) for a in aux]
+        loss = main_loss + sum(aux_losses)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return {"loss": float(loss.detach()), "loss_main": float(main_loss.detach()),
+                "loss_aux": [float(a.detach()) for a in aux_losses], "lr": lr}
+
+    def save(self, iteration: int) -> None:
+        """Write the public-layout model and the resumable state (rank 0; every rank's RNG goes in)."""
+        rng = self.dist.gather(_rng_state(self.dist.device))
+        if self.dist.main:
+            out = self.config.out
+            save_checkpoint(self.model, out / MODEL_NAME)
+            _atomic_save({"format": _STATE_FORMAT, "iteration": iteration, "world": self.dist.world,
+                          "config": self.config.to_json(), "model": self.model.state_dict(),
+                          "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                          "scaler": self.scaler.state_dict(), "rng": rng}, out / STATE_NAME)
+        self.dist.barrier()
+
+    def evaluate(self, val_set: Any, *, limit: int | None = None) -> dict[str, Any] | None:
+        """Scores on the val split (rank 0; the others wait), or None without one."""
+        metrics = None
+        if self.dist.main and val_set is not None:
+            metrics = evaluate_model(self.model, val_set, model_size=self.config.eval_size, device=self.dist.device,
+                                     limit=limit)
+        self.dist.barrier()
+        return metrics
+
+
+def _loader(config: TrainConfig, dist: _Dist, train_set: Any, start: int, end: int) -> torch.utils.data.DataLoader:
+    """Batches of augmented crops for iterations [start, end), the same for any number of workers."""
+    augment = TrainAugment(AugmentConfig(crop=config.crop, scales=config.scales))
+    sampler = _DrawSampler(len(train_set), seed=config.seed, batch=config.batch, rank=dist.rank, world=dist.world,
+                           start=start, end=end)
+    return torch.utils.data.DataLoader(
+        _AugmentedSet(train_set, augment, config.seed), batch_size=config.batch, sampler=sampler,
+        num_workers=config.workers, pin_memory=dist.device.type == "cuda", worker_init_fn=_worker_init,
+        generator=torch.Generator().manual_seed(config.seed))  # keeps the global RNG (dropout) untouched
+
+
 def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) -> TrainResult:
     """Train BiSeNetV2 with the booster recipe; returns where the model and state went.
 
     `train_set` / `val_set` default to `open_dataset(config.data, "train" / "val")`; items are
     (BGR uint8 H x W x 3, uint8 H x W train ids with 255 = ignore) and the set has `.num_classes`.
     """
-    from ..pipeline import preprocess
-
     dist = _Dist.from_env(config.device)
     try:
         if train_set is None:
             train_set = _open_split(config.data, "train")
         if len(train_set) == 0:
             raise DataError(f"the training split of {config.data} has no frames")
-        num_classes = int(train_set.num_classes)
+        state = _load_state(_resolve_resume(config.resume), config, dist.world) if config.resume else None
         out = config.out
         if dist.main:
             out.mkdir(parents=True, exist_ok=True)
-        state = _load_state(_resolve_resume(config.resume), config, dist.world) if config.resume else None
-
-        torch.manual_seed(config.seed)
-        model = BiSeNetV2(num_classes, aux_heads=True)
-        if state is not None:
-            model.load_state_dict(state["model"])
-        model.to(dist.device).train()
-        net: nn.Module = model
-        if dist.world > 1:
-            if dist.device.type == "cuda":
-                net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            net = nn.parallel.DistributedDataParallel(
-                net, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
-        optimizer = build_optimizer(model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-        scheduler = WarmupPolyLR(optimizer, max_iters=config.iters, warmup_iters=config.warmup_iters)
-        use_amp = dist.device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        start = 0
-        # Dropout draws from this stream; each rank gets its own, all derived from the seed.
-        torch.manual_seed(config.seed * 1_000_003 + dist.rank + 1)
-        if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"][dist.rank], dist.device)
-            start = int(state["iteration"])
-        end = config.stop_at or config.iters
+        run = _Run(config, dist, int(train_set.num_classes), state)
+        start, end = run.start, config.stop_at or config.iters
         if end < start:
             raise ValueError(f"stop_at={end} lies before the resumed iteration {start}")
-
-        augment = TrainAugment(AugmentConfig(crop=config.crop, scales=config.scales))
-        loader = torch.utils.data.DataLoader(
-            _AugmentedSet(train_set, augment, config.seed), batch_size=config.batch,
-            sampler=_DrawSampler(len(train_set), seed=config.seed, batch=config.batch, rank=dist.rank,
-                                 world=dist.world, start=start, end=end),
-            num_workers=config.workers, pin_memory=dist.device.type == "cuda", worker_init_fn=_worker_init,
-            generator=torch.Generator().manual_seed(config.seed))  # keeps the global RNG untouched
-        criterion = OhemCrossEntropy()
-        log = _Logger(out / LOG_NAME if dist.main else None, append=state is not None)
-        model_path, state_path = out / MODEL_NAME, out / STATE_NAME
-        if val_set is None and (config.eval_every or end == config.iters) and dist.main:
+        if val_set is None and dist.main and (config.eval_every or end == config.iters):
             val_set = _load_val(config.data)
-
-        def save(iteration: int) -> None:
-            rng = dist.gather(_rng_state(dist.device))
-            if dist.main:
-                save_checkpoint(model, model_path)
-                _atomic_save({"format": _STATE_FORMAT, "iteration": iteration, "world": dist.world,
-                              "config": config.to_json(), "model": model.state_dict(),
-                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                              "scaler": scaler.state_dict(), "rng": rng}, state_path)
-            dist.barrier()
-
-        def evaluate(iteration: int) -> dict[str, Any] | None:
-            metrics = None
-            if dist.main and val_set is not None:
-                metrics = evaluate_model(model, val_set, model_size=config.eval_size, device=dist.device)
-                log({"iter": iteration, "eval": metrics},
-                    f"eval @ {iteration}: mIoU {100 * metrics['miou']:.2f}  pixel acc {100 * metrics['pixel_acc']:.2f} "
-                    f"({metrics['frames']} val frames at {format_size(config.eval_size)})")
-            dist.barrier()
-            return metrics
-
+        log = _Logger(out / LOG_NAME if dist.main else None, append=state is not None)
         if dist.main:
-            print(f"training BiSeNetV2 ({num_classes} classes, aux heads) on {len(train_set)} frames: iterations "
+            print(f"training BiSeNetV2 ({run.num_classes} classes, aux heads) on {len(train_set)} frames: iterations "
                   f"{start}..{end} of {config.iters}, batch {config.batch} x {dist.world} process(es), crop "
                   f"{format_size(config.crop)}, scales {list(config.scales)}, lr {config.lr}, warm-up "
-                  f"{config.warmup_iters}, device {dist.device}{', AMP' if use_amp else ''}", flush=True)
-        first_loss = last_loss = None
-        interval_loss, interval_n, t_interval = 0.0, 0, time.perf_counter()
-        t_start = time.perf_counter()
-        metrics = None
-        iteration = start
-        for iteration, (images, labels) in enumerate(loader, start=start + 1):
-            _check_labels(labels, num_classes)
-            x = preprocess(images.to(dist.device, non_blocking=True), config.crop)
-            y = labels.to(dist.device, non_blocking=True).long()
-            lr = scheduler.get_last_lr()[0]
-            with torch.autocast(device_type=dist.device.type, dtype=torch.float16, enabled=use_amp):
-                logits, aux = net(x)
-            main_loss = criterion(logits, y)
-            aux_losses = [criterion(a, y) for a in aux]
-            loss = main_loss + sum(aux_losses)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+                  f"{config.warmup_iters}, device {dist.device}{', AMP' if run.amp else ''}", flush=True)
 
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss became {value} at iteration {iteration}; lower --lr or check the data")
-            interval_loss += value
-            interval_n += 1
+        def evaluate(iteration: int, limit: int | None = None) -> dict[str, Any] | None:
+            metrics = run.evaluate(val_set, limit=limit)
+            if metrics is not None:
+                log({"iter": iteration, "eval": metrics},
+                    f"eval @ {iteration}: mIoU {100 * metrics['miou']:.2f}  pixel acc "
+                    f"{100 * metrics['pixel_accuracy']:.2f} ({metrics['frames']} val frames at "
+                    f"{format_size(config.eval_size)})")
+            return metrics
+
+        first_loss = last_loss = metrics = demo = None
+        interval: list[float] = []
+        t_start = t_interval = time.perf_counter()
+        iteration = start
+        for iteration, (images, labels) in enumerate(_loader(config, dist, train_set, start, end), start=start + 1):
+            record = run.step(images, labels)
+            if not math.isfinite(record["loss"]):
+                raise FloatingPointError(f"the loss became {record['loss']} at iteration {iteration}; "
+                                         "lower --lr or check the data")
+            interval.append(record["loss"])
             if iteration % config.log_every == 0 or iteration == end:
                 now = time.perf_counter()
-                mean_loss = dist.mean(interval_loss / interval_n)
-                speed = interval_n / max(now - t_interval, 1e-9)
+                record["loss"] = last_loss = dist.mean(sum(interval) / len(interval))  # mean since the last line
+                first_loss = last_loss if first_loss is None else first_loss
+                speed = len(interval) / max(now - t_interval, 1e-9)
                 eta = (end - iteration) / speed
-                first_loss = mean_loss if first_loss is None else first_loss
-                last_loss = mean_loss
-                log({"iter": iteration, "loss": mean_loss, "loss_main": float(main_loss.detach()),
-                     "loss_aux": [float(a.detach()) for a in aux_losses], "lr": lr, "it_per_s": speed,
-                     "eta_s": eta, "elapsed_s": now - t_start},
-                    f"it {iteration}/{config.iters}  loss {mean_loss:.4f}  lr {lr:.5f}  {speed:.3f} it/s  "
+                log({"iter": iteration, **record, "it_per_s": speed, "eta_s": eta, "elapsed_s": now - t_start},
+                    f"it {iteration}/{config.iters}  loss {last_loss:.4f}  lr {record['lr']:.5f}  {speed:.3f} it/s  "
                     f"eta {_format_eta(eta)}")
-                interval_loss, interval_n, t_interval = 0.0, 0, now
+                interval, t_interval = [], now
             if config.save_every and iteration % config.save_every == 0 and iteration != end:
-                save(iteration)
+                run.save(iteration)
             if config.eval_every and iteration % config.eval_every == 0 and iteration != config.iters:
-                evaluate(iteration)
+                evaluate(iteration, config.eval_limit)
         wall = time.perf_counter() - t_start
-        save(iteration)
-        demo = None
+        run.save(iteration)
         if iteration == config.iters:
             metrics = evaluate(iteration)
             if dist.main and config.export_demo is not None:
-                demo = export_inference_model(model, config.export_demo)
+                demo = export_inference_model(run.model, config.export_demo)
         if dist.main:
             summary = {"iteration": iteration, "iters": config.iters, "wall_s": wall, "first_loss": first_loss,
                        "last_loss": last_loss, "eval": metrics, "world": dist.world, "device": str(dist.device),
                        "config": config.to_json(), "torch": torch.__version__, "argv": sys.argv}
             (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
-            print(f"done: {iteration - start} iterations in {_format_eta(wall)}; model {model_path}, "
-                  f"state {state_path}" + (f", demo {demo}" if demo else ""), flush=True)
+            print(f"done: {iteration - start} iterations in {_format_eta(wall)}; model {out / MODEL_NAME}, "
+                  f"state {out / STATE_NAME}" + (f", demo {demo}" if demo else ""), flush=True)
         log.close()
-        return TrainResult(out=out, model=model_path, state=state_path, iteration=iteration, wall_s=wall,
-                           first_loss=first_loss, last_loss=last_loss, metrics=metrics, demo=demo)
+        return TrainResult(out=out, model=out / MODEL_NAME, state=out / STATE_NAME, iteration=iteration,
+                           wall_s=wall, first_loss=first_loss, last_loss=last_loss, metrics=metrics, demo=demo)
     finally:
         dist.close()
 

@@ -1,0 +1,110 @@
+"""Build step for INT8: quantize (Q/DQ) from calibration frames, then hand the graph to the backend.
+
+For ONNX Runtime the Q/DQ pipeline ONNX is itself the artifact (engines/bisenetv2_int8.onnx): ORT
+fuses the Q/DQ pairs into int8 kernels when it loads it. TensorRT and OpenVINO builders get the same
+Q/DQ ONNX as their `--onnx` source (written as engines/bisenetv2_int8.src.onnx).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import importlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..artifacts import ArtifactInfo, write_atomic, write_sidecar
+from ..errors import BuildError
+from ..export import read_metadata
+from ..precision import Precision
+from . import BUILDERS, BuildConfig, base_sidecar
+
+__all__ = ["build_int8", "int8_source", "ort_kernel_counts"]
+
+_CONV_KERNELS = ("QLinearConv", "Conv", "FusedConv")
+
+
+def int8_source(config: BuildConfig, path: Path) -> Path:
+    """The Q/DQ pipeline ONNX to build from: `--onnx` if it already is one, else quantized into `path`.
+
+    A plain FP32 `--onnx` (export --plain) is quantized as given; otherwise the model comes from
+    `--weights` (or random weights) and is exported at `--model-size`.
+    """
+    import onnx
+
+    from ..model import model_and_sha
+    from ..quantize import calibration_files, quantize_pipeline
+
+    model_or_plain = None
+    sha = "random-init"
+    if config.onnx is not None:
+        if not Path(config.onnx).is_file():
+            raise BuildError(f"--onnx {config.onnx}: no such file; export one with 'bisenet-rt export --plain -o PATH.onnx'")
+        proto = onnx.load(str(config.onnx))
+        meta = read_metadata(proto)
+        if meta.get("graph") == "pipeline":
+            if meta.get("precision") == Precision.INT8.value:
+                return Path(config.onnx)
+            raise BuildError(f"--onnx {config.onnx} is a {meta.get('precision', 'fp32')} pipeline graph; int8 quantizes "
+                             "the plain model graph: pass 'bisenet-rt export --plain' output, --weights, or an int8 graph")
+        model_or_plain, sha = proto, meta.get("source_sha256", sha)
+    frames = calibration_files(config.calib, config.calib_count)
+    if model_or_plain is None:
+        model_or_plain, sha = model_and_sha(config.weights)
+    print(f"int8: calibrating on {len(frames)} frames from {config.calib}", file=sys.stderr)
+    proto = quantize_pipeline(model_or_plain, frames, cache_dir=config.engines_dir / "calibration",
+                              model_size=None if config.onnx is not None else config.model_size, source_sha256=sha)
+    write_atomic(path, proto.SerializeToString())
+    print(f"wrote the Q/DQ graph {path}", file=sys.stderr)
+    return path
+
+
+def ort_kernel_counts(path: Path) -> dict[str, int]:
+    """How many convolutions ONNX Runtime (CPU) runs in int8 (QLinearConv) and in float, as loaded for inference."""
+    import onnx
+    import onnxruntime as ort
+
+    from ..backends.onnxruntime import QDQ_DISABLED_OPTIMIZERS, session_options
+
+    with tempfile.TemporaryDirectory(prefix="bisenet_rt_ort_") as tmp:
+        so = session_options()
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        try:
+            ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=list(QDQ_DISABLED_OPTIMIZERS))
+        except Exception as exc:  # ORT's own exception types
+            raise BuildError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
+        ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    return {op: ops[op] for op in _CONV_KERNELS if ops[op]}
+
+
+def build_int8(config: BuildConfig, backend: str, output: Path) -> Path:
+    """Quantize (or take an int8 `--onnx`) and build the artifact for `backend`; returns its path."""
+    import onnx
+    import onnxruntime as ort
+
+    started = time.perf_counter()
+    if backend != "onnxruntime":
+        src = int8_source(config, config.engines_dir / "bisenetv2_int8.src.onnx")
+        module, func = BUILDERS[backend].split(":")
+        builder = getattr(importlib.import_module(module), func)
+        return builder(dataclasses.replace(config, onnx=src, weights=None), output)
+    src = int8_source(config, output)
+    if src.resolve() != output.resolve():
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, output)
+    meta = read_metadata(onnx.load(str(output), load_external_data=False))
+    info = ArtifactInfo.from_metadata(meta)
+    kernels = ort_kernel_counts(output)
+    convs = sum(kernels.values())
+    print(f"ONNX Runtime runs {kernels.get('QLinearConv', 0)} of {convs} convolutions in int8 (QLinearConv); "
+          "the rest are the float preprocessing and classifier", file=sys.stderr)
+    elapsed = time.perf_counter() - started
+    write_sidecar(output, base_sidecar(info, "onnxruntime", output, elapsed, onnxruntime_version=ort.__version__,
+                                       quantization=json.loads(meta.get("quantization", "null")),
+                                       cpu_conv_kernels=kernels))
+    print(f"wrote {output} in {elapsed:.1f} s", file=sys.stderr)
+    return output

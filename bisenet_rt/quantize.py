@@ -1,0 +1,338 @@
+"""INT8 by explicit quantization: Q/DQ nodes in the model graph, the only INT8 route TensorRT 11 keeps.
+
+The plain FP32 graph is quantized with ONNX Runtime's static quantizer, calibrated on frames fed
+through the same preprocessing the pipeline graph applies: int8 weights per output channel and int8
+activations per tensor, all symmetric (zero points 0, as TensorRT requires). The quantized graph is
+then wrapped like any other by `build_pipeline`, so the frame resize, the normalization and the
+arg-max post-processing around it stay float, as do the classifier and its x8 upsample (the logits).
+
+These choices serve ONNX Runtime's CPU int8 kernels; each leaves the function unchanged:
+- ReLU is written as LeakyRelu(alpha=0), the same function. With zero-point-0 activations ORT cannot
+  fold a ReLU into the QuantizeLinear after it (it does that only for a zero point at the type's
+  minimum), and it has no int8 ReLU, so each ReLU would run as dequantize -> float ReLU -> quantize;
+  a LeakyRelu between Q/DQ runs as one int8 QLinearLeakyRelu.
+- A grouped conv with one input and several output channels per group (the GE blocks' c -> 6c
+  expansions) runs in ORT int8 as many tiny matrix products, several times slower than in FP32;
+  a Gather repeating each input channel followed by a depthwise conv is the same function and runs
+  on ORT's int8 depthwise kernel.
+- Every consumer of an activation gets its own QuantizeLinear (`DedicatedQDQPair`): on x86 ORT runs
+  int8 convolutions as uint8 x int8 and converts only a QuantizeLinear with a single consumer, so a
+  shared one would leave the convolutions after it in float. (The ONNX Runtime backend turns off the
+  common-subexpression pass that would merge them again.)
+Calibration ranges are cached as JSON under `cache_dir`, keyed by the plain graph, the calibration
+frames and the method, and reused by the next build with the same inputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
+
+import numpy as np
+
+from .errors import BuildError
+from .export import PLAIN_INPUT_NAME, ExportConfig, _metadata, build_pipeline
+from .precision import Precision
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+
+__all__ = ["CALIBRATION_METHODS", "DEFAULT_METHOD", "calibration_files", "quantize_plain", "quantize_pipeline",
+           "calibration_cache_path", "float_nodes"]
+
+#: Calibration methods of onnxruntime.quantization.CalibrationMethod offered here.
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+#: Percentile (ORT's default 99.999%): on the demo model it kept more pixels equal to FP32 than MinMax or
+#: Entropy did (benchmarks/int8_cpu.py --methods compares them).
+DEFAULT_METHOD = "percentile"
+#: Bump when the quantization recipe changes, so old calibration caches are not reused.
+_RECIPE = "qdq-s8s8-perchannel-v2"
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: Frames per calibration pass for the histogram methods, which hold every activation of a pass in memory.
+_HISTOGRAM_CHUNK = 4
+
+Frame = Union[str, os.PathLike, np.ndarray]
+
+
+def calibration_files(directory: str | os.PathLike | None, count: int) -> list[Path]:
+    """Up to `count` image files under `directory` (searched recursively), spread evenly over the sorted set."""
+    if directory is None:
+        raise BuildError("int8 needs calibration frames: pass --calib DIR, a folder of frames like those the model "
+                         "will see (for example the training images)")
+    if count < 1:
+        raise BuildError(f"--calib-count must be at least 1, got {count}")
+    root = Path(directory)
+    if not root.is_dir():
+        raise BuildError(f"--calib {root}: no such folder; give a folder of calibration frames (.png/.jpg)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise BuildError(f"--calib {root}: no images found (looked for {', '.join(_IMAGE_SUFFIXES)} in it and its "
+                         "subfolders); give a folder of calibration frames")
+    if len(files) <= count:
+        return files
+    picks = np.linspace(0, len(files) - 1, count).round().astype(int)
+    return [files[i] for i in picks]
+
+
+class _CalibrationFrames:
+    """ONNX Runtime calibration data reader: BGR uint8 frames -> the plain graph's normalized input.
+
+    Frames go through `bisenet_rt.pipeline.preprocess`, the reference of what the pipeline graph does
+    before the model, at the graph's model size.
+    """
+
+    def __init__(self, frames: Sequence[Frame], model_size: tuple[int, int], *, progress: bool) -> None:
+        self.frames = list(frames)
+        self.model_size = model_size
+        self.start, self.end = 0, len(self.frames)
+        self.index = 0
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=len(self.frames), desc="calibrate", unit="frame", file=sys.stderr)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.start, self.end = start_index, min(end_index, len(self.frames))
+        self.index = self.start
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        import torch
+
+        from .pipeline import preprocess
+
+        if self.index >= self.end:
+            if self.end >= len(self.frames):
+                self.close()
+            return None
+        frame = _read_frame(self.frames[self.index])
+        self.index += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        with torch.inference_mode():
+            x = preprocess(torch.from_numpy(frame)[None], self.model_size)
+        return {PLAIN_INPUT_NAME: x.numpy()}
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _read_frame(frame: Frame) -> np.ndarray:
+    """A calibration frame as a contiguous BGR uint8 H x W x 3 array (files read with OpenCV)."""
+    if isinstance(frame, np.ndarray):
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise BuildError(f"calibration frames must be uint8 H x W x 3 BGR arrays; got {frame.dtype} {frame.shape}")
+        return np.ascontiguousarray(frame)
+    import cv2
+
+    image = cv2.imread(str(frame), cv2.IMREAD_COLOR)
+    if image is None:
+        raise BuildError(f"calibration frame {frame}: not a readable image; remove it from the --calib folder")
+    return image
+
+
+def _frame_digest(frame: Frame) -> bytes:
+    h = hashlib.sha256()
+    if isinstance(frame, np.ndarray):
+        h.update(repr((frame.dtype.str, frame.shape)).encode())
+        h.update(np.ascontiguousarray(frame).tobytes())
+    else:
+        path = Path(frame)
+        h.update(path.name.encode())
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+        except OSError as exc:
+            raise BuildError(f"calibration frame {path}: cannot read it ({exc.strerror})") from None
+    return h.digest()
+
+
+def calibration_cache_path(plain: "onnx.ModelProto", frames: Sequence[Frame], *, method: str,
+                           model_size: tuple[int, int], cache_dir: str | os.PathLike) -> Path:
+    """Where the calibration ranges of this graph, frame list and method are (or will be) cached."""
+    h = hashlib.sha256()
+    h.update(f"{_RECIPE}|{method}|{model_size[0]}x{model_size[1]}|".encode())
+    h.update(hashlib.sha256(plain.SerializeToString()).digest())
+    for frame in frames:
+        h.update(_frame_digest(frame))
+    return Path(cache_dir) / f"int8_calibration_{h.hexdigest()[:24]}.json"
+
+
+def float_nodes(plain: "onnx.ModelProto") -> list[str]:
+    """Names of the plain graph's nodes kept float: the classifier conv and the upsample of its logits.
+
+    The logits decide the arg-max, and `build_pipeline` rewrites that final Resize to produce them
+    channels-last; int8 logits would flip labels wherever two classes are close.
+    """
+    graph = plain.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    resize = producer.get(graph.output[0].name)
+    classifier = producer.get(resize.input[0]) if resize is not None else None
+    if resize is None or resize.op_type != "Resize" or classifier is None or classifier.op_type != "Conv":
+        raise BuildError("unexpected plain graph: its output is not Conv -> Resize; export it with bisenet-rt export")
+    return [classifier.name, resize.name]
+
+
+def _prepared(plain: "onnx.ModelProto") -> "onnx.ModelProto":
+    """A copy of the plain graph in the form ONNX Runtime's int8 CPU kernels run fastest; the same function.
+
+    Every node is named; ReLU becomes LeakyRelu(alpha=0); a grouped conv with one input and several
+    output channels per group (c -> r*c, groups c) becomes a Gather repeating each input channel r
+    times and a depthwise conv (see the module docstring).
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    proto = onnx.ModelProto.FromString(plain.SerializeToString())
+    graph = proto.graph
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    nodes = []
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+        if node.op_type == "Relu" and node.domain in ("", "ai.onnx"):
+            node.op_type = "LeakyRelu"
+            node.attribute.append(helper.make_attribute("alpha", 0.0))
+        group = next((a for a in node.attribute if a.name == "group"), None)
+        weight = shapes.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if group is not None and group.i > 1 and weight and weight[1] == 1 and weight[0] > group.i:
+            repeat = np.repeat(np.arange(group.i, dtype=np.int64), weight[0] // group.i)
+            graph.initializer.append(numpy_helper.from_array(repeat, f"{node.name}_channel_repeat"))
+            nodes.append(helper.make_node("Gather", [node.input[0], f"{node.name}_channel_repeat"],
+                                          [f"{node.name}_repeated"], axis=1, name=f"{node.name}_repeat"))
+            node.input[0] = f"{node.name}_repeated"
+            group.i = weight[0]
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return proto
+
+
+def _graph_io(plain: "onnx.ModelProto") -> tuple[tuple[int, int], int]:
+    """(model size (w, h), number of classes) from the plain graph's static input and output shapes."""
+    dims_in = [d.dim_value for d in plain.graph.input[0].type.tensor_type.shape.dim]
+    dims_out = [d.dim_value for d in plain.graph.output[0].type.tensor_type.shape.dim]
+    if len(dims_in) != 4 or len(dims_out) != 4 or not all(dims_in[1:]) or not dims_out[1]:
+        raise BuildError("the plain graph needs static N x 3 x h x w input and N x C x h x w output shapes; "
+                         "export it with 'bisenet-rt export --plain'")
+    return (dims_in[3], dims_in[2]), dims_out[1]
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """Silence the quantizer's advisory warnings (it logs them on the root logger on every call)."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_path: str | os.PathLike | None = None,
+                   method: str = DEFAULT_METHOD, progress: bool = True) -> "onnx.ModelProto":
+    """Insert Q/DQ nodes into a plain FP32 graph, calibrated on `frames` (paths or BGR uint8 arrays).
+
+    With `cache_path`, ranges found there are used instead of calibrating, and fresh ones are saved there.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    if not frames and not (cache_path and Path(cache_path).is_file()):
+        raise BuildError("no calibration frames given; int8 needs at least one (--calib DIR)")
+    model_size, _ = _graph_io(plain)
+    keep_float = float_nodes(plain)
+    extra: dict[str, Any] = {
+        "ActivationSymmetric": True, "WeightSymmetric": True,  # zero points 0: what TensorRT accepts
+        "QuantizeBias": False,        # TensorRT takes no int32 DequantizeLinear; ORT quantizes float biases itself
+        "DedicatedQDQPair": True,     # see the module docstring
+    }
+    if method != "minmax":
+        extra["CalibStridedMinMax"] = _chunk(len(frames))  # histogram passes in chunks to bound memory
+    reader = _CalibrationFrames(frames, model_size, progress=progress and bool(frames))
+    if cache_path is not None:
+        Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="bisenet_rt_int8_") as tmp, _quiet_quantizer():
+            out = Path(tmp) / "qdq.onnx"
+            quantize_static(_prepared(plain), out, reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=methods[method], nodes_to_exclude=keep_float, extra_options=extra,
+                            calibration_cache_path=cache_path)
+            return onnx.load(str(out))
+    finally:
+        reader.close()
+
+
+def _chunk(n: int) -> int:
+    """The largest divisor of n up to _HISTOGRAM_CHUNK (the quantizer wants equal chunks)."""
+    return max(d for d in range(1, min(n, _HISTOGRAM_CHUNK) + 1) if n % d == 0) if n else 1
+
+
+def quantize_pipeline(model_or_plain: "torch.nn.Module | onnx.ModelProto", calib_frames: Sequence[Frame], *,
+                      cache_dir: str | os.PathLike | None, model_size: tuple[int, int] | None = None,
+                      method: str = DEFAULT_METHOD, source_sha256: str = "random-init",
+                      progress: bool = True) -> "onnx.ModelProto":
+    """The INT8 pipeline graph: uint8 frames in, uint8 labels out, with a Q/DQ-quantized model inside.
+
+    `model_or_plain` is a BiSeNetV2 module (exported here at `model_size`, default 1024x512) or a
+    plain FP32 graph from `export_plain` / 'bisenet-rt export --plain' (its own size is used).
+    `calib_frames` are image paths or BGR uint8 arrays. Calibration ranges are cached under
+    `cache_dir` (None: no cache). The graph carries the export metadata with precision 'int8'.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from .classes import DEFAULT_MODEL_SIZE
+    from .export import export_plain
+
+    if isinstance(model_or_plain, onnx.ModelProto):
+        plain = model_or_plain
+        graph_size, num_classes = _graph_io(plain)
+        if model_size is not None and tuple(model_size) != graph_size:
+            raise BuildError(f"the plain graph is {graph_size[0]}x{graph_size[1]} but model size "
+                             f"{model_size[0]}x{model_size[1]} was asked for; export it again at that size")
+        model_size = graph_size
+    else:
+        model_size = tuple(model_size or DEFAULT_MODEL_SIZE)
+        plain = export_plain(model_or_plain, model_size)
+        num_classes = int(model_or_plain.num_classes)
+    n_frames = len(calib_frames)
+    cache_path = None
+    if cache_dir is not None:
+        cache_path = calibration_cache_path(plain, calib_frames, method=method, model_size=model_size,
+                                            cache_dir=cache_dir)
+        reused = cache_path.is_file()
+        print(f"calibration: {'reusing' if reused else 'writing'} {cache_path}", file=sys.stderr)
+        if reused:
+            calib_frames = []
+    qdq = quantize_plain(plain, calib_frames, cache_path=cache_path, method=method, progress=progress)
+    proto = build_pipeline(qdq, ExportConfig(model_size=model_size), num_classes)
+    meta = _metadata(ExportConfig(model_size=model_size), num_classes, source_sha256)
+    meta["bisenet_rt.precision"] = Precision.INT8.value
+    meta["bisenet_rt.quantization"] = json.dumps({
+        "format": "QDQ", "weights": "int8 symmetric, per output channel", "activations": "int8 symmetric, per tensor",
+        "float": "preprocessing, classifier, logit upsample, arg-max", "calibration": method,
+        "calibration_frames": n_frames,
+        "calibration_cache": cache_path.name if cache_path is not None else None,
+        "tool": f"onnxruntime.quantization {ort.__version__}"})
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)
+    return proto

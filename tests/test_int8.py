@@ -1,0 +1,356 @@
+"""INT8 by explicit quantization: the Q/DQ graph's structure, its int8 kernels on ONNX Runtime, its
+agreement with FP32, the calibration cache, and `bisenet-rt build --precision int8`.
+
+The issue's accuracy bar (>= 99% of pixels as FP32, mIoU within 1.0) is checked on the demo model
+when it is present. Random weights (`confident_model`) amplify quantization noise layer after layer
+(nothing in them is redundant), so on them INT8 is only required to agree with FP32 far more often
+than with the labels of another frame.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, street_frame
+
+SMALL = (512, 256)  # model size for the structure tests (w, h)
+DEMO = REPO / "bisenet_rt" / "assets" / "demo_bisenetv2_synth.pth"
+#: Ops of the pre- and post-processing that must stay float around the quantized model.
+POST_OPS = ("ArgMax", "NonZero", "Gather", "ScatterND", "MaxPool")
+
+
+@pytest.fixture(scope="session")
+def calib_dir(tmp_path_factory) -> Path:
+    """Four street-like calibration frames as PNG files."""
+    import cv2
+
+    out = tmp_path_factory.mktemp("calib")
+    for i in range(4):
+        cv2.imwrite(str(out / f"frame_{i}.png"), street_frame(256, 512, seed=100 + i))
+    return out
+
+
+@pytest.fixture(scope="session")
+def int8(tmp_path_factory, confident_model, calib_dir):
+    """`confident_model` as FP32 and INT8 pipeline graphs at 512x256, and what the INT8 one was made from."""
+    import onnx
+
+    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.quantize import calibration_files, quantize_pipeline
+
+    out = tmp_path_factory.mktemp("int8")
+    fp32 = out / "fp32.onnx"
+    export_onnx(confident_model, fp32, ExportConfig(model_size=SMALL))
+    frames = calibration_files(calib_dir, 4)
+    proto = quantize_pipeline(confident_model, frames, cache_dir=out / "cache", model_size=SMALL, progress=False)
+    path = out / "int8.onnx"
+    onnx.save(proto, str(path))
+    return {"fp32": fp32, "int8": path, "proto": proto, "frames": frames, "cache": out / "cache"}
+
+
+def _graph_maps(proto):
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    inits = {i.name: i for i in proto.graph.initializer}
+    return producer, consumers, inits
+
+
+def _model_convs(proto, producer):
+    """The model's convs: all but the preprocessing conv (on the resized frame) and the classifier (-> Resize)."""
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    pre = [n for n in convs if producer[n.input[0]].op_type == "Transpose" and n.input[1] == "pre_norm_w"]
+    last = [n for n in convs if any(c.op_type == "Transpose" and c.output[0] == "post_coarse_nhwc"
+                                    for c in _consumers_of(proto, n.output[0]))]
+    assert len(pre) == 1 and len(last) == 1
+    return [n for n in convs if n not in pre + last], pre[0], last[0]
+
+
+def _consumers_of(proto, name):
+    return [n for n in proto.graph.node if name in n.input]
+
+
+def test_metadata_says_int8(int8):
+    from bisenet_rt.export import read_metadata
+    from bisenet_rt.quantize import DEFAULT_METHOD
+
+    meta = read_metadata(int8["proto"])
+    assert meta["precision"] == "int8" and meta["graph"] == "pipeline" and meta["model_size"] == "512x256"
+    quant = json.loads(meta["quantization"])
+    assert quant["format"] == "QDQ" and quant["calibration"] == DEFAULT_METHOD and quant["calibration_frames"] == 4
+
+
+def test_qdq_structure_quantizes_the_model_convs(int8, confident_model):
+    from onnx import numpy_helper
+
+    proto = int8["proto"]
+    producer, consumers, inits = _graph_maps(proto)
+    convs, _, _ = _model_convs(proto, producer)
+    n_model_convs = sum(1 for m in confident_model.modules() if m.__class__.__name__ == "Conv2d") - 1
+    assert len(convs) == n_model_convs
+    for conv in convs:
+        x, w = producer[conv.input[0]], producer[conv.input[1]]
+        assert x.op_type == "DequantizeLinear" and producer[x.input[0]].op_type == "QuantizeLinear", conv.name
+        assert w.op_type == "DequantizeLinear" and w.input[0] in inits, conv.name
+        weight = numpy_helper.to_array(inits[w.input[0]])
+        scale = numpy_helper.to_array(inits[w.input[1]])
+        assert weight.dtype == np.int8 and scale.shape == (weight.shape[0],), conv.name  # per output channel
+        assert [c.op_type for c in consumers[conv.output[0]]] == ["QuantizeLinear"], conv.name
+        if len(conv.input) > 2:
+            assert conv.input[2] in inits, "biases stay float: TensorRT takes no int32 DequantizeLinear"
+
+
+def test_qdq_is_symmetric_int8(int8):
+    import onnx
+    from onnx import numpy_helper
+
+    proto = int8["proto"]
+    _, _, inits = _graph_maps(proto)
+    qdq = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq
+    for node in qdq:
+        zero_point = inits[node.input[2]]
+        assert zero_point.data_type == onnx.TensorProto.INT8, node.name
+        assert not numpy_helper.to_array(zero_point).any(), f"{node.name}: zero point must be 0 for TensorRT"
+    assert not any(n.op_type == "Relu" for n in proto.graph.node), "ReLU is written as LeakyRelu(alpha=0)"
+    leaky = [n for n in proto.graph.node if n.op_type == "LeakyRelu"]
+    assert leaky and all(a.f == 0.0 for n in leaky for a in n.attribute if a.name == "alpha")
+
+
+def test_pre_and_post_processing_stay_float(int8):
+    import onnx
+
+    proto = int8["proto"]
+    producer, consumers, inits = _graph_maps(proto)
+    _, pre_conv, classifier = _model_convs(proto, producer)
+    final_resize = producer["logits_nhwc"]
+    pre_resize = producer["pre_small_nhwc"]
+    kept = [pre_resize, pre_conv, final_resize] + [n for n in proto.graph.node if n.op_type in POST_OPS
+                                                    and not n.name.startswith("/")]
+    assert final_resize.op_type == "Resize" and pre_resize.op_type == "Resize"
+    assert {n.op_type for n in kept} >= {"ArgMax", "NonZero", "Gather", "ScatterND"}
+    for node in kept + [classifier]:
+        outputs_quantized = [c.op_type for o in node.output for c in consumers.get(o, []) if c.op_type == "QuantizeLinear"]
+        assert not outputs_quantized, f"{node.op_type} {node.name} output is quantized"
+    for node in kept:
+        dq_inputs = [i for i in node.input if i in producer and producer[i].op_type == "DequantizeLinear"]
+        assert not dq_inputs, f"{node.op_type} {node.name} reads dequantized input"
+    weight = inits[classifier.input[1]]
+    assert weight.data_type == onnx.TensorProto.FLOAT, "the classifier keeps float weights"
+
+
+def test_onnxruntime_runs_the_model_convs_in_int8(int8, confident_model):
+    from bisenet_rt.build.int8 import ort_kernel_counts
+
+    kernels = ort_kernel_counts(int8["int8"])
+    n_model_convs = sum(1 for m in confident_model.modules() if m.__class__.__name__ == "Conv2d") - 1
+    assert kernels.get("QLinearConv") == n_model_convs
+    assert kernels.get("Conv", 0) + kernels.get("FusedConv", 0) == 2  # preprocessing conv and classifier
+
+
+def test_int8_runs_through_segmenter_and_tracks_fp32(int8):
+    from bisenet_rt import Segmenter
+
+    with Segmenter(int8["fp32"]) as fp32, Segmenter(int8["int8"]) as q:
+        assert q.precision.value == "int8" and q.backend == "onnxruntime"
+        frames = [street_frame(256, 512, seed=200), street_frame(300, 520, seed=201), street_frame(256, 512, seed=202)]
+        a = [fp32(f) for f in frames]
+        b = [q(f) for f in frames]
+    for f, labels in zip(frames, b):
+        assert labels.shape == f.shape[:2] and labels.dtype == np.uint8
+    same = np.mean([np.mean(x == y) for x, y in zip(a, b)])
+    other = np.mean([np.mean(a[0] == b[2]), np.mean(a[2] == b[0])])  # same size, different frames
+    # Random weights: loose bar (see the module docstring); measured about 0.55 against about 0.27.
+    assert same >= 0.45 and same >= 1.5 * other, (same, other)
+
+
+@pytest.mark.skipif(not DEMO.is_file(), reason=f"the demo model {DEMO.name} is not built yet (training writes it)")
+def test_demo_model_int8_meets_the_issue_bar(tmp_path):
+    """On the demo model and unseen synthetic frames: >= 99% of pixels as FP32, mIoU within 1.0 point."""
+    import onnx
+
+    from bisenet_rt import Segmenter
+    from bisenet_rt.data import open_dataset
+    from bisenet_rt.evaluate import evaluate
+    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.model import model_and_sha
+    from bisenet_rt.quantize import calibration_files, quantize_pipeline
+    from bisenet_rt.synth import write_dataset
+
+    data = tmp_path / "synth"
+    write_dataset(data, n=12, seed=7, val_fraction=0.5, progress=False)  # a seed the demo model never saw
+    model, sha = model_and_sha(DEMO)
+    export_onnx(model, tmp_path / "fp32.onnx", ExportConfig(), source_sha256=sha)
+    calib = calibration_files(data / "leftImg8bit" / "train", 6)
+    onnx.save(quantize_pipeline(model, calib, cache_dir=None, source_sha256=sha, progress=False),
+              str(tmp_path / "int8.onnx"))
+    with Segmenter(tmp_path / "fp32.onnx") as fp32, Segmenter(tmp_path / "int8.onnx") as q:
+        results = evaluate([fp32, q], open_dataset(data, "val"), progress=False)
+    assert results[1].agreement >= 0.99, results[1].agreement
+    assert abs(results[0].scores.miou - results[1].scores.miou) <= 0.01, [r.scores.miou for r in results]
+
+
+def _doubled(value):
+    """A cached range bound times two, in any of the forms ORT's calibration JSON stores it."""
+    if isinstance(value, dict):
+        return {**value, "data": _doubled(value["data"])}
+    if isinstance(value, list):
+        return [2 * v for v in value]
+    return 2 * value
+
+
+def test_calibration_cache_is_reused(int8, confident_model):
+    """A second build with the same graph and frames reads the cached ranges instead of calibrating."""
+    from onnx import numpy_helper
+
+    from bisenet_rt.quantize import quantize_pipeline
+
+    caches = list(int8["cache"].glob("*.json"))
+    assert len(caches) == 1
+    data = json.loads(caches[0].read_text())
+    for end in ("lowest", "highest"):  # double the cached range of the model input
+        data["data"]["input"][end] = _doubled(data["data"]["input"][end])
+    caches[0].write_text(json.dumps(data))
+    again = quantize_pipeline(confident_model, int8["frames"], cache_dir=int8["cache"], model_size=SMALL, progress=False)
+    assert list(int8["cache"].glob("*.json")) == caches
+
+    def input_scale(proto):
+        inits = {i.name: i for i in proto.graph.initializer}
+        q = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+        return float(numpy_helper.to_array(inits[q.input[1]]))
+
+    assert input_scale(again) == pytest.approx(2 * input_scale(int8["proto"]), rel=1e-6)
+
+
+def test_cache_key_follows_the_frames(int8, confident_model):
+    from bisenet_rt.export import export_plain
+    from bisenet_rt.quantize import calibration_cache_path
+
+    plain = export_plain(confident_model, SMALL)
+    key = dict(method="percentile", model_size=SMALL, cache_dir=int8["cache"])
+    assert calibration_cache_path(plain, int8["frames"], **key) == calibration_cache_path(plain, int8["frames"], **key)
+    assert calibration_cache_path(plain, int8["frames"][:3], **key) != calibration_cache_path(plain, int8["frames"], **key)
+    assert calibration_cache_path(plain, int8["frames"], **{**key, "method": "minmax"}) != \
+        calibration_cache_path(plain, int8["frames"], **key)
+
+
+def test_calibration_files_errors(tmp_path):
+    from bisenet_rt.errors import BuildError
+    from bisenet_rt.quantize import calibration_files
+
+    with pytest.raises(BuildError, match="--calib DIR"):
+        calibration_files(None, 200)
+    with pytest.raises(BuildError, match="no such folder"):
+        calibration_files(tmp_path / "missing", 200)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a frame")
+    with pytest.raises(BuildError, match="no images found"):
+        calibration_files(tmp_path / "empty", 200)
+    with pytest.raises(BuildError, match="at least 1"):
+        calibration_files(tmp_path, 0)
+
+
+def test_calibration_files_spread_over_the_folder(tmp_path):
+    from bisenet_rt.quantize import calibration_files
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        for i in range(5):
+            (tmp_path / sub / f"{i}.png").write_bytes(b"")
+    picked = calibration_files(tmp_path, 3)
+    assert [p.relative_to(tmp_path).as_posix() for p in picked] == ["a/0.png", "a/4.png", "b/4.png"]
+    assert len(calibration_files(tmp_path, 200)) == 10
+
+
+def test_build_int8_cli(tmp_path, confident_model, calib_dir, capsys):
+    from bisenet_rt import Segmenter
+    from bisenet_rt.artifacts import read_sidecar
+    from bisenet_rt.cli import main
+    from bisenet_rt.export import ExportConfig, export_onnx
+
+    plain = tmp_path / "plain.onnx"
+    export_onnx(confident_model, plain, ExportConfig(model_size=SMALL, plain=True))
+    engines = tmp_path / "engines"
+    common = ["build", "--precision", "int8", "--backend", "onnxruntime", "--engines-dir", str(engines)]
+    assert main(common + ["--onnx", str(plain), "--calib", str(calib_dir), "--calib-count", "2"]) == 0
+    out = engines / "bisenetv2_int8.onnx"
+    sidecar = read_sidecar(out)
+    assert sidecar["info"]["precision"] == "int8" and sidecar["info"]["model_size"] == "512x256"
+    assert sidecar["cpu_conv_kernels"]["QLinearConv"] > 0 and sidecar["quantization"]["calibration_frames"] == 2
+    assert len(list((engines / "calibration").glob("*.json"))) == 1
+    with Segmenter(out) as seg:
+        assert seg.precision.value == "int8" and seg(street_frame(256, 512, seed=5)).shape == (256, 512)
+
+    # an int8 pipeline graph is taken as it is: no calibration frames needed
+    assert main(common + ["--onnx", str(out), "-o", str(tmp_path / "copy.onnx")]) == 0
+    assert read_sidecar(tmp_path / "copy.onnx")["info"]["precision"] == "int8"
+
+
+@pytest.mark.parametrize("calib", [None, "missing", "empty"])
+def test_build_int8_bad_calib(tmp_path, calib, capsys):
+    from bisenet_rt.cli import main
+
+    (tmp_path / "empty").mkdir()
+    args = ["build", "--precision", "int8", "--backend", "onnxruntime", "--engines-dir", str(tmp_path / "engines"),
+            "--model-size", "512x256"]
+    if calib is not None:
+        args += ["--calib", str(tmp_path / calib)]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("bisenet-rt build: error:") and "--calib" in err[-1], err
+    assert not any("Traceback" in line for line in err)
+    assert not (tmp_path / "engines" / "bisenetv2_int8.onnx").exists()
+
+
+def test_build_int8_refuses_a_float_pipeline(int8, calib_dir, tmp_path, capsys):
+    from bisenet_rt.cli import main
+
+    args = ["build", "--precision", "int8", "--backend", "onnxruntime", "--onnx", str(int8["fp32"]),
+            "--calib", str(calib_dir), "--engines-dir", str(tmp_path)]
+    assert main(args) == 1
+    assert "plain" in capsys.readouterr().err
+
+
+def test_graph_rewrites_for_int8_kernels_keep_the_function(confident_model):
+    """ReLU as LeakyRelu(0) and channel-expanding grouped convs as Gather + depthwise conv: same logits in FP32."""
+    import onnxruntime as ort
+    import torch
+
+    from bisenet_rt.export import export_plain
+    from bisenet_rt.pipeline import preprocess
+    from bisenet_rt.quantize import _prepared
+
+    plain = export_plain(confident_model, SMALL)
+    prepared = _prepared(plain)
+    ops = [n.op_type for n in prepared.graph.node]
+    assert "Relu" not in ops and ops.count("Gather") == 8  # one per GE-block expansion
+    x = preprocess(torch.from_numpy(street_frame(256, 512, seed=9))[None], SMALL).numpy()
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    a, b = (ort.InferenceSession(p.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            for p in (plain, prepared))
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_build_int8_routes_the_qdq_graph_to_openvino(int8, tmp_path):
+    """Other backends build from the same Q/DQ graph (OpenVINO here; TensorRT needs a GPU)."""
+    from bisenet_rt.backends import backend_class
+
+    missing = backend_class("openvino").availability()
+    if missing:
+        pytest.skip(f"OpenVINO cannot run here: {missing}")
+    from bisenet_rt import Segmenter
+    from bisenet_rt.cli import main
+
+    out = tmp_path / "int8.xml"
+    assert main(["build", "--precision", "int8", "--backend", "openvino", "--onnx", str(int8["int8"]),
+                 "-o", str(out), "--engines-dir", str(tmp_path)]) == 0
+    frame = street_frame(256, 512, seed=11)
+    with Segmenter(out) as ov, Segmenter(int8["int8"]) as ort_int8:
+        assert ov.precision.value == "int8"
+        assert np.mean(ov(frame) == ort_int8(frame)) >= 0.45  # both int8; random weights (see module docstring)

@@ -1,0 +1,279 @@
+"""Booster training: OHEM loss by hand, the weight-decay split and lr schedule, augmentation, and short
+real training runs on tiny synthetic frames (loss falls, checkpoints load, resume is exact)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bisenet_rt.cli import main
+from bisenet_rt.train import (AugmentConfig, TrainAugment, WarmupPolyLR, build_optimizer, lr_factor,
+                              ohem_cross_entropy, param_groups, sample_rng)
+from bisenet_rt.train.augment import IMAGE_PAD_BGR
+
+THRESH = -math.log(0.7)  # 0.3567: OHEM keeps pixels whose loss is above this
+
+
+def _two_class_logits(margins: list[float]) -> torch.Tensor:
+    """1 x 2 x 1 x P logits with class 0 ahead of class 1 by `margins[p]` (true class 0 everywhere)."""
+    m = torch.tensor(margins, dtype=torch.float64)
+    return torch.stack([m, torch.zeros_like(m)])[None, :, None, :]
+
+
+def _ce0(margin: float) -> float:
+    """Cross-entropy of class 0 with logits (margin, 0): log(1 + e^-margin)."""
+    return math.log1p(math.exp(-margin))
+
+
+# -- OHEM ------------------------------------------------------------------------------------------
+def test_ohem_averages_only_the_hard_pixels():
+    # 32 valid pixels: 4 hard (negative margins), 28 easy (margin 6, loss 0.0025 < THRESH).
+    margins = [-1.0, -2.0, 0.0, -0.5] + [6.0] * 28
+    labels = torch.zeros(1, 1, 32, dtype=torch.long)
+    loss = ohem_cross_entropy(_two_class_logits(margins), labels)
+    expected = np.mean([_ce0(m) for m in margins[:4]])  # 4 hard >= 32 / 16 = 2 minimum: keep exactly them
+    assert _ce0(0.0) > THRESH > _ce0(6.0)
+    assert float(loss) == pytest.approx(expected, rel=1e-5)  # computed in float32
+
+
+def test_ohem_keeps_at_least_a_sixteenth_of_the_valid_pixels():
+    # 64 valid pixels, all easy: k = 64 / 16 = 4 largest losses are kept (margins 1, 2, 3, 4).
+    margins = [1.0, 2.0, 3.0, 4.0] + [8.0] * 60
+    assert _ce0(1.0) < THRESH
+    loss = ohem_cross_entropy(_two_class_logits(margins), torch.zeros(1, 1, 64, dtype=torch.long))
+    expected = np.mean([_ce0(m) for m in (1.0, 2.0, 3.0, 4.0)])
+    assert float(loss) == pytest.approx(expected, rel=1e-5)  # computed in float32
+
+
+def test_ohem_ignores_255_even_when_those_pixels_would_be_hard():
+    # 16 pixels: 8 ignored (margins -9, would be the hardest), 8 valid easy; k = max(1, 8 / 16) = 1.
+    margins = [-9.0] * 8 + [5.0, 4.0, 7.0, 6.0, 5.0, 5.0, 5.0, 5.0]
+    labels = torch.tensor([255] * 8 + [0] * 8).view(1, 1, 16)
+    loss = ohem_cross_entropy(_two_class_logits(margins), labels)
+    assert float(loss) == pytest.approx(_ce0(4.0), rel=1e-5)  # computed in float32
+
+
+def test_ohem_all_ignored_gives_zero_that_backpropagates():
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = ohem_cross_entropy(logits, torch.full((2, 4, 4), 255, dtype=torch.long))
+    loss.backward()
+    assert float(loss.detach()) == 0.0 and torch.count_nonzero(logits.grad) == 0
+
+
+def test_ohem_gradient_reaches_only_the_kept_pixels():
+    margins = [-1.0, 0.0] + [6.0] * 30  # 2 hard pixels = 32 / 16: exactly those are kept
+    logits = _two_class_logits(margins).requires_grad_(True)
+    ohem_cross_entropy(logits, torch.zeros(1, 1, 32, dtype=torch.long)).backward()
+    touched = logits.grad.abs().sum(dim=1).flatten() > 0
+    assert touched.tolist() == [True, True] + [False] * 30
+    # d/dm of mean(log(1 + e^-m)) over 2 pixels = -sigmoid(-m) / 2 on the class-0 logit (float32 inside)
+    assert float(logits.grad[0, 0, 0, 0]) == pytest.approx(-1 / (1 + math.exp(-1.0)) / 2, rel=1e-5)
+
+
+def test_ohem_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="N x C x H x W"):
+        ohem_cross_entropy(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 5, dtype=torch.long))
+
+
+# -- optimiser and schedule ------------------------------------------------------------------------
+def test_weight_decay_applies_to_conv_weights_only():
+    from bisenet_rt.model import BiSeNetV2
+
+    model = BiSeNetV2(19, aux_heads=True)
+    decay, no_decay = param_groups(model, weight_decay=5e-4)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert {id(p) for p in decay["params"]} == {id(m.weight) for m in convs}
+    bn_params = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    biases = {id(m.bias) for m in convs if m.bias is not None}
+    assert {id(p) for p in no_decay["params"]} == bn_params | biases and biases  # classifier biases exist
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (5e-4, 0.0)
+    optimizer = build_optimizer(model)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [5e-4, 0.0]
+    assert all(g["momentum"] == 0.9 and g["lr"] == 5e-2 for g in optimizer.param_groups)
+
+
+def test_lr_warmup_then_poly_and_scheduler_resumes():
+    kw = dict(max_iters=100, warmup_iters=10)
+    assert lr_factor(0, **kw) == pytest.approx(0.1)
+    assert lr_factor(5, **kw) == pytest.approx(0.55)
+    assert lr_factor(10, **kw) == 1.0
+    assert lr_factor(55, **kw) == pytest.approx(0.5 ** 0.9)
+    assert lr_factor(100, **kw) == 0.0
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    opt = torch.optim.SGD(params, lr=0.05)
+    sched = WarmupPolyLR(opt, **kw)
+    seen = []
+    for _ in range(40):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([0.05 * lr_factor(i, **kw) for i in range(40)])
+    opt2 = torch.optim.SGD(params, lr=0.05)
+    sched2 = WarmupPolyLR(opt2, **kw)
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(sched.state_dict())
+    opt.step(), sched.step(), opt2.step(), sched2.step()
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"] == pytest.approx(0.05 * lr_factor(41, **kw))
+
+
+# -- augmentation ----------------------------------------------------------------------------------
+def _pattern(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    label = (np.arange(w)[None, :] // 8 % 19).repeat(h, 0).astype(np.uint8)
+    return image, label
+
+
+def test_augment_pads_small_frames_with_mean_colour_and_ignore():
+    image, label = _pattern(40, 80)
+    aug = TrainAugment(AugmentConfig(crop=(128, 64), scales=(1.0,), flip_prob=0.0))
+    out_img, out_lab = aug(image, label, sample_rng(0, 0))
+    assert out_img.shape == (64, 128, 3) and out_lab.shape == (64, 128)
+    pad = out_lab == 255
+    assert pad.sum() == 64 * 128 - 40 * 80                       # exactly the area outside the frame
+    assert (out_img[pad] == np.array(IMAGE_PAD_BGR, np.uint8)).all()
+    ys, xs = np.nonzero(~pad)
+    y0, x0 = ys.min(), xs.min()
+    assert (out_img[y0:y0 + 40, x0:x0 + 80] == image).all() and (out_lab[y0:y0 + 40, x0:x0 + 80] == label).all()
+
+
+def test_augment_flip_mirrors_image_and_label_together():
+    image, label = _pattern(64, 128)
+    aug = TrainAugment(AugmentConfig(crop=(128, 64), scales=(1.0,), flip_prob=1.0))
+    flipped = aug(image, label, sample_rng(0, 1))
+    assert (flipped[0] == image[:, ::-1]).all() and (flipped[1] == label[:, ::-1]).all()
+
+
+def test_augment_is_deterministic_per_draw_and_keeps_label_values():
+    image, label = _pattern(96, 160)
+    aug = TrainAugment(AugmentConfig(crop=(64, 32), scales=(0.75, 1.5, 2.0)))
+    a = aug(image, label, sample_rng(3, 17))
+    b = aug(image, label, sample_rng(3, 17))
+    assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
+    crops = {aug(image, label, sample_rng(3, d))[0].tobytes() for d in range(8)}
+    assert len(crops) > 1                                     # different draws, different samples
+    values = set(np.unique(np.concatenate([aug(image, label, sample_rng(3, d))[1] for d in range(8)])).tolist())
+    assert values <= set(np.unique(label).tolist()) | {255}    # nearest resize: no invented classes
+
+
+def test_augment_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        AugmentConfig(crop=(100, 64))
+    with pytest.raises(ValueError, match="positive"):
+        AugmentConfig(scales=(0.5, -1.0))
+
+
+# -- training runs ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared CPU their spin-waits cost a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory):
+    """8 synthetic street frames of 128 x 64 in the Cityscapes layout: 6 train, 2 val."""
+    from bisenet_rt.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    write_dataset(root, n=8, seed=0, size=(128, 64), val_fraction=0.25, progress=False)
+    return root
+
+
+_COMMON = ["--crop", "128x64", "--scales", "0.75", "1.0", "1.25", "--eval-size", "128x64",
+           "--device", "cpu", "--log-every", "1", "--seed", "0"]
+LOSS_ITERS = 16
+
+
+def _losses(out) -> dict[int, float]:
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return {r["iter"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_synth, tmp_path_factory):
+    """A 16-iteration run through the CLI, with the demo-style export."""
+    out = tmp_path_factory.mktemp("run")
+    code = main(["train", "--data", str(tiny_synth), "--out", str(out), "--iters", str(LOSS_ITERS), "--lr", "0.03",
+                 "--batch", "4", "--warmup", "4", "--workers", "0", "--export-demo", str(out / "demo.pth"), *_COMMON])
+    assert code == 0
+    return out
+
+
+def test_training_loss_falls(trained):
+    losses = _losses(trained)
+    assert sorted(losses) == list(range(1, LOSS_ITERS + 1))
+    first, last = np.mean([losses[i] for i in (1, 2, 3, 4)]), np.mean([losses[i] for i in (13, 14, 15, 16)])
+    # The summed OHEM loss of five heads starts near 40 (kaiming init gives large logits) and is noisy
+    # step to step; over 16 steps its mean must drop by at least a quarter.
+    assert last < 0.75 * first, (first, last, losses)
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["iteration"] == LOSS_ITERS and summary["eval"]["frames"] == 2
+    assert 0.0 <= summary["eval"]["miou"] <= 1.0
+
+
+def test_training_writes_public_layout_checkpoints(trained):
+    from bisenet_rt.model import AUX_HEAD_NAMES, load_checkpoint
+
+    state = torch.load(trained / "train_state.pt", map_location="cpu", weights_only=True)
+    with_aux = load_checkpoint(trained / "model.pth", aux_heads=True)
+    assert with_aux.aux_heads and state["iteration"] == LOSS_ITERS
+    for key, value in with_aux.state_dict().items():
+        assert torch.equal(value, state["model"][key]), key
+    plain = load_checkpoint(trained / "model.pth")  # the public loader, aux keys tolerated and dropped
+    saved = torch.load(trained / "demo.pth", map_location="cpu", weights_only=True)
+    assert not any(k.startswith(AUX_HEAD_NAMES) for k in saved)
+    assert {v.dtype for v in saved.values() if v.is_floating_point()} == {torch.float16}
+    demo = load_checkpoint(trained / "demo.pth")
+    x = torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        ref, half = plain(x), demo(x)
+    assert (ref.argmax(1) == half.argmax(1)).float().mean() > 0.98  # FP16 rounding of weights only
+
+
+def test_resume_continues_exactly(tiny_synth, tmp_path):
+    """3 iterations straight vs 2 + resume for 1 (with DataLoader workers): same losses, same weights."""
+    args = ["train", "--data", str(tiny_synth), "--iters", "3", "--batch", "2", "--lr", "0.03", "--warmup", "1",
+            *_COMMON]
+    assert main([*args, "--out", str(tmp_path / "straight"), "--workers", "0"]) == 0
+    assert main([*args, "--out", str(tmp_path / "split"), "--workers", "0", "--stop-at", "2"]) == 0
+    state = torch.load(tmp_path / "split" / "train_state.pt", map_location="cpu", weights_only=True)
+    assert state["iteration"] == 2 and json.loads((tmp_path / "split" / "summary.json").read_text())["eval"] is None
+    assert main([*args, "--out", str(tmp_path / "split"), "--workers", "2",
+                 "--resume", str(tmp_path / "split")]) == 0
+    straight, split = _losses(tmp_path / "straight"), _losses(tmp_path / "split")
+    assert sorted(split) == [1, 2, 3]
+    assert split[3] == straight[3]
+    a = torch.load(tmp_path / "straight" / "train_state.pt", map_location="cpu", weights_only=True)
+    b = torch.load(tmp_path / "split" / "train_state.pt", map_location="cpu", weights_only=True)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for key, value in a["optimizer"]["state"].items():
+        assert torch.equal(value["momentum_buffer"], b["optimizer"]["state"][key]["momentum_buffer"]), key
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 3
+
+
+def test_resume_with_changed_schedule_is_refused(tiny_synth, tmp_path, capsys):
+    args = ["train", "--data", str(tiny_synth), "--out", str(tmp_path), "--workers", "0", "--batch", "2", *_COMMON]
+    assert main([*args, "--iters", "2", "--stop-at", "1"]) == 0
+    assert main([*args, "--iters", "3", "--resume", str(tmp_path)]) == 1
+    assert "--iters 2 (saved) vs 3 (now)" in capsys.readouterr().err
+
+
+def test_train_cli_rejects_bad_options(tiny_synth, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(tiny_synth), "--crop", "100x64"])
+    assert "multiple" in capsys.readouterr().err
+    out = ["--out", str(tmp_path / "out")]
+    assert main(["train", "--data", str(tiny_synth), "--iters", "2", "--stop-at", "3", *out]) == 1
+    assert main(["train", "--data", str(tmp_path / "missing"), "--iters", "2", *out]) == 1
+    assert main(["train", "--data", str(tiny_synth), "--resume", str(tmp_path), *out]) == 1
+    errors = capsys.readouterr().err
+    assert "stop_at must be in [1, iters=2]" in errors and "no such file" in errors and "train_state.pt" in errors
+    assert not (tmp_path / "out").exists()
