@@ -4,7 +4,8 @@ The plain FP32 graph is quantized with ONNX Runtime's static quantizer, calibrat
 through the same preprocessing the pipeline graph applies: int8 weights per output channel and int8
 activations per tensor, all symmetric (zero points 0, as TensorRT requires). The quantized graph is
 then wrapped like any other by `build_pipeline`, so the frame resize, the normalization and the
-arg-max post-processing around it stay float, as do the classifier and its x8 upsample (the logits).
+arg-max post-processing around it stay float, as do the logits: the classifier multiplies int8
+activations by int8 weights but outputs float, and their x8 upsample is float.
 
 These choices serve ONNX Runtime's CPU int8 kernels; each leaves the function unchanged:
 - ReLU is written as LeakyRelu(alpha=0), the same function. With zero-point-0 activations ORT cannot
@@ -15,6 +16,10 @@ These choices serve ONNX Runtime's CPU int8 kernels; each leaves the function un
   expansions) runs in ORT int8 as many tiny matrix products, several times slower than in FP32;
   a Gather repeating each input channel followed by a depthwise conv is the same function and runs
   on ORT's int8 depthwise kernel.
+- The 1x1 classifier conv is written as Transpose -> MatMul -> Add(bias) -> Transpose. A quantized
+  Conv needs a quantized output in ORT, and int8 logits flip labels; a MatMul with dequantized
+  inputs and a float output runs as one int8 MatMulIntegerToFloat. (A float classifier would instead
+  convert its 1024-channel input between layouts and to float: about 15% of the INT8 frame time.)
 - Every consumer of an activation gets its own QuantizeLinear (`DedicatedQDQPair`): on x86 ORT runs
   int8 convolutions as uint8 x int8 and converts only a QuantizeLinear with a single consumer, so a
   shared one would leave the convolutions after it in float. (The ONNX Runtime backend turns off the
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -45,7 +51,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["CALIBRATION_METHODS", "DEFAULT_METHOD", "calibration_files", "quantize_plain", "quantize_pipeline",
-           "calibration_cache_path", "float_nodes"]
+           "calibration_cache_path"]
 
 #: Calibration methods of onnxruntime.quantization.CalibrationMethod offered here.
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -53,7 +59,7 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 #: Entropy did (benchmarks/int8_cpu.py --methods compares them).
 DEFAULT_METHOD = "percentile"
 #: Bump when the quantization recipe changes, so old calibration caches are not reused.
-_RECIPE = "qdq-s8s8-perchannel-v2"
+_RECIPE = "qdq-s8s8-perchannel-v3"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: Frames per calibration pass for the histogram methods, which hold every activation of a pass in memory.
 _HISTOGRAM_CHUNK = 4
@@ -171,34 +177,39 @@ def calibration_cache_path(plain: "onnx.ModelProto", frames: Sequence[Frame], *,
     return Path(cache_dir) / f"int8_calibration_{h.hexdigest()[:24]}.json"
 
 
-def float_nodes(plain: "onnx.ModelProto") -> list[str]:
-    """Names of the plain graph's nodes kept float: the classifier conv and the upsample of its logits.
-
-    The logits decide the arg-max, and `build_pipeline` rewrites that final Resize to produce them
-    channels-last; int8 logits would flip labels wherever two classes are close.
-    """
-    graph = plain.graph
+def _classifier(graph: "onnx.GraphProto") -> tuple["onnx.NodeProto", "onnx.NodeProto"]:
+    """The plain graph's classifier (a 1x1 Conv with bias) and the x8 Resize of its logits (the graph output)."""
     producer = {out: node for node in graph.node for out in node.output}
     resize = producer.get(graph.output[0].name)
-    classifier = producer.get(resize.input[0]) if resize is not None else None
-    if resize is None or resize.op_type != "Resize" or classifier is None or classifier.op_type != "Conv":
-        raise BuildError("unexpected plain graph: its output is not Conv -> Resize; export it with bisenet-rt export")
-    return [classifier.name, resize.name]
+    conv = producer.get(resize.input[0]) if resize is not None and resize.op_type == "Resize" else None
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    attrs = {a.name: a for a in conv.attribute} if conv is not None else {}
+    if (conv is None or conv.op_type != "Conv" or len(conv.input) != 3 or conv.input[2] not in shapes
+            or shapes.get(conv.input[1], ())[2:] != (1, 1) or ("group" in attrs and attrs["group"].i != 1)
+            or any(v != 1 for v in (attrs["strides"].ints if "strides" in attrs else ()))
+            or any(attrs["pads"].ints if "pads" in attrs else ())):
+        raise BuildError("unexpected plain graph: its output is not a 1x1 Conv -> Resize; export it with bisenet-rt export")
+    return conv, resize
 
 
-def _prepared(plain: "onnx.ModelProto") -> "onnx.ModelProto":
-    """A copy of the plain graph in the form ONNX Runtime's int8 CPU kernels run fastest; the same function.
+def _prepared(plain: "onnx.ModelProto") -> tuple["onnx.ModelProto", list[str]]:
+    """The plain graph in the form ONNX Runtime's int8 CPU kernels run fastest (the same function), and the
+    names of the nodes that must stay float.
 
     Every node is named; ReLU becomes LeakyRelu(alpha=0); a grouped conv with one input and several
     output channels per group (c -> r*c, groups c) becomes a Gather repeating each input channel r
-    times and a depthwise conv (see the module docstring).
+    times and a depthwise conv; the 1x1 classifier conv becomes Transpose -> MatMul -> Add(bias) ->
+    Transpose, so it runs as an int8 matrix product with float output (see the module docstring).
+    Kept float: the bias Add and the Transpose after it (the logits) and the x8 Resize of the logits,
+    which `build_pipeline` rewrites to produce them channels-last.
     """
     import onnx
     from onnx import helper, numpy_helper
 
     proto = onnx.ModelProto.FromString(plain.SerializeToString())
     graph = proto.graph
-    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    inits = {i.name: i for i in graph.initializer}
+    classifier, resize = _classifier(graph)
     nodes = []
     for i, node in enumerate(graph.node):
         if not node.name:
@@ -206,8 +217,11 @@ def _prepared(plain: "onnx.ModelProto") -> "onnx.ModelProto":
         if node.op_type == "Relu" and node.domain in ("", "ai.onnx"):
             node.op_type = "LeakyRelu"
             node.attribute.append(helper.make_attribute("alpha", 0.0))
+        if node is classifier:
+            nodes += _classifier_as_matmul(node, inits, graph)
+            continue
         group = next((a for a in node.attribute if a.name == "group"), None)
-        weight = shapes.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        weight = tuple(inits[node.input[1]].dims) if node.op_type == "Conv" and node.input[1] in inits else None
         if group is not None and group.i > 1 and weight and weight[1] == 1 and weight[0] > group.i:
             repeat = np.repeat(np.arange(group.i, dtype=np.int64), weight[0] // group.i)
             graph.initializer.append(numpy_helper.from_array(repeat, f"{node.name}_channel_repeat"))
@@ -218,11 +232,35 @@ def _prepared(plain: "onnx.ModelProto") -> "onnx.ModelProto":
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    return proto
+    used = {name for node in graph.node for name in node.input}
+    unused = [init for init in graph.initializer if init.name not in used]  # the classifier's conv weights
+    for init in unused:
+        graph.initializer.remove(init)
+    return proto, [f"{classifier.name}_bias", f"{classifier.name}_to_nchw", resize.name]
+
+
+def _classifier_as_matmul(conv: "onnx.NodeProto", inits: dict, graph: "onnx.GraphProto") -> list:
+    """N x C x h x w -> (NHWC) MatMul with the C x K weight -> + bias -> N x K x h x w: the 1x1 conv's function."""
+    from onnx import helper, numpy_helper
+
+    name = conv.name
+    weight = numpy_helper.to_array(inits[conv.input[1]])
+    graph.initializer.extend([
+        numpy_helper.from_array(np.ascontiguousarray(weight[:, :, 0, 0].T), f"{name}_weight_ck"),
+        numpy_helper.from_array(numpy_helper.to_array(inits[conv.input[2]]), f"{name}_bias_k")])
+    return [
+        helper.make_node("Transpose", [conv.input[0]], [f"{name}_nhwc"], perm=[0, 2, 3, 1], name=f"{name}_to_nhwc"),
+        helper.make_node("MatMul", [f"{name}_nhwc", f"{name}_weight_ck"], [f"{name}_product"], name=f"{name}_matmul"),
+        helper.make_node("Add", [f"{name}_product", f"{name}_bias_k"], [f"{name}_logits"], name=f"{name}_bias"),
+        helper.make_node("Transpose", [f"{name}_logits"], [conv.output[0]], perm=[0, 3, 1, 2], name=f"{name}_to_nchw"),
+    ]
 
 
 def _graph_io(plain: "onnx.ModelProto") -> tuple[tuple[int, int], int]:
     """(model size (w, h), number of classes) from the plain graph's static input and output shapes."""
+    if plain.graph.input[0].type.tensor_type.elem_type != 1:  # onnx.TensorProto.FLOAT
+        raise BuildError("int8 quantizes the FP32 plain graph; this one is not FP32 (export it with "
+                         "'bisenet-rt export --plain' at the default fp32)")
     dims_in = [d.dim_value for d in plain.graph.input[0].type.tensor_type.shape.dim]
     dims_out = [d.dim_value for d in plain.graph.output[0].type.tensor_type.shape.dim]
     if len(dims_in) != 4 or len(dims_out) != 4 or not all(dims_in[1:]) or not dims_out[1]:
@@ -233,10 +271,11 @@ def _graph_io(plain: "onnx.ModelProto") -> tuple[tuple[int, int], int]:
 
 @contextlib.contextmanager
 def _quiet_quantizer() -> Iterator[None]:
-    """Silence the quantizer's advisory warnings (it logs them on the root logger on every call)."""
+    """Silence the quantizer's advisory warnings (root logger) and the histogram calibrators' prints."""
     logging.disable(logging.WARNING)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         logging.disable(logging.NOTSET)
 
@@ -257,11 +296,12 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
     if not frames and not (cache_path and Path(cache_path).is_file()):
         raise BuildError("no calibration frames given; int8 needs at least one (--calib DIR)")
     model_size, _ = _graph_io(plain)
-    keep_float = float_nodes(plain)
+    prepared, keep_float = _prepared(plain)
     extra: dict[str, Any] = {
         "ActivationSymmetric": True, "WeightSymmetric": True,  # zero points 0: what TensorRT accepts
         "QuantizeBias": False,        # TensorRT takes no int32 DequantizeLinear; ORT quantizes float biases itself
         "DedicatedQDQPair": True,     # see the module docstring
+        "OpTypesToExcludeOutputQuantization": ["MatMul"],  # the classifier's logits stay float
     }
     if method != "minmax":
         extra["CalibStridedMinMax"] = _chunk(len(frames))  # histogram passes in chunks to bound memory
@@ -271,7 +311,7 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
     try:
         with tempfile.TemporaryDirectory(prefix="bisenet_rt_int8_") as tmp, _quiet_quantizer():
             out = Path(tmp) / "qdq.onnx"
-            quantize_static(_prepared(plain), out, reader, quant_format=QuantFormat.QDQ, per_channel=True,
+            quantize_static(prepared, out, reader, quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=methods[method], nodes_to_exclude=keep_float, extra_options=extra,
                             calibration_cache_path=cache_path)

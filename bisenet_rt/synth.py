@@ -165,7 +165,7 @@ def _draw_sky(c: _Canvas) -> None:
 
 def _draw_ground(c: _Canvas, layout: dict[str, float]) -> None:
     rng = c.rng
-    rw, sw, tw = layout["road"], layout["sidewalk"], layout["terrain"]
+    rw, sw = layout["road"], layout["sidewalk"]
     half = rw / 2
     for side in (-1, 1):                             # terrain out to the far field, then the grass strips
         a, b = sorted((side * (half + sw), side * 60.0))

@@ -247,7 +247,6 @@ def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, outpu
     the same (`interrupted`). Raises InputError when the input cannot be opened or decoded at all,
     or the output cannot be written.
     """
-    import cv2
     from tqdm import tqdm
 
     if not 0.0 <= alpha <= 1.0:

@@ -62,17 +62,16 @@ def _graph_maps(proto):
 
 
 def _model_convs(proto, producer):
-    """The model's convs: all but the preprocessing conv (on the resized frame) and the classifier (-> Resize)."""
+    """The model's convs (all but the preprocessing conv on the resized frame) and the preprocessing conv."""
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
     pre = [n for n in convs if producer[n.input[0]].op_type == "Transpose" and n.input[1] == "pre_norm_w"]
-    last = [n for n in convs if any(c.op_type == "Transpose" and c.output[0] == "post_coarse_nhwc"
-                                    for c in _consumers_of(proto, n.output[0]))]
-    assert len(pre) == 1 and len(last) == 1
-    return [n for n in convs if n not in pre + last], pre[0], last[0]
+    assert len(pre) == 1
+    return [n for n in convs if n is not pre[0]], pre[0]
 
 
-def _consumers_of(proto, name):
-    return [n for n in proto.graph.node if name in n.input]
+def _n_model_convs(model) -> int:
+    """Conv2d layers of the model minus the classifier (which the INT8 graph runs as a MatMul)."""
+    return sum(1 for m in model.modules() if m.__class__.__name__ == "Conv2d") - 1
 
 
 def test_metadata_says_int8(int8):
@@ -90,9 +89,8 @@ def test_qdq_structure_quantizes_the_model_convs(int8, confident_model):
 
     proto = int8["proto"]
     producer, consumers, inits = _graph_maps(proto)
-    convs, _, _ = _model_convs(proto, producer)
-    n_model_convs = sum(1 for m in confident_model.modules() if m.__class__.__name__ == "Conv2d") - 1
-    assert len(convs) == n_model_convs
+    convs, _ = _model_convs(proto, producer)
+    assert len(convs) == _n_model_convs(confident_model)
     for conv in convs:
         x, w = producer[conv.input[0]], producer[conv.input[1]]
         assert x.op_type == "DequantizeLinear" and producer[x.input[0]].op_type == "QuantizeLinear", conv.name
@@ -122,35 +120,44 @@ def test_qdq_is_symmetric_int8(int8):
     assert leaky and all(a.f == 0.0 for n in leaky for a in n.attribute if a.name == "alpha")
 
 
-def test_pre_and_post_processing_stay_float(int8):
-    import onnx
+def test_classifier_multiplies_in_int8_with_float_logits(int8):
+    from onnx import numpy_helper
 
     proto = int8["proto"]
     producer, consumers, inits = _graph_maps(proto)
-    _, pre_conv, classifier = _model_convs(proto, producer)
+    (matmul,) = [n for n in proto.graph.node if n.op_type == "MatMul"]
+    x, w = producer[matmul.input[0]], producer[matmul.input[1]]
+    assert x.op_type == "DequantizeLinear" and w.op_type == "DequantizeLinear"
+    weight, scale = (numpy_helper.to_array(inits[w.input[i]]) for i in (0, 1))
+    assert weight.dtype == np.int8 and scale.shape == (weight.shape[1],)  # per output class
+    assert [c.op_type for c in consumers[matmul.output[0]]] == ["Add"]  # bias in float, no QuantizeLinear
+
+
+def test_pre_and_post_processing_stay_float(int8):
+    proto = int8["proto"]
+    producer, consumers, _ = _graph_maps(proto)
+    _, pre_conv = _model_convs(proto, producer)
     final_resize = producer["logits_nhwc"]
     pre_resize = producer["pre_small_nhwc"]
-    kept = [pre_resize, pre_conv, final_resize] + [n for n in proto.graph.node if n.op_type in POST_OPS
-                                                    and not n.name.startswith("/")]
-    assert final_resize.op_type == "Resize" and pre_resize.op_type == "Resize"
+    logits = [n for n in proto.graph.node if n.op_type in ("Add", "Transpose") and n.name.endswith(("_bias", "_to_nchw"))]
+    kept = [pre_resize, pre_conv, final_resize, *logits] + [n for n in proto.graph.node if n.op_type in POST_OPS
+                                                              and not n.name.startswith("/")]
+    assert final_resize.op_type == "Resize" and pre_resize.op_type == "Resize" and len(logits) == 2
     assert {n.op_type for n in kept} >= {"ArgMax", "NonZero", "Gather", "ScatterND"}
-    for node in kept + [classifier]:
+    for node in kept:
         outputs_quantized = [c.op_type for o in node.output for c in consumers.get(o, []) if c.op_type == "QuantizeLinear"]
         assert not outputs_quantized, f"{node.op_type} {node.name} output is quantized"
-    for node in kept:
         dq_inputs = [i for i in node.input if i in producer and producer[i].op_type == "DequantizeLinear"]
         assert not dq_inputs, f"{node.op_type} {node.name} reads dequantized input"
-    weight = inits[classifier.input[1]]
-    assert weight.data_type == onnx.TensorProto.FLOAT, "the classifier keeps float weights"
 
 
 def test_onnxruntime_runs_the_model_convs_in_int8(int8, confident_model):
     from bisenet_rt.build.int8 import ort_kernel_counts
 
     kernels = ort_kernel_counts(int8["int8"])
-    n_model_convs = sum(1 for m in confident_model.modules() if m.__class__.__name__ == "Conv2d") - 1
-    assert kernels.get("QLinearConv") == n_model_convs
-    assert kernels.get("Conv", 0) + kernels.get("FusedConv", 0) == 2  # preprocessing conv and classifier
+    assert kernels.get("QLinearConv") == _n_model_convs(confident_model)
+    assert kernels.get("MatMulIntegerToFloat") == 1  # the classifier: int8 product, float logits
+    assert kernels.get("Conv", 0) + kernels.get("FusedConv", 0) == 1  # the preprocessing conv
 
 
 def test_int8_runs_through_segmenter_and_tracks_fp32(int8):
@@ -317,7 +324,7 @@ def test_build_int8_refuses_a_float_pipeline(int8, calib_dir, tmp_path, capsys):
 
 
 def test_graph_rewrites_for_int8_kernels_keep_the_function(confident_model):
-    """ReLU as LeakyRelu(0) and channel-expanding grouped convs as Gather + depthwise conv: same logits in FP32."""
+    """ReLU as LeakyRelu(0), expanding grouped convs as Gather + depthwise, the classifier as MatMul: same logits."""
     import onnxruntime as ort
     import torch
 
@@ -326,9 +333,10 @@ def test_graph_rewrites_for_int8_kernels_keep_the_function(confident_model):
     from bisenet_rt.quantize import _prepared
 
     plain = export_plain(confident_model, SMALL)
-    prepared = _prepared(plain)
+    prepared, keep_float = _prepared(plain)
     ops = [n.op_type for n in prepared.graph.node]
     assert "Relu" not in ops and ops.count("Gather") == 8  # one per GE-block expansion
+    assert ops.count("MatMul") == 1 and len(keep_float) == 3  # the classifier; its bias, transpose, upsample
     x = preprocess(torch.from_numpy(street_frame(256, 512, seed=9))[None], SMALL).numpy()
     so = ort.SessionOptions()
     so.log_severity_level = 3

@@ -11,7 +11,6 @@ list really holds a longer identifier ending in them.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 import pytest
 

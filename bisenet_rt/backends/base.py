@@ -46,10 +46,13 @@ class Backend(abc.ABC):
         self._closed = False
 
     # -- what every backend reports -------------------------------------------------------------
+    #: Set by every backend's constructor.
+    _info: ArtifactInfo
+
     @property
-    @abc.abstractmethod
     def info(self) -> ArtifactInfo:
         """Classes, model size, precision and accepted frame range of the loaded artifact."""
+        return self._info
 
     @property
     @abc.abstractmethod

@@ -106,10 +106,6 @@ class OnnxRuntimeBackend(Backend):
         return None
 
     @property
-    def info(self) -> ArtifactInfo:
-        return self._info
-
-    @property
     def device(self) -> str:
         if self._provider == "CPUExecutionProvider":
             return f"CPU: {cpu_name()}"

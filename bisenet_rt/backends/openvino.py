@@ -279,10 +279,6 @@ class OpenVINOBackend(Backend):
         return None
 
     @property
-    def info(self) -> ArtifactInfo:
-        return self._info
-
-    @property
     def device(self) -> str:
         return f"CPU: {self._cpu} (OpenVINO {self._compute.value})"
 

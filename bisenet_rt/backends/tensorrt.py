@@ -185,10 +185,6 @@ class TensorRTBackend(Backend):
 
     # -- what it reports -------------------------------------------------------------------------
     @property
-    def info(self) -> ArtifactInfo:
-        return self._info
-
-    @property
     def device(self) -> str:
         return self._device
 

@@ -49,10 +49,6 @@ class TorchBackend(Backend):
                                   precision=self._precision, source_sha256=file_sha256(self.path))
 
     @property
-    def info(self) -> ArtifactInfo:
-        return self._info
-
-    @property
     def device(self) -> str:
         import torch
 

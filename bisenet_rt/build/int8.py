@@ -24,7 +24,8 @@ from . import BUILDERS, BuildConfig, base_sidecar
 
 __all__ = ["build_int8", "int8_source", "ort_kernel_counts"]
 
-_CONV_KERNELS = ("QLinearConv", "Conv", "FusedConv")
+#: Kernels of the convolutions and the classifier (a MatMul), int8 and float.
+_KERNELS = ("QLinearConv", "Conv", "FusedConv", "MatMulIntegerToFloat", "MatMul")
 
 
 def int8_source(config: BuildConfig, path: Path) -> Path:
@@ -43,7 +44,10 @@ def int8_source(config: BuildConfig, path: Path) -> Path:
     if config.onnx is not None:
         if not Path(config.onnx).is_file():
             raise BuildError(f"--onnx {config.onnx}: no such file; export one with 'bisenet-rt export --plain -o PATH.onnx'")
-        proto = onnx.load(str(config.onnx))
+        try:
+            proto = onnx.load(str(config.onnx))
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise BuildError(f"--onnx {config.onnx}: not a readable ONNX file ({exc.__class__.__name__})") from None
         meta = read_metadata(proto)
         if meta.get("graph") == "pipeline":
             if meta.get("precision") == Precision.INT8.value:
@@ -54,7 +58,7 @@ def int8_source(config: BuildConfig, path: Path) -> Path:
     frames = calibration_files(config.calib, config.calib_count)
     if model_or_plain is None:
         model_or_plain, sha = model_and_sha(config.weights)
-    print(f"int8: calibrating on {len(frames)} frames from {config.calib}", file=sys.stderr)
+    print(f"int8: {len(frames)} calibration frames from {config.calib}", file=sys.stderr)
     proto = quantize_pipeline(model_or_plain, frames, cache_dir=config.engines_dir / "calibration",
                               model_size=None if config.onnx is not None else config.model_size, source_sha256=sha)
     write_atomic(path, proto.SerializeToString())
@@ -63,7 +67,7 @@ def int8_source(config: BuildConfig, path: Path) -> Path:
 
 
 def ort_kernel_counts(path: Path) -> dict[str, int]:
-    """How many convolutions ONNX Runtime (CPU) runs in int8 (QLinearConv) and in float, as loaded for inference."""
+    """Which kernels ONNX Runtime (CPU) runs the convolutions and the classifier with, as loaded for inference."""
     import onnx
     import onnxruntime as ort
 
@@ -78,7 +82,7 @@ def ort_kernel_counts(path: Path) -> dict[str, int]:
         except Exception as exc:  # ORT's own exception types
             raise BuildError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from None
         ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
-    return {op: ops[op] for op in _CONV_KERNELS if ops[op]}
+    return {op: ops[op] for op in _KERNELS if ops[op]}
 
 
 def build_int8(config: BuildConfig, backend: str, output: Path) -> Path:
@@ -99,9 +103,10 @@ def build_int8(config: BuildConfig, backend: str, output: Path) -> Path:
     meta = read_metadata(onnx.load(str(output), load_external_data=False))
     info = ArtifactInfo.from_metadata(meta)
     kernels = ort_kernel_counts(output)
-    convs = sum(kernels.values())
-    print(f"ONNX Runtime runs {kernels.get('QLinearConv', 0)} of {convs} convolutions in int8 (QLinearConv); "
-          "the rest are the float preprocessing and classifier", file=sys.stderr)
+    float_convs = kernels.get("Conv", 0) + kernels.get("FusedConv", 0)
+    print(f"ONNX Runtime runs {kernels.get('QLinearConv', 0)} convolutions in int8 (QLinearConv), the classifier as "
+          f"{'an int8 MatMulIntegerToFloat' if kernels.get('MatMulIntegerToFloat') else 'a float MatMul'}, and "
+          f"{float_convs} float conv(s) (the preprocessing)", file=sys.stderr)
     elapsed = time.perf_counter() - started
     write_sidecar(output, base_sidecar(info, "onnxruntime", output, elapsed, onnxruntime_version=ort.__version__,
                                        quantization=json.loads(meta.get("quantization", "null")),
