@@ -270,12 +270,11 @@ def build_pipeline(plain: "onnx.ModelProto", config: ExportConfig, num_classes: 
         helper.make_node("Reshape", ["am_spread", "nhwc_hw1"], ["am_spread_nhwc"]),
         helper.make_node("Cast", ["am_spread_nhwc"], ["cell_bd"], to=onnx.TensorProto.UINT8),
         helper.make_node("Cast", ["am"], ["am_u8"], to=onnx.TensorProto.UINT8),
-        # Every frame pixel takes its top-left source cell's label and boundary flag.
-        helper.make_node("Concat", ["batch", "frame_hw", "ax1"], ["post_sizes"], axis=0),
-        helper.make_node("Resize", ["am_u8", "", "", "post_sizes"], ["lab_coarse"], mode="nearest",
-                         coordinate_transformation_mode="half_pixel", nearest_mode="floor"),
-        helper.make_node("Resize", ["cell_bd", "", "", "post_sizes"], ["is_bd"], mode="nearest",
-                         coordinate_transformation_mode="half_pixel", nearest_mode="floor"),
+        # Every frame pixel takes its top-left source cell's label and boundary flag (rows, then columns).
+        helper.make_node("Gather", ["am_u8", "ry_i0"], ["lab_rows"], axis=1),
+        helper.make_node("Gather", ["lab_rows", "cx_i0"], ["lab_coarse"], axis=2),
+        helper.make_node("Gather", ["cell_bd", "ry_i0"], ["bd_rows"], axis=1),
+        helper.make_node("Gather", ["bd_rows", "cx_i0"], ["is_bd"], axis=2),
         # Full bilinear interpolation at the boundary pixels only: K x 4 indices (n, y, x, 0).
         helper.make_node("NonZero", ["is_bd"], ["bd_nz"]),
         helper.make_node("Transpose", ["bd_nz"], ["bd_idx"], perm=[1, 0]),

@@ -7,7 +7,7 @@ then wrapped like any other by `build_pipeline`, so the frame resize, the normal
 arg-max post-processing around it stay float, as do the logits: the classifier multiplies int8
 activations by int8 weights but outputs float, and their x8 upsample is float.
 
-These choices serve ONNX Runtime's CPU int8 kernels; each leaves the function unchanged:
+These choices serve ONNX Runtime's CPU int8 kernels and the accuracy; the rewrites keep the function:
 - ReLU is written as LeakyRelu(alpha=0), the same function. With zero-point-0 activations ORT cannot
   fold a ReLU into the QuantizeLinear after it (it does that only for a zero point at the type's
   minimum), and it has no int8 ReLU, so each ReLU would run as dequantize -> float ReLU -> quantize;
@@ -20,6 +20,9 @@ These choices serve ONNX Runtime's CPU int8 kernels; each leaves the function un
   Conv needs a quantized output in ORT, and int8 logits flip labels; a MatMul with dequantized
   inputs and a float output runs as one int8 MatMulIntegerToFloat. (A float classifier would instead
   convert its 1024-channel input between layouts and to float: about 15% of the INT8 frame time.)
+- A conv whose output feeds only a ReLU quantizes that output with the ReLU output's calibrated
+  range, so the ReLU requantizes exactly (ORT needs the conv output quantized to run it in int8;
+  TensorRT fuses conv and ReLU and quantizes after the ReLU anyway).
 - Every consumer of an activation gets its own QuantizeLinear (`DedicatedQDQPair`): on x86 ORT runs
   int8 convolutions as uint8 x int8 and converts only a QuantizeLinear with a single consumer, so a
   shared one would leave the convolutions after it in float. (The ONNX Runtime backend turns off the
@@ -188,7 +191,8 @@ def _classifier(graph: "onnx.GraphProto") -> tuple["onnx.NodeProto", "onnx.NodeP
             or shapes.get(conv.input[1], ())[2:] != (1, 1) or ("group" in attrs and attrs["group"].i != 1)
             or any(v != 1 for v in (attrs["strides"].ints if "strides" in attrs else ()))
             or any(attrs["pads"].ints if "pads" in attrs else ())):
-        raise BuildError("unexpected plain graph: its output is not a 1x1 Conv -> Resize; export it with bisenet-rt export")
+        raise BuildError("unexpected plain graph: its output is not a 1x1 Conv -> Resize; "
+                         "export it with 'bisenet-rt export --plain'")
     return conv, resize
 
 
@@ -288,12 +292,14 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import load_tensors_data
 
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     if method not in methods:
         raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
-    if not frames and not (cache_path and Path(cache_path).is_file()):
+    cached = cache_path is not None and Path(cache_path).is_file()
+    if not frames and not cached:
         raise BuildError("no calibration frames given; int8 needs at least one (--calib DIR)")
     model_size, _ = _graph_io(plain)
     prepared, keep_float = _prepared(plain)
@@ -305,19 +311,42 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
     }
     if method != "minmax":
         extra["CalibStridedMinMax"] = _chunk(len(frames))  # histogram passes in chunks to bound memory
-    reader = _CalibrationFrames(frames, model_size, progress=progress and bool(frames))
-    if cache_path is not None:
-        Path(cache_path).parent.mkdir(parents=True, exist_ok=True)
+    options = dict(quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+                   weight_type=QuantType.QInt8, calibrate_method=methods[method], nodes_to_exclude=keep_float)
+    reader = _CalibrationFrames(frames, model_size, progress=progress and not cached)
     try:
         with tempfile.TemporaryDirectory(prefix="bisenet_rt_int8_") as tmp, _quiet_quantizer():
+            ranges = Path(cache_path) if cache_path is not None else Path(tmp) / "ranges.json"
+            ranges.parent.mkdir(parents=True, exist_ok=True)
+            if not cached:  # calibrate (the quantizer saves the ranges); its model is redone below with them
+                quantize_static(onnx.ModelProto.FromString(prepared.SerializeToString()), Path(tmp) / "first.onnx",
+                                reader, extra_options=extra, calibration_cache_path=ranges, **options)
+            extra["TensorQuantOverrides"] = _relu_ranges_for_convs(prepared, load_tensors_data(ranges))
             out = Path(tmp) / "qdq.onnx"
-            quantize_static(prepared, out, reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=methods[method], nodes_to_exclude=keep_float, extra_options=extra,
-                            calibration_cache_path=cache_path)
+            quantize_static(prepared, out, None, extra_options=extra, calibration_cache_path=ranges, **options)
             return onnx.load(str(out))
     finally:
         reader.close()
+
+
+def _relu_ranges_for_convs(prepared: "onnx.ModelProto", ranges: Any) -> dict[str, list[dict[str, Any]]]:
+    """Quantizer overrides: a conv whose output feeds only a ReLU quantizes it with the ReLU output's range.
+
+    The ReLU then requantizes exactly, and no int8 codes go to the negative values it drops. (TensorRT,
+    which fuses conv and ReLU, also quantizes only after the ReLU.) The ranges are the calibrated ones.
+    """
+    consumers: dict[str, list] = {}
+    for node in prepared.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    overrides = {}
+    for node in prepared.graph.node:
+        after = consumers.get(node.output[0], [])
+        relu = after[0] if len(after) == 1 and after[0].op_type == "LeakyRelu" else None
+        if node.op_type == "Conv" and relu is not None and relu.output[0] in ranges:
+            high = np.float32(np.max(np.abs(np.asarray(ranges[relu.output[0]].range_value))))
+            overrides[node.output[0]] = [{"rmin": -high, "rmax": high}]
+    return overrides
 
 
 def _chunk(n: int) -> int:
@@ -368,7 +397,7 @@ def quantize_pipeline(model_or_plain: "torch.nn.Module | onnx.ModelProto", calib
     meta["bisenet_rt.precision"] = Precision.INT8.value
     meta["bisenet_rt.quantization"] = json.dumps({
         "format": "QDQ", "weights": "int8 symmetric, per output channel", "activations": "int8 symmetric, per tensor",
-        "float": "preprocessing, classifier, logit upsample, arg-max", "calibration": method,
+        "float": "preprocessing, classifier output and bias (logits), logit upsample, arg-max", "calibration": method,
         "calibration_frames": n_frames,
         "calibration_cache": cache_path.name if cache_path is not None else None,
         "tool": f"onnxruntime.quantization {ort.__version__}"})

@@ -43,7 +43,8 @@ def int8_source(config: BuildConfig, path: Path) -> Path:
     sha = "random-init"
     if config.onnx is not None:
         if not Path(config.onnx).is_file():
-            raise BuildError(f"--onnx {config.onnx}: no such file; export one with 'bisenet-rt export --plain -o PATH.onnx'")
+            raise BuildError(f"--onnx {config.onnx}: no such file; export one with "
+                             "'bisenet-rt export --plain -o PATH.onnx'")
         try:
             proto = onnx.load(str(config.onnx))
         except Exception as exc:  # protobuf's DecodeError and friends
@@ -52,8 +53,9 @@ def int8_source(config: BuildConfig, path: Path) -> Path:
         if meta.get("graph") == "pipeline":
             if meta.get("precision") == Precision.INT8.value:
                 return Path(config.onnx)
-            raise BuildError(f"--onnx {config.onnx} is a {meta.get('precision', 'fp32')} pipeline graph; int8 quantizes "
-                             "the plain model graph: pass 'bisenet-rt export --plain' output, --weights, or an int8 graph")
+            raise BuildError(f"--onnx {config.onnx} is a {meta.get('precision', 'fp32')} pipeline graph; int8 "
+                             "quantizes the plain model graph: pass 'bisenet-rt export --plain' output, --weights, "
+                             "or an int8 graph")
         model_or_plain, sha = proto, meta.get("source_sha256", sha)
     frames = calibration_files(config.calib, config.calib_count)
     if model_or_plain is None:
