@@ -25,7 +25,9 @@ def newest_artifact(directory: str | os.PathLike = ENGINES_DIR) -> Path | None:
     directory = Path(directory)
     if not directory.is_dir():
         return None
-    found = [p for p in directory.iterdir() if p.suffix in _ARTIFACT_SUFFIXES and p.is_file()]
+    # *.src.onnx are the exported graphs builds start from, not built artifacts
+    found = [p for p in directory.iterdir()
+             if p.suffix in _ARTIFACT_SUFFIXES and not p.name.endswith(".src.onnx") and p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 

@@ -72,3 +72,14 @@ def test_bench_side_by_side(built, exported, tmp_path):
 def test_bench_bad_arguments(capsys):
     assert main(["bench", "--iters", "0", "--engine", "x.onnx"]) == 1
     assert "--iters must be at least 1" in capsys.readouterr().err
+
+
+def test_newest_artifact_skips_export_sources(built, exported, tmp_path):
+    import shutil
+
+    from bisenet_rt.segmenter import newest_artifact
+
+    shutil.copy(built, tmp_path / built.name)
+    shutil.copy(exported["fp32"], tmp_path / "bisenetv2_fp32.src.onnx")  # written after the artifact
+    assert newest_artifact(tmp_path) == tmp_path / built.name
+    assert newest_artifact(tmp_path / "none") is None
