@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .classes import DEFAULT_MODEL_SIZE, class_names
+from .classes import DEFAULT_MODEL_SIZE
 from .errors import EngineLoadError
 from .precision import Precision
 from .sizes import format_size, parse_size
@@ -59,10 +59,6 @@ class ArtifactInfo:
             "max_size": format_size(self.max_size) if self.max_size else None,
             "max_batch": self.max_batch,
         }
-
-    @classmethod
-    def default(cls, num_classes: int) -> "ArtifactInfo":
-        return cls(classes=class_names(num_classes))
 
 
 def sidecar_path(artifact: str | os.PathLike) -> Path:

@@ -164,18 +164,6 @@ def _source_index_nodes(prefix: str, out_len: str, in_len: int) -> tuple[list, l
     return nodes, inits
 
 
-def _replicate_shift(src: str, axis: int, out: str) -> list:
-    """Nodes for `src` shifted by one towards lower indices along `axis`, the last slice repeated."""
-    from onnx import helper
-
-    a = f"ax{axis}"
-    return [
-        helper.make_node("Slice", [src, "ax1", "ax_end", a], [f"{out}_head"]),
-        helper.make_node("Slice", [src, "ax_m1", "ax_end", a], [f"{out}_tail"]),
-        helper.make_node("Concat", [f"{out}_head", f"{out}_tail"], [out], axis=axis),
-    ]
-
-
 def _channels_last_logits(graph: "onnx.GraphProto", model_out: str) -> str:
     """Make the model's final x8 bilinear Resize produce N x h x w x C (same values, channels last).
 
@@ -232,7 +220,6 @@ def build_pipeline(plain: "onnx.ModelProto", config: ExportConfig, num_classes: 
         _const("pre_norm_w", weight), _const("pre_norm_b", bias), _const("pre_hwc", np.array([h, w, 3], np.int64)),
         _const("ax0", np.array([0], np.int64)), _const("ax1", np.array([1], np.int64)),
         _const("ax2", np.array([2], np.int64)), _const("ax3", np.array([3], np.int64)),
-        _const("ax_end", np.array([np.iinfo(np.int64).max], np.int64)), _const("ax_m1", np.array([-1], np.int64)),
         _const("hw", np.array(h * w, np.int64)),
         _const("nchw_1hw", np.array([-1, 1, h, w], np.int64)), _const("nhwc_hw1", np.array([-1, h, w, 1], np.int64)),
         _const("w_i", np.array(w, np.int64)), _const("class_rows", np.array([-1, num_classes], np.int64)),
@@ -240,7 +227,6 @@ def build_pipeline(plain: "onnx.ModelProto", config: ExportConfig, num_classes: 
     pre = [
         helper.make_node("Shape", [INPUT_NAME], ["frame_shape"]),
         helper.make_node("Slice", ["frame_shape", "ax0", "ax1"], ["batch"]),
-        helper.make_node("Slice", ["frame_shape", "ax1", "ax3"], ["frame_hw"]),
         helper.make_node("Gather", ["frame_shape", "ax1"], ["frame_h1"], axis=0),
         helper.make_node("Gather", ["frame_shape", "ax2"], ["frame_w1"], axis=0),
         helper.make_node("Squeeze", ["frame_h1", "ax0"], ["frame_h"]),

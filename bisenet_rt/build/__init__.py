@@ -19,7 +19,8 @@ from ..classes import DEFAULT_MODEL_SIZE
 from ..errors import BackendUnavailableError, BuildError
 from ..precision import Precision
 
-__all__ = ["BuildConfig", "build", "resolve_backend", "default_output", "source_onnx", "base_sidecar", "BUILDERS"]
+__all__ = ["BuildConfig", "build", "resolve_backend", "default_output", "source_onnx", "read_pipeline", "base_sidecar",
+           "BUILDERS"]
 
 #: backend name -> "module:function(onnx_path, config) -> Path"; imported only when used.
 BUILDERS: dict[str, str] = {
@@ -141,6 +142,19 @@ def source_onnx(config: BuildConfig, graph_precision: Precision) -> Path:
     export_onnx(model, path, ExportConfig(precision=graph_precision, model_size=config.model_size), source_sha256=sha)
     print(f"exported {path}", file=sys.stderr)
     return path
+
+
+def read_pipeline(src: Path) -> tuple[Any, ArtifactInfo]:
+    """Load a pipeline ONNX a builder starts from and its bisenet-rt facts; refuse anything else."""
+    import onnx
+
+    from ..export import read_metadata
+
+    proto = onnx.load(str(src), load_external_data=False)
+    meta = read_metadata(proto)
+    if not meta or meta.get("graph") != "pipeline":
+        raise BuildError(f"{src}: not a bisenet-rt pipeline graph; export one with 'bisenet-rt export -o PATH.onnx'")
+    return proto, ArtifactInfo.from_metadata(meta)
 
 
 def base_sidecar(info: ArtifactInfo, backend: str, onnx_path: Path, build_seconds: float, **extra: Any) -> dict[str, Any]:

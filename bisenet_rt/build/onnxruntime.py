@@ -5,11 +5,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..artifacts import ArtifactInfo, write_atomic, write_sidecar
+from ..artifacts import write_atomic, write_sidecar
 from ..errors import BuildError
-from ..export import read_metadata
 from ..precision import Precision
-from . import BuildConfig, base_sidecar, source_onnx
+from . import BuildConfig, base_sidecar, read_pipeline, source_onnx
 
 __all__ = ["build_optimized_onnx"]
 
@@ -20,7 +19,6 @@ def build_optimized_onnx(config: BuildConfig, output: Path) -> Path:
     Saved at the 'extended' level: the layout-specific (NCHWc) rewrites are redone at load time,
     so the file stays portable between CPUs.
     """
-    import onnx
     import onnxruntime as ort
 
     if config.precision not in (Precision.FP32, Precision.FP16):
@@ -28,10 +26,7 @@ def build_optimized_onnx(config: BuildConfig, output: Path) -> Path:
                          "(see 'bisenet-rt build --help')")
     started = time.perf_counter()
     src = source_onnx(config, config.precision)
-    meta = read_metadata(onnx.load(str(src), load_external_data=False))
-    if not meta or meta.get("graph") != "pipeline":
-        raise BuildError(f"{src}: not a bisenet-rt pipeline graph; export one with 'bisenet-rt export -o PATH.onnx'")
-    info = ArtifactInfo.from_metadata(meta)
+    _, info = read_pipeline(src)
     if info.precision is not config.precision:
         raise BuildError(f"{src} is a {info.precision} graph but --precision {config.precision} was asked for")
     so = ort.SessionOptions()

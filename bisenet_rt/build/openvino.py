@@ -14,9 +14,8 @@ import numpy as np
 
 from ..artifacts import ArtifactInfo, write_sidecar
 from ..errors import BackendUnavailableError, BuildError
-from ..export import read_metadata
 from ..precision import Precision
-from . import BuildConfig, base_sidecar, source_onnx
+from . import BuildConfig, base_sidecar, read_pipeline, source_onnx
 
 __all__ = ["build_ir"]
 
@@ -26,7 +25,6 @@ _GRAPH = {Precision.FP32: Precision.FP32, Precision.BF16: Precision.FP32, Precis
 
 def build_ir(config: BuildConfig, output: Path) -> Path:
     """Export (if needed) and convert the pipeline graph to OpenVINO IR; check it compiles and runs; write a sidecar."""
-    import onnx
     import openvino as ov
 
     from ..backends.onnxruntime import cpu_name
@@ -45,10 +43,7 @@ def build_ir(config: BuildConfig, output: Path) -> Path:
     started = time.perf_counter()
     graph_precision = _GRAPH.get(config.precision, config.precision)
     src = source_onnx(config, graph_precision)
-    meta = read_metadata(onnx.load(str(src), load_external_data=False))
-    if not meta or meta.get("graph") != "pipeline":
-        raise BuildError(f"{src}: not a bisenet-rt pipeline graph; export one with 'bisenet-rt export -o PATH.onnx'")
-    graph_info = ArtifactInfo.from_metadata(meta)
+    _, graph_info = read_pipeline(src)
     if graph_info.precision is not graph_precision:
         raise BuildError(f"{src} is a {graph_info.precision} graph; --precision {config.precision} is built from a "
                          f"{graph_precision} graph")

@@ -16,10 +16,10 @@ from typing import Any
 
 from ..artifacts import ArtifactInfo, write_atomic, write_sidecar
 from ..errors import BuildError
-from ..export import INPUT_NAME, read_metadata
+from ..export import INPUT_NAME
 from ..precision import Precision
 from ..sizes import format_size
-from . import BuildConfig, base_sidecar, source_onnx
+from . import BuildConfig, base_sidecar, read_pipeline, source_onnx
 
 __all__ = ["build_engine", "TIMING_CACHE", "WORKSPACE_BYTES"]
 
@@ -87,7 +87,6 @@ def rebuild_command(config: BuildConfig, output: Path) -> str:
 
 def _source(config: BuildConfig) -> tuple[Path, ArtifactInfo]:
     """The pipeline ONNX to build from and what it is; its precision must be the one asked for."""
-    import onnx
 
     if config.precision is Precision.INT8 and config.onnx is None:
         raise BuildError(_INT8_HINT)
@@ -95,11 +94,7 @@ def _source(config: BuildConfig) -> tuple[Path, ArtifactInfo]:
         raise BuildError(f"TensorRT builds fp32 and fp16 (from the typed export) or int8 (from a Q/DQ ONNX); "
                          f"{config.precision} is not one of them")
     src = source_onnx(config, config.precision)
-    proto = onnx.load(str(src), load_external_data=False)
-    meta = read_metadata(proto)
-    if not meta or meta.get("graph") != "pipeline":
-        raise BuildError(f"{src}: not a bisenet-rt pipeline graph; export one with 'bisenet-rt export -o PATH.onnx'")
-    info = ArtifactInfo.from_metadata(meta)
+    proto, info = read_pipeline(src)
     if config.precision is Precision.INT8:
         if not any(node.op_type == "QuantizeLinear" for node in proto.graph.node):
             raise BuildError(f"{src} has no QuantizeLinear nodes, so it is not an INT8 graph; {_INT8_HINT}")
