@@ -1,9 +1,9 @@
 """INT8 by explicit quantization: the Q/DQ graph's structure, its int8 kernels on ONNX Runtime, its
 agreement with FP32, the calibration cache, and `bisenet-rt build --precision int8`.
 
-The issue's accuracy bar (>= 99% of pixels as FP32, mIoU within 1.0) is checked on the demo model
-when it is present; post-training INT8 does not meet it there (an expected failure, with the reason),
-and a second test guards the level it does reach. Random weights (`confident_model`) amplify
+The issue's accuracy bar is checked on the demo model when it is present: its mIoU within 1.0 point of
+FP32 holds; its >= 99% of pixels labelled as FP32 does not with post-training INT8 (an expected
+failure, with the reason), and a guard keeps the agreement near the level measured. Random weights (`confident_model`) amplify
 quantization noise layer after layer (nothing in them is redundant), so on them INT8 is only
 required to agree with FP32 far more often than with the labels of another frame.
 """
@@ -205,22 +205,22 @@ def demo_eval(tmp_path_factory):
         return evaluate([fp32, q], open_dataset(out / "synth", "val"), progress=False)
 
 
-def test_demo_model_int8_tracks_fp32(demo_eval):
-    """Regression guard near the level measured on these frames: 0.87 of pixels as FP32, mIoU 27.3 -> 23.3."""
+def test_demo_model_int8_miou_within_one_point_of_fp32(demo_eval):
+    """The issue's mIoU bar on unseen frames; measured here: 37.31 (FP32) -> 36.59 (INT8), 97.0% of pixels alike."""
     fp32, int8 = demo_eval
-    assert int8.precision == "int8" and int8.agreement >= 0.80, int8.agreement
-    assert fp32.scores.miou - int8.scores.miou <= 0.08, (fp32.scores.miou, int8.scores.miou)
-
-
-@pytest.mark.xfail(strict=False, reason="not met by post-training INT8 on the demo model: its activation channels "
-                   "differ up to ~70x in range (head ReLU output; 68 of 1024 channels dead), which one int8 scale per "
-                   "tensor cannot hold; even per-channel activation scales (which TensorRT does not offer) keep only "
-                   "~96% of pixels. See the INT8 report and benchmarks/results/int8_*.json")
-def test_demo_model_int8_meets_the_issue_bar(demo_eval):
-    """The issue's bar on the demo model: >= 99% of pixels as FP32, mIoU within 1.0 point."""
-    fp32, int8 = demo_eval
-    assert int8.agreement >= 0.99, int8.agreement
+    assert int8.precision == "int8"
     assert abs(fp32.scores.miou - int8.scores.miou) <= 0.01, (fp32.scores.miou, int8.scores.miou)
+    assert int8.agreement >= 0.95, int8.agreement  # regression guard below the 0.970 measured
+
+
+@pytest.mark.xfail(strict=True, reason="not met by post-training INT8 with per-tensor activation scales: 97% of pixels "
+                   "here, 94.6% on the 80 val frames; the labels that flip are those FP32 itself is unsure of (10% of "
+                   "pixels have a top-2 logit margin under 0.47), and no single quantized stage is to blame (on an earlier "
+                   "checkpoint each alone flipped 0.6-3.9% of pixels). Quantization-aware training is the known remedy. See the INT8 closing note")
+def test_demo_model_int8_labels_99_percent_of_pixels_as_fp32(demo_eval):
+    """The issue's agreement bar: >= 99% of pixels labelled as FP32 labels them."""
+    _, int8 = demo_eval
+    assert int8.agreement >= 0.99, int8.agreement
 
 
 def _doubled(value):

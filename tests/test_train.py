@@ -260,6 +260,29 @@ def test_resume_continues_exactly(tiny_synth, tmp_path):
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 3
 
 
+def test_weights_start_a_new_run_from_a_checkpoint(trained, tiny_synth, tmp_path):
+    """--weights: the model starts from the checkpoint (here one without aux heads, which start fresh)."""
+    from bisenet_rt.model import load_checkpoint
+
+    start = load_checkpoint(trained / "demo.pth")
+    out = tmp_path / "finetune"
+    assert main(["train", "--data", str(tiny_synth), "--out", str(out), "--iters", "1", "--batch", "2", "--lr", "1e-12",
+                 "--warmup", "0", "--workers", "0", "--weights", str(trained / "demo.pth"), *_COMMON]) == 0
+    tuned = load_checkpoint(out / "model.pth", aux_heads=True)
+    assert tuned.aux_heads
+    tuned_state = tuned.state_dict()
+    for key, value in start.state_dict().items():
+        if "running_" in key or "num_batches" in key:  # BN statistics move in train mode whatever the lr
+            continue
+        assert torch.allclose(tuned_state[key], value, atol=1e-6), key
+
+
+def test_weights_and_resume_are_exclusive(tiny_synth, trained, tmp_path, capsys):
+    assert main(["train", "--data", str(tiny_synth), "--out", str(tmp_path), "--weights", str(trained / "demo.pth"),
+                 "--resume", str(trained)]) == 1
+    assert "weights and resume exclude each other" in capsys.readouterr().err
+
+
 def test_resume_with_changed_schedule_is_refused(tiny_synth, tmp_path, capsys):
     args = ["train", "--data", str(tiny_synth), "--out", str(tmp_path), "--workers", "0", "--batch", "2", *_COMMON]
     assert main([*args, "--iters", "2", "--stop-at", "1"]) == 0

@@ -57,6 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, default=10, metavar="N", help="log line every N iterations (default 10)")
     p.add_argument("--resume", type=Path, metavar="PATH",
                    help="train_state.pt of an earlier run (or its folder); repeat that run's options")
+    p.add_argument("--weights", type=Path, metavar="CKPT",
+                   help="start from this checkpoint's weights (fine-tuning); aux heads it lacks start fresh")
     p.add_argument("--stop-at", type=int, default=None, metavar="N",
                    help="stop early at this iteration, leaving a resumable state")
     p.add_argument("--export-demo", type=Path, default=None, metavar="PATH",
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
                          weight_decay=args.weight_decay, warmup_iters=args.warmup, workers=args.workers,
                          device=args.device, seed=args.seed, eval_every=args.eval_every, eval_size=args.eval_size,
                          eval_limit=args.eval_limit, save_every=args.save_every, log_every=args.log_every, resume=args.resume,
+                         weights=args.weights,
                          stop_at=args.stop_at, export_demo=args.export_demo)
     result = train(config)
     if result.metrics is not None:

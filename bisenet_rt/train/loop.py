@@ -23,7 +23,7 @@ from torch import nn
 
 from ..classes import DEFAULT_MODEL_SIZE, IGNORE_INDEX
 from ..errors import CheckpointError, DataError
-from ..model import BiSeNetV2, save_checkpoint
+from ..model import BiSeNetV2, load_checkpoint, save_checkpoint
 from ..sizes import check_model_size, format_size
 from .augment import DEFAULT_SCALES, AugmentConfig, TrainAugment, sample_rng
 from .losses import OhemCrossEntropy
@@ -47,7 +47,8 @@ class TrainConfig:
 
     `batch` is per process. `warmup_iters=None` means min(1000, iters // 10). `eval_every` and
     `save_every` of 0 mean only at the end. `stop_at` ends the run early at that iteration with a
-    resumable state (for pre-emptible jobs). `eval_size` is the model size (w, h) frames are
+    resumable state (for pre-emptible jobs). `weights` starts a new run from a checkpoint's weights
+    (fine-tuning, for example from the public Cityscapes model); aux heads it lacks start fresh. `eval_size` is the model size (w, h) frames are
     resized to for evaluation, as the exported graph does; `eval_limit` makes the periodic
     evaluations use only the first frames of the val split (the final one uses all of it).
     """
@@ -71,6 +72,7 @@ class TrainConfig:
     save_every: int = 0
     log_every: int = 10
     resume: Path | None = None
+    weights: Path | None = None
     stop_at: int | None = None
     export_demo: Path | None = None
 
@@ -93,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"warmup_iters must be in [0, iters={self.iters}], got {self.warmup_iters}")
         if self.stop_at is not None and not 1 <= self.stop_at <= self.iters:
             raise ValueError(f"stop_at must be in [1, iters={self.iters}], got {self.stop_at}")
+        if self.weights is not None and self.resume is not None:
+            raise ValueError("weights and resume exclude each other: resume continues a run with its own weights")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -350,6 +354,9 @@ class _Run:
         self.model = BiSeNetV2(num_classes, aux_heads=True)
         if state is not None:
             self.model.load_state_dict(state["model"])
+        elif config.weights is not None:
+            start = load_checkpoint(config.weights, aux_heads=True, num_classes=num_classes)
+            self.model.load_state_dict(start.state_dict())
         self.model.to(dist.device).train()
         self.net: nn.Module = self.model
         if dist.world > 1:
