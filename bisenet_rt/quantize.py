@@ -53,8 +53,8 @@ if TYPE_CHECKING:
     import onnx
     import torch
 
-__all__ = ["CALIBRATION_METHODS", "DEFAULT_METHOD", "PERCENTILE", "calibration_files", "quantize_plain", "quantize_pipeline",
-           "calibration_cache_path"]
+__all__ = ["CALIBRATION_METHODS", "DEFAULT_METHOD", "PERCENTILE", "calibration_files", "quantize_plain",
+           "quantize_pipeline", "calibration_cache_path"]
 
 #: Calibration methods of onnxruntime.quantization.CalibrationMethod offered here.
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -414,4 +414,3 @@ def quantize_pipeline(model_or_plain: "torch.nn.Module | onnx.ModelProto", calib
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
     return proto
-

@@ -3,9 +3,9 @@ agreement with FP32, the calibration cache, and `bisenet-rt build --precision in
 
 The issue's accuracy bar is checked on the demo model when it is present: its mIoU within 1.0 point of
 FP32 holds; its >= 99% of pixels labelled as FP32 does not with post-training INT8 (an expected
-failure, with the reason), and a guard keeps the agreement near the level measured. Random weights (`confident_model`) amplify
-quantization noise layer after layer (nothing in them is redundant), so on them INT8 is only
-required to agree with FP32 far more often than with the labels of another frame.
+failure, with the reason), and a guard keeps the agreement near the level measured. Random weights
+(`confident_model`) amplify quantization noise layer after layer (nothing in them is redundant), so on
+them INT8 is only required to agree with FP32 far more often than with the labels of another frame.
 """
 from __future__ import annotations
 
@@ -213,10 +213,11 @@ def test_demo_model_int8_miou_within_one_point_of_fp32(demo_eval):
     assert int8.agreement >= 0.95, int8.agreement  # regression guard below the 0.970 measured
 
 
-@pytest.mark.xfail(strict=True, reason="not met by post-training INT8 with per-tensor activation scales: 97% of pixels "
-                   "here, 94.6% on the 80 val frames; the labels that flip are those FP32 itself is unsure of (10% of "
-                   "pixels have a top-2 logit margin under 0.47), and no single quantized stage is to blame (on an earlier "
-                   "checkpoint each alone flipped 0.6-3.9% of pixels). Quantization-aware training is the known remedy. See the INT8 closing note")
+@pytest.mark.xfail(strict=True, reason="not met by post-training INT8 with per-tensor activation scales: 97% of "
+                   "pixels here, 94.6% on the 80 val frames; the labels that flip are those FP32 itself is unsure of "
+                   "(10% of pixels have a top-2 logit margin under 0.47), and no single quantized stage is to blame "
+                   "(on an earlier checkpoint each alone flipped 0.6-3.9% of pixels). Quantization-aware training is "
+                   "the known remedy. See the INT8 closing note")
 def test_demo_model_int8_labels_99_percent_of_pixels_as_fp32(demo_eval):
     """The issue's agreement bar: >= 99% of pixels labelled as FP32 labels them."""
     _, int8 = demo_eval

@@ -72,9 +72,8 @@ def run(args: argparse.Namespace) -> int:
                          scales=tuple(args.scales) if args.scales else DEFAULT_SCALES, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_iters=args.warmup, workers=args.workers,
                          device=args.device, seed=args.seed, eval_every=args.eval_every, eval_size=args.eval_size,
-                         eval_limit=args.eval_limit, save_every=args.save_every, log_every=args.log_every, resume=args.resume,
-                         weights=args.weights,
-                         stop_at=args.stop_at, export_demo=args.export_demo)
+                         eval_limit=args.eval_limit, save_every=args.save_every, log_every=args.log_every,
+                         resume=args.resume, weights=args.weights, stop_at=args.stop_at, export_demo=args.export_demo)
     result = train(config)
     if result.metrics is not None:
         print(f"val mIoU {100 * result.metrics['miou']:.2f}")

@@ -48,9 +48,10 @@ class TrainConfig:
     `batch` is per process. `warmup_iters=None` means min(1000, iters // 10). `eval_every` and
     `save_every` of 0 mean only at the end. `stop_at` ends the run early at that iteration with a
     resumable state (for pre-emptible jobs). `weights` starts a new run from a checkpoint's weights
-    (fine-tuning, for example from the public Cityscapes model); aux heads it lacks start fresh. `eval_size` is the model size (w, h) frames are
-    resized to for evaluation, as the exported graph does; `eval_limit` makes the periodic
-    evaluations use only the first frames of the val split (the final one uses all of it).
+    (fine-tuning, for example from the public Cityscapes model); aux heads it lacks start fresh.
+    `eval_size` is the model size (w, h) frames are resized to for evaluation, as the exported graph
+    does; `eval_limit` makes the periodic evaluations use only the first frames of the val split (the
+    final one uses all of it).
     """
 
     data: Path | None = None
