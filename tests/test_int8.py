@@ -2,8 +2,9 @@
 agreement with FP32, the calibration cache, and `bisenet-rt build --precision int8`.
 
 The issue's accuracy bar is checked on the demo model when it is present: its mIoU within 1.0 point of
-FP32 holds; its >= 99% of pixels labelled as FP32 does not with post-training INT8 (an expected
-failure, with the reason), and a guard keeps the agreement near the level measured. Random weights
+FP32 holds; its >= 99% of pixels labelled as FP32 does not (an expected failure, with the reason; the
+demo model was fine-tuned quantization-aware, `bisenet-rt train --qat`), and a guard keeps the
+agreement near the level measured. Random weights
 (`confident_model`) amplify quantization noise layer after layer (nothing in them is redundant), so on
 them INT8 is only required to agree with FP32 far more often than with the labels of another frame.
 """
@@ -206,18 +207,18 @@ def demo_eval(tmp_path_factory):
 
 
 def test_demo_model_int8_miou_within_one_point_of_fp32(demo_eval):
-    """The issue's mIoU bar on unseen frames; measured here: 37.31 (FP32) -> 36.59 (INT8), 97.0% of pixels alike."""
+    """The issue's mIoU bar on unseen frames; measured here: 37.77 (FP32) -> 37.18 (INT8), 98.25% of pixels alike."""
     fp32, int8 = demo_eval
     assert int8.precision == "int8"
     assert abs(fp32.scores.miou - int8.scores.miou) <= 0.01, (fp32.scores.miou, int8.scores.miou)
-    assert int8.agreement >= 0.95, int8.agreement  # regression guard below the 0.970 measured
+    # Regression guard below the 0.9825 measured (0.970 before the demo model's quantization-aware fine-tune).
+    assert int8.agreement >= 0.975, int8.agreement
 
 
-@pytest.mark.xfail(strict=True, reason="not met by post-training INT8 with per-tensor activation scales: 97% of "
-                   "pixels here, 94.6% on the 80 val frames; the labels that flip are those FP32 itself is unsure of "
-                   "(10% of pixels have a top-2 logit margin under 0.47), and no single quantized stage is to blame "
-                   "(on an earlier checkpoint each alone flipped 0.6-3.9% of pixels). Quantization-aware training is "
-                   "the known remedy. See the INT8 closing note")
+@pytest.mark.xfail(strict=True, reason="not met: 98.25% of pixels here, 98.57% on the 80 val frames, with the demo "
+                   "model fine-tuned quantization-aware (94.6% before). The labels that flip are those FP32 itself is "
+                   "unsure of: 70% lie within 2 pixels of a class boundary; no group of quantized activations is to "
+                   "blame (leaving any one stage float gains at most 0.1 point). See the INT8 closing note")
 def test_demo_model_int8_labels_99_percent_of_pixels_as_fp32(demo_eval):
     """The issue's agreement bar: >= 99% of pixels labelled as FP32 labels them."""
     _, int8 = demo_eval

@@ -277,6 +277,36 @@ def test_weights_start_a_new_run_from_a_checkpoint(trained, tiny_synth, tmp_path
         assert torch.allclose(tuned_state[key], value, atol=1e-6), key
 
 
+def test_qat_fine_tune_trains_float_and_int8_passes_with_frozen_statistics(trained, tiny_synth, tmp_path):
+    """--qat: both passes' losses are logged and finite, weights move, BN statistics stay as loaded."""
+    from bisenet_rt.model import load_checkpoint
+    from bisenet_rt.train.qat import INT8_LOSS_WEIGHT
+
+    start = load_checkpoint(trained / "demo.pth").state_dict()
+    out = tmp_path / "qat"
+    assert main(["train", "--data", str(tiny_synth), "--out", str(out), "--iters", "2", "--batch", "2", "--lr", "1e-3",
+                 "--warmup", "0", "--workers", "0", "--weights", str(trained / "demo.pth"), "--qat", *_COMMON]) == 0
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss_int8" in r]
+    assert [r["iter"] for r in steps] == [1, 2]
+    for r in steps:
+        assert all(math.isfinite(r[k]) for k in ("loss", "loss_main", "loss_int8"))
+        assert r["loss"] == pytest.approx(r["loss_main"] + INT8_LOSS_WEIGHT * r["loss_int8"], rel=1e-4)
+        assert 0.0 <= r["int8_agreement"] <= 1.0
+    assert steps[0]["int8_agreement"] > 0.5  # measured before any update: the simulation is int8, not noise
+    tuned = load_checkpoint(out / "model.pth").state_dict()
+    stats = [k for k in start if "running_" in k]
+    assert stats and all(torch.equal(tuned[k], start[k]) for k in stats)
+    assert any(not torch.allclose(tuned[k], v) for k, v in start.items() if k.endswith(".weight"))
+
+
+def test_qat_needs_weights_to_fine_tune(tiny_synth, tmp_path, capsys):
+    assert main(["train", "--data", str(tiny_synth), "--out", str(tmp_path), "--qat", "--iters", "1"]) == 1
+    assert "qat fine-tunes a trained model" in capsys.readouterr().err
+    assert main(["train", "--data", str(tiny_synth), "--out", str(tmp_path), "--qat-int8-weight", "3"]) == 1
+    assert "add --qat" in capsys.readouterr().err
+
+
 def test_weights_and_resume_are_exclusive(tiny_synth, trained, tmp_path, capsys):
     assert main(["train", "--data", str(tiny_synth), "--out", str(tmp_path), "--weights", str(trained / "demo.pth"),
                  "--resume", str(trained)]) == 1

@@ -61,6 +61,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start from this checkpoint's weights (fine-tuning); aux heads it lacks start fresh")
     p.add_argument("--stop-at", type=int, default=None, metavar="N",
                    help="stop early at this iteration, leaving a resumable state")
+    p.add_argument("--qat", action="store_true",
+                   help="quantization-aware fine-tune of --weights for 'build --precision int8': float and "
+                        "simulated-int8 passes trained together (one process, BN statistics frozen)")
+    p.add_argument("--qat-int8-weight", type=float, default=None, metavar="W",
+                   help="with --qat: weight of the int8 pass's loss (labels as the float pass) against the "
+                        "float pass's (default 2)")
     p.add_argument("--export-demo", type=Path, default=None, metavar="PATH",
                    help="also save the final model without aux heads, FP16 weights, to PATH")
 
@@ -68,12 +74,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..train import DEFAULT_SCALES, TrainConfig, train
 
+    if args.qat_int8_weight is not None and not args.qat:
+        raise ValueError("--qat-int8-weight weighs the int8 pass of a --qat fine-tune; add --qat or drop it")
+
     config = TrainConfig(data=args.data, out=args.out, iters=args.iters, batch=args.batch, crop=args.crop,
                          scales=tuple(args.scales) if args.scales else DEFAULT_SCALES, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_iters=args.warmup, workers=args.workers,
                          device=args.device, seed=args.seed, eval_every=args.eval_every, eval_size=args.eval_size,
                          eval_limit=args.eval_limit, save_every=args.save_every, log_every=args.log_every,
-                         resume=args.resume, weights=args.weights, stop_at=args.stop_at, export_demo=args.export_demo)
+                         resume=args.resume, weights=args.weights, stop_at=args.stop_at, export_demo=args.export_demo,
+                         qat=args.qat, **({} if args.qat_int8_weight is None else {"qat_int8_weight": args.qat_int8_weight}))
     result = train(config)
     if result.metrics is not None:
         print(f"val mIoU {100 * result.metrics['miou']:.2f}")

@@ -1,4 +1,5 @@
-"""Training BiSeNetV2 with the booster recipe: OHEM losses, augmentation, SGD schedule and the loop."""
+"""Training BiSeNetV2 with the booster recipe: OHEM losses, augmentation, SGD schedule and the loop;
+quantization-aware fine-tuning (`qat`)."""
 from .augment import DEFAULT_SCALES, AugmentConfig, TrainAugment, sample_rng
 from .losses import OhemCrossEntropy, ohem_cross_entropy
 from .loop import TrainConfig, TrainResult, evaluate_model, export_inference_model, train

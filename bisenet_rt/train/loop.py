@@ -28,6 +28,7 @@ from ..sizes import check_model_size, format_size
 from .augment import DEFAULT_SCALES, AugmentConfig, TrainAugment, sample_rng
 from .losses import OhemCrossEntropy
 from .optim import WarmupPolyLR, build_optimizer
+from .qat import INT8_LOSS_WEIGHT, Int8FakeQuant, float_labels
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate_model", "export_inference_model", "STATE_NAME",
            "MODEL_NAME", "LOG_NAME", "SUMMARY_NAME"]
@@ -38,7 +39,8 @@ LOG_NAME = "log.jsonl"
 SUMMARY_NAME = "summary.json"
 _STATE_FORMAT = 1
 #: Options that define the run's sample stream and schedule: a resumed run must use the same values.
-_SCHEDULE_FIELDS = ("iters", "batch", "crop", "scales", "lr", "momentum", "weight_decay", "warmup_iters", "seed")
+_SCHEDULE_FIELDS = ("iters", "batch", "crop", "scales", "lr", "momentum", "weight_decay", "warmup_iters", "seed",
+                    "qat", "qat_int8_weight")
 
 
 @dataclasses.dataclass
@@ -51,7 +53,9 @@ class TrainConfig:
     (fine-tuning, for example from the public Cityscapes model); aux heads it lacks start fresh.
     `eval_size` is the model size (w, h) frames are resized to for evaluation, as the exported graph
     does; `eval_limit` makes the periodic evaluations use only the first frames of the val split (the
-    final one uses all of it).
+    final one uses all of it). `qat` makes the run a quantization-aware fine-tune (`bisenet_rt.train.qat`)
+    of `weights` or a resumed QAT run: BN statistics frozen, no aux heads, one process; `qat_int8_weight`
+    weighs the int8 pass's loss against the float pass's.
     """
 
     data: Path | None = None
@@ -76,6 +80,8 @@ class TrainConfig:
     weights: Path | None = None
     stop_at: int | None = None
     export_demo: Path | None = None
+    qat: bool = False
+    qat_int8_weight: float = INT8_LOSS_WEIGHT
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -98,6 +104,10 @@ class TrainConfig:
             raise ValueError(f"stop_at must be in [1, iters={self.iters}], got {self.stop_at}")
         if self.weights is not None and self.resume is not None:
             raise ValueError("weights and resume exclude each other: resume continues a run with its own weights")
+        if not self.qat_int8_weight > 0:
+            raise ValueError(f"qat_int8_weight must be positive, got {self.qat_int8_weight}")
+        if self.qat and self.weights is None and self.resume is None:
+            raise ValueError("qat fine-tunes a trained model: give its checkpoint as weights (or resume a QAT run)")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -305,8 +315,9 @@ def _load_state(path: Path, config: TrainConfig, world: int) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a bisenet-rt training state (a public-layout model checkpoint cannot "
                               f"be resumed; resume from the {STATE_NAME} written next to it)")
     saved, now = state["config"], config.to_json()
-    differ = [f"--{k.replace('_', '-')} {saved[k]} (saved) vs {now[k]} (now)"
-              for k in _SCHEDULE_FIELDS if saved[k] != now[k]]
+    defaults = TrainConfig().to_json()  # for fields added after the state was written
+    differ = [f"--{k.replace('_', '-')} {saved.get(k, defaults[k])} (saved) vs {now[k]} (now)"
+              for k in _SCHEDULE_FIELDS if saved.get(k, defaults[k]) != now[k]]
     if state["world"] != world:
         differ.append(f"{state['world']} processes (saved) vs {world} (now)")
     if differ:
@@ -360,7 +371,12 @@ class _Run:
             self.model.load_state_dict(start.state_dict())
         self.model.to(dist.device).train()
         self.net: nn.Module = self.model
-        if dist.world > 1:
+        self.fake_quant: Int8FakeQuant | None = None
+        if config.qat:
+            if dist.world > 1:
+                raise ValueError("qat fine-tuning runs in one process; start it without torchrun")
+            self.fake_quant = Int8FakeQuant(self.model, keep_float=[self.model.head.conv_out[-1]])
+        elif dist.world > 1:
             if dist.device.type == "cuda":
                 self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.net = nn.parallel.DistributedDataParallel(
@@ -389,18 +405,56 @@ class _Run:
         x = preprocess(images.to(self.dist.device, non_blocking=True), self.config.crop)
         y = labels.to(self.dist.device, non_blocking=True).long()
         lr = self.scheduler.get_last_lr()[0]
+        if self.fake_quant is not None:
+            return self._qat_step(x, y, lr)
         with torch.autocast(device_type=self.dist.device.type, dtype=torch.float16, enabled=self.amp):
             logits, aux = self.net(x)
         main_loss = self.criterion(logits, y)
         aux_losses = [self.criterion(a, y) for a in aux]
         loss = main_loss + sum(aux_losses)
+        self._update(loss)
+        return {"loss": float(loss.detach()), "loss_main": float(main_loss.detach()),
+                "loss_aux": [float(a.detach()) for a in aux_losses], "lr": lr}
+
+    def _update(self, loss: torch.Tensor) -> None:
+        """Back-propagate `loss` and take one optimizer and schedule step (through the AMP scaler)."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return {"loss": float(loss.detach()), "loss_main": float(main_loss.detach()),
-                "loss_aux": [float(a.detach()) for a in aux_losses], "lr": lr}
+
+    def _qat_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> dict[str, Any]:
+        """A float pass trained on the labels and a fake-int8 pass trained to label as the float pass does."""
+        self.model.eval()  # frozen BN statistics and no dropout: both passes are the inference function
+        self.fake_quant.enabled = False
+        with torch.autocast(device_type=self.dist.device.type, dtype=torch.float16, enabled=self.amp):
+            logits = self.model(x)
+            self.fake_quant.enabled = True
+            logits_int8 = self.model(x)
+            self.fake_quant.enabled = False
+        float_loss = self.criterion(logits, y)
+        target = float_labels(logits, y)
+        int8_loss = self.criterion(logits_int8, target)
+        valid = target != IGNORE_INDEX
+        agreement = (logits_int8.detach().argmax(1) == target)[valid].float().mean() if valid.any() else 1.0
+        loss = float_loss + self.config.qat_int8_weight * int8_loss
+        self._update(loss)
+        return {"loss": float(loss.detach()), "loss_main": float(float_loss.detach()),
+                "loss_int8": float(int8_loss.detach()), "int8_agreement": float(agreement), "lr": lr}
+
+    def calibrate(self, frames: Any, count: int = 16) -> None:
+        """Set the fake-quant ranges from `count` full frames at the evaluation size (QAT runs only)."""
+        from ..pipeline import preprocess
+
+        if self.fake_quant is None:
+            return
+        picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
+        batches = (preprocess(torch.from_numpy(np.ascontiguousarray(frames[int(i)][0]))[None].to(self.dist.device),
+                              self.config.eval_size) for i in picks)
+        self.model.eval()
+        self.fake_quant.calibrate(batches, self.model)
+        self.model.train()
 
     def save(self, iteration: int) -> None:
         """Write the public-layout model and the resumable state (rank 0; every rank's RNG goes in)."""
@@ -452,6 +506,7 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
         if dist.main:
             out.mkdir(parents=True, exist_ok=True)
         run = _Run(config, dist, int(train_set.num_classes), state)
+        run.calibrate(train_set)
         start, end = run.start, config.stop_at or config.iters
         if end < start:
             raise ValueError(f"stop_at={end} lies before the resumed iteration {start}")
@@ -459,7 +514,8 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
             val_set = _load_val(config.data)
         log = _Logger(out / LOG_NAME if dist.main else None, append=state is not None)
         if dist.main:
-            print(f"training BiSeNetV2 ({run.num_classes} classes, aux heads) on {len(train_set)} frames: iterations "
+            kind = "quantization-aware fine-tune" if config.qat else "aux heads"
+            print(f"training BiSeNetV2 ({run.num_classes} classes, {kind}) on {len(train_set)} frames: iterations "
                   f"{start}..{end} of {config.iters}, batch {config.batch} x {dist.world} process(es), crop "
                   f"{format_size(config.crop)}, scales {list(config.scales)}, lr {config.lr}, warm-up "
                   f"{config.warmup_iters}, device {dist.device}{', AMP' if run.amp else ''}", flush=True)
@@ -491,7 +547,8 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
                 eta = (end - iteration) / speed
                 log({"iter": iteration, **record, "it_per_s": speed, "eta_s": eta, "elapsed_s": now - t_start},
                     f"it {iteration}/{config.iters}  loss {last_loss:.4f}  lr {record['lr']:.5f}  {speed:.3f} it/s  "
-                    f"eta {_format_eta(eta)}")
+                    f"eta {_format_eta(eta)}" + (f"  int8 labels as float {100 * record['int8_agreement']:.2f}%"
+                                                 if "int8_agreement" in record else ""))
                 interval, t_interval = [], now
             if config.save_every and iteration % config.save_every == 0 and iteration != end:
                 run.save(iteration)
