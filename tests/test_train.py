@@ -318,6 +318,19 @@ def test_resume_with_changed_schedule_is_refused(tiny_synth, tmp_path, capsys):
     assert main([*args, "--iters", "2", "--stop-at", "1"]) == 0
     assert main([*args, "--iters", "3", "--resume", str(tmp_path)]) == 1
     assert "--iters 2 (saved) vs 3 (now)" in capsys.readouterr().err
+    assert main([*args, "--iters", "2", "--resume", str(tmp_path), "--qat"]) == 1
+    assert "--qat False (saved) vs True (now)" in capsys.readouterr().err
+
+
+def test_state_from_before_the_qat_options_still_resumes(tiny_synth, tmp_path):
+    args = ["train", "--data", str(tiny_synth), "--out", str(tmp_path), "--workers", "0", "--batch", "2", "--iters", "2",
+            *_COMMON]
+    assert main([*args, "--stop-at", "1"]) == 0
+    state = torch.load(tmp_path / "train_state.pt", map_location="cpu", weights_only=True)
+    for key in ("qat", "qat_int8_weight"):
+        del state["config"][key]
+    torch.save(state, tmp_path / "train_state.pt")
+    assert main([*args, "--resume", str(tmp_path)]) == 0
 
 
 def test_train_cli_rejects_bad_options(tiny_synth, tmp_path, capsys):
