@@ -87,7 +87,6 @@ def rebuild_command(config: BuildConfig, output: Path) -> str:
 
 def _source(config: BuildConfig) -> tuple[Path, ArtifactInfo]:
     """The pipeline ONNX to build from and what it is; its precision must be the one asked for."""
-
     if config.precision is Precision.INT8 and config.onnx is None:
         raise BuildError(_INT8_HINT)
     if config.precision not in (Precision.FP32, Precision.FP16, Precision.INT8):
