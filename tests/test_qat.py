@@ -64,11 +64,42 @@ def test_off_changes_nothing_and_on_rounds_to_the_int8_grid(model):
         assert torch.equal(model(x), ref)  # hooks removed
 
 
+def test_ranges_end_at_the_calibration_percentile_of_their_branch(model):
+    """Semantic-branch ranges at SEMANTIC_PERCENTILE, the others at PERCENTILE, as `quantize` calibrates them."""
+    from bisenet_rt.quantize import PERCENTILE, SEMANTIC_PERCENTILE
+
+    from bisenet_rt.train.qat import Int8FakeQuant
+
+    xs = _inputs(_frames(2, 50))
+    fq = Int8FakeQuant(model, keep_float=[model.head.conv_out[-1]])
+    keys = ["detail.S3.2.relu", next(n for n, m in model.named_modules()
+                                     if n.startswith("segment.S4") and isinstance(m, torch.nn.ReLU))]
+    seen: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    hooks = [model.get_submodule(k).register_forward_hook(
+        lambda mod, args, out, key=k: seen[key].append(out.detach().abs().flatten())) for k in keys]
+    try:
+        assert fq.calibrate(xs, model) == 2
+    finally:
+        for h in hooks:
+            h.remove()
+        fq.remove()
+    for key, percentile in zip(keys, (PERCENTILE, SEMANTIC_PERCENTILE)):
+        values = torch.cat(seen[key])
+        assert values.numel() <= 2 * 65536  # not subsampled: the percentile is exact
+        at = {q: float(values.kthvalue(round(values.numel() * q / 100)).values)
+              for q in (PERCENTILE, SEMANTIC_PERCENTILE)}
+        assert at[PERCENTILE] < at[SEMANTIC_PERCENTILE], key
+        assert float(fq.amax[key]) == pytest.approx(at[percentile], rel=1e-6), key
+
+
 def test_fake_quant_tracks_onnxruntime_int8(model, tmp_path):
     """The simulated int8 model is much closer to ORT's Q/DQ graph (same frames calibrate both) than FP32 is.
 
-    Measured: mean |logit difference| 0.77 against 1.63. Not zero: the simulation does not round the
-    sums, products and sigmoids that feed no conv (ORT does), and random weights amplify every difference.
+    Measured: mean |logit difference| 0.91 against 1.46 (0.77 against 1.63 when every range ended at one
+    percentile; on the demo model at full size the simulated labels match ORT's on 98.9 % of pixels). Not
+    zero: the simulation does not round the sums, products and sigmoids that feed no conv (ORT does), it
+    takes exact percentiles where ORT reads them off 2048-bin histograms, and random weights amplify every
+    difference.
     """
     import onnxruntime as ort
 
@@ -90,7 +121,7 @@ def test_fake_quant_tracks_onnxruntime_int8(model, tmp_path):
         fq.remove()
     err_fp32 = np.mean([np.abs(a - b).mean() for a, b in zip(fp32, int8)])
     err_sim = np.mean([np.abs(a - b).mean() for a, b in zip(sim, int8)])
-    assert err_sim < 0.6 * err_fp32, (err_sim, err_fp32)
+    assert err_sim < 0.7 * err_fp32, (err_sim, err_fp32)
 
 
 def test_int8_pass_target_is_the_float_argmax_outside_padding():

@@ -15,8 +15,9 @@ batch norm or conv whose output is not followed by a ReLU, after pooling, and at
 output (the logits) stays float. Conv weights are rounded per output channel to their int8 grid
 after the following batch norm is folded in, as in the exported graph (the fine-tune keeps batch-norm
 statistics frozen, so the folding is fixed). Activation ranges are symmetric and end at the
-`PERCENTILE`-th percentile of |activation|, as the calibration does: measured on full frames first,
-then followed with a moving average of each batch's percentile.
+percentile of |activation| the calibration uses (`SEMANTIC_PERCENTILE` in the semantic branch,
+`PERCENTILE` elsewhere): measured on full frames first, then followed with a moving average of each
+batch's percentile.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from ..classes import IGNORE_INDEX
-from ..quantize import PERCENTILE
+from ..quantize import PERCENTILE, SEMANTIC_PERCENTILE
 
 __all__ = ["Int8FakeQuant", "float_labels"]
 
@@ -48,7 +49,12 @@ def _subsample(x: torch.Tensor, size: int) -> torch.Tensor:
     return flat[:: max(1, flat.numel() // size)].abs().float()
 
 
-def _percentile(values: torch.Tensor, q: float = PERCENTILE) -> torch.Tensor:
+def _percentile_for(key: str) -> float:
+    """The calibration percentile of a quantization point: the semantic branch's or the default."""
+    return SEMANTIC_PERCENTILE if key.startswith("segment.") else PERCENTILE
+
+
+def _percentile(values: torch.Tensor, q: float) -> torch.Tensor:
     """The q-th percentile of a 1-D tensor."""
     k = max(1, min(values.numel(), int(round(values.numel() * q / 100.0))))
     return values.kthvalue(k).values
@@ -117,7 +123,7 @@ class Int8FakeQuant:
             return x
         amax = self.amax.get(key)
         if amax is None or (self.observe and torch.is_grad_enabled()):
-            batch = _percentile(_subsample(x, _SAMPLE))
+            batch = _percentile(_subsample(x, _SAMPLE), _percentile_for(key))
             amax = batch if amax is None else self.momentum * amax + (1.0 - self.momentum) * batch
             self.amax[key] = amax
         scale = float(amax.clamp_min(1e-8)) / _QMAX
@@ -150,7 +156,7 @@ class Int8FakeQuant:
             samples = self._samples
         finally:
             self._samples = None
-        self.amax = {key: _percentile(torch.cat(values)) for key, values in samples.items()}
+        self.amax = {key: _percentile(torch.cat(values), _percentile_for(key)) for key, values in samples.items()}
         return count
 
     def remove(self) -> None:
