@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     import onnx
     import torch
 
-__all__ = ["CALIBRATION_METHODS", "DEFAULT_METHOD", "PERCENTILE", "SEMANTIC_PERCENTILE", "calibration_files", "quantize_plain",
-           "quantize_pipeline", "calibration_cache_path"]
+__all__ = ["CALIBRATION_METHODS", "DEFAULT_METHOD", "PERCENTILE", "SEMANTIC_BRANCH", "SEMANTIC_PERCENTILE",
+           "calibration_files", "quantize_plain", "quantize_pipeline", "calibration_cache_path"]
 
 #: Calibration methods of onnxruntime.quantization.CalibrationMethod offered here.
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -67,7 +67,7 @@ DEFAULT_METHOD = "percentile"
 #: 7-15x those of a typical frame) set the scale for every frame; below it those outliers clip and the
 #: common values keep their resolution.
 PERCENTILE = 99.9
-#: Percentile for the semantic branch's tensors (node names under /segment/), whose deep, low-resolution
+#: Percentile for the semantic branch's tensors, whose deep, low-resolution
 #: context features lose information when clipped as tightly as the detail branch's, the aggregation's and
 #: the head's. Pixels labelled as FP32 labels them on the quantization-aware fine-tuned demo model (64
 #: calibration frames; 12 val frames / 16 train frames not among them): every range at 99.9: 98.65 % on
@@ -75,8 +75,9 @@ PERCENTILE = 99.9
 #: or 99.995 instead, or the rest at 99.7 or 99.95: 98.8-99.0 / 99.0-99.2 %. Before that fine-tune one
 #: percentile did best: 99.9 (95.7 % vs 91.7 % at 99.99).
 SEMANTIC_PERCENTILE = 99.99
-#: Node-name prefix of the semantic branch in graphs exported from `bisenet_rt.model.BiSeNetV2`.
-_SEMANTIC_PREFIX = "/segment/"
+#: The semantic branch's attribute in `bisenet_rt.model.BiSeNetV2`: its modules are named `segment.*`,
+#: and the exported graph's nodes and tensors `/segment/*`.
+SEMANTIC_BRANCH = "segment"
 #: Bump when the quantization recipe changes, so old calibration caches are not reused.
 _RECIPE = f"qdq-s8s8-perchannel-v5-p{PERCENTILE}-s{SEMANTIC_PERCENTILE}"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -377,7 +378,7 @@ def _calibrate(prepared: "onnx.ModelProto", reader: _CalibrationFrames, method: 
         calibrator.collector.percentile = SEMANTIC_PERCENTILE
         semantic = calibrator.compute_data()
         for name in ranges.keys():
-            if name.startswith(_SEMANTIC_PREFIX):
+            if name.startswith(f"/{SEMANTIC_BRANCH}/"):
                 ranges[name] = semantic[name]
     return ranges
 
@@ -397,7 +398,7 @@ def _load_ranges(path: Path, method: str) -> Any:
 
 
 def _relu_ranges_for_producers(prepared: "onnx.ModelProto", ranges: Any) -> dict[str, list[dict[str, Any]]]:
-    """Quantizer overrides: a conv or addition whose output feeds only a ReLU quantizes it with the ReLU output's range.
+    """Quantizer overrides: a conv or addition feeding only a ReLU quantizes its output on the ReLU output's range.
 
     The ReLU then requantizes exactly, and no int8 codes go to the negative values it drops. (TensorRT,
     which fuses conv, residual addition and ReLU, also quantizes only after the ReLU.) The ranges are

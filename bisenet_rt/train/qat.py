@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..classes import IGNORE_INDEX
-from ..quantize import PERCENTILE, SEMANTIC_PERCENTILE
+from ..quantize import PERCENTILE, SEMANTIC_BRANCH, SEMANTIC_PERCENTILE
 
 __all__ = ["Int8FakeQuant", "float_labels"]
 
@@ -51,7 +51,7 @@ def _subsample(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def _percentile_for(key: str) -> float:
     """The calibration percentile of a quantization point: the semantic branch's or the default."""
-    return SEMANTIC_PERCENTILE if key.startswith("segment.") else PERCENTILE
+    return SEMANTIC_PERCENTILE if key.startswith(f"{SEMANTIC_BRANCH}.") else PERCENTILE
 
 
 def _percentile(values: torch.Tensor, q: float) -> torch.Tensor:
