@@ -67,8 +67,7 @@ def test_off_changes_nothing_and_on_rounds_to_the_int8_grid(model):
 def test_ranges_end_at_the_calibration_percentile_of_their_branch(model):
     """Semantic-branch ranges at SEMANTIC_PERCENTILE, the others at PERCENTILE, as `quantize` calibrates them."""
     from bisenet_rt.quantize import PERCENTILE, SEMANTIC_PERCENTILE
-
-    from bisenet_rt.train.qat import Int8FakeQuant
+    from bisenet_rt.train.qat import _CALIB_SAMPLE, Int8FakeQuant
 
     xs = _inputs(_frames(2, 50))
     fq = Int8FakeQuant(model, keep_float=[model.head.conv_out[-1]])
@@ -85,7 +84,7 @@ def test_ranges_end_at_the_calibration_percentile_of_their_branch(model):
         fq.remove()
     for key, percentile in zip(keys, (PERCENTILE, SEMANTIC_PERCENTILE)):
         values = torch.cat(seen[key])
-        assert values.numel() <= 2 * 65536  # not subsampled: the percentile is exact
+        assert values.numel() <= 2 * _CALIB_SAMPLE  # not subsampled: the percentile is exact
         at = {q: float(values.kthvalue(round(values.numel() * q / 100)).values)
               for q in (PERCENTILE, SEMANTIC_PERCENTILE)}
         assert at[PERCENTILE] < at[SEMANTIC_PERCENTILE], key
