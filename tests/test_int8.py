@@ -1,10 +1,9 @@
 """INT8 by explicit quantization: the Q/DQ graph's structure, its int8 kernels on ONNX Runtime, its
 agreement with FP32, the calibration cache, and `bisenet-rt build --precision int8`.
 
-The issue's accuracy bar is checked on the demo model when it is present: its mIoU within 1.0 point of
-FP32 holds; its >= 99% of pixels labelled as FP32 does not (an expected failure, with the reason; the
-demo model was fine-tuned quantization-aware, `bisenet-rt train --qat`), and a guard keeps the
-agreement near the level measured. Random weights
+The issue's accuracy bar is checked on the demo model (fine-tuned quantization-aware, `bisenet-rt
+train --qat`) when it is present, on synthetic frames it never saw: mIoU within 1.0 point of FP32 and
+>= 99% of pixels labelled as FP32 labels them. Random weights
 (`confident_model`) amplify quantization noise layer after layer (nothing in them is redundant), so on
 them INT8 is only required to agree with FP32 far more often than with the labels of another frame.
 """
@@ -76,6 +75,20 @@ def _n_model_convs(model) -> int:
     return sum(1 for m in model.modules() if m.__class__.__name__ == "Conv2d") - 1
 
 
+def _n_float_stage_convs(model) -> int:
+    """Conv2d layers of the stage the INT8 graph leaves float."""
+    from bisenet_rt.quantize import FLOAT_STAGE
+
+    return sum(1 for name, m in model.named_modules()
+               if name.startswith(f"{FLOAT_STAGE}.") and m.__class__.__name__ == "Conv2d")
+
+
+def _in_float_stage(node) -> bool:
+    from bisenet_rt.quantize import _FLOAT_STAGE_NODES
+
+    return node.name.startswith(_FLOAT_STAGE_NODES)
+
+
 def test_metadata_says_int8(int8):
     from bisenet_rt.export import read_metadata
     from bisenet_rt.quantize import DEFAULT_METHOD
@@ -93,7 +106,12 @@ def test_qdq_structure_quantizes_the_model_convs(int8, confident_model):
     producer, consumers, inits = _graph_maps(proto)
     convs, _ = _model_convs(proto, producer)
     assert len(convs) == _n_model_convs(confident_model)
-    for conv in convs:
+    kept = [conv for conv in convs if _in_float_stage(conv)]
+    assert len(kept) == _n_float_stage_convs(confident_model) > 0
+    for conv in kept:  # float weights, float output (only the stage's input, from S4, is dequantized int8)
+        assert conv.input[1] in inits and inits[conv.input[1]].data_type == 1, conv.name
+        assert "QuantizeLinear" not in [c.op_type for c in consumers[conv.output[0]]], conv.name
+    for conv in (c for c in convs if not _in_float_stage(c)):
         x, w = producer[conv.input[0]], producer[conv.input[1]]
         assert x.op_type == "DequantizeLinear" and producer[x.input[0]].op_type == "QuantizeLinear", conv.name
         assert w.op_type == "DequantizeLinear" and w.input[0] in inits, conv.name
@@ -129,7 +147,7 @@ def test_relu_inputs_use_the_relu_output_range(int8):
     proto = int8["proto"]
     producer, consumers, inits = _graph_maps(proto)
     seen = set()
-    for relu in (n for n in proto.graph.node if n.op_type == "LeakyRelu"):
+    for relu in (n for n in proto.graph.node if n.op_type == "LeakyRelu" and not _in_float_stage(n)):
         dq_in = producer[relu.input[0]]
         q_in = producer[dq_in.input[0]]
         source = producer[q_in.input[0]]
@@ -179,9 +197,10 @@ def test_onnxruntime_runs_the_model_convs_in_int8(int8, confident_model):
     from bisenet_rt.build.int8 import ort_kernel_counts
 
     kernels = ort_kernel_counts(int8["int8"])
-    assert kernels.get("QLinearConv") == _n_model_convs(confident_model)
+    n_float = _n_float_stage_convs(confident_model)
+    assert kernels.get("QLinearConv") == _n_model_convs(confident_model) - n_float
     assert kernels.get("MatMulIntegerToFloat") == 1  # the classifier: int8 product, float logits
-    assert kernels.get("Conv", 0) + kernels.get("FusedConv", 0) == 1  # the preprocessing conv
+    assert kernels.get("Conv", 0) + kernels.get("FusedConv", 0) == 1 + n_float  # the preprocessing conv and the stage
 
 
 def test_int8_runs_through_segmenter_and_tracks_fp32(int8):
@@ -216,10 +235,13 @@ def demo_eval(tmp_path_factory):
     from bisenet_rt.synth import write_dataset
 
     out = tmp_path_factory.mktemp("demo_int8")
-    write_dataset(out / "synth", n=12, seed=7, val_fraction=0.5, progress=False)  # a seed the demo never saw
+    # A seed the demo never saw; 12 frames to calibrate on and 12 to score (6 and 6 gave 98.86% of pixels
+    # alike, where the 80 val frames with 200 calibration frames give 99.02%; 12 and 12 with seeds 11 and
+    # 13 gave 99.09 and 99.10%).
+    write_dataset(out / "synth", n=24, seed=7, val_fraction=0.5, progress=False)
     model, sha = model_and_sha(DEMO)
     export_onnx(model, out / "fp32.onnx", ExportConfig(), source_sha256=sha)
-    calib = calibration_files(out / "synth" / "leftImg8bit" / "train", 6)
+    calib = calibration_files(out / "synth" / "leftImg8bit" / "train", 12)
     proto = quantize_pipeline(model, calib, cache_dir=None, source_sha256=sha, progress=False)
     onnx.save(proto, str(out / "int8.onnx"))
     with Segmenter(out / "fp32.onnx") as fp32, Segmenter(out / "int8.onnx") as q:
@@ -227,21 +249,15 @@ def demo_eval(tmp_path_factory):
 
 
 def test_demo_model_int8_miou_within_one_point_of_fp32(demo_eval):
-    """The issue's mIoU bar on unseen frames; measured here: 37.77 (FP32) -> 37.41 (INT8), 98.77% of pixels alike."""
+    """The issue's mIoU bar on unseen frames; measured here: 39.47 (FP32) -> 38.64 (INT8)."""
     fp32, int8 = demo_eval
     assert int8.precision == "int8"
     assert abs(fp32.scores.miou - int8.scores.miou) <= 0.01, (fp32.scores.miou, int8.scores.miou)
-    # Regression guard below the 0.9877 measured (0.9825 with one percentile for every range and residual
-    # additions quantized on their own grid; 0.970 before the demo model's quantization-aware fine-tune).
-    assert int8.agreement >= 0.98, int8.agreement
 
 
-@pytest.mark.xfail(strict=True, reason="not met: 98.77% of pixels here, 98.98% on the 80 val frames, with the demo "
-                   "model fine-tuned quantization-aware (94.6% before). The labels that flip are those FP32 itself is "
-                   "unsure of: 86% lie within 2 pixels of a class boundary; no group of quantized activations is to "
-                   "blame (leaving any one stage float gains under 0.1 point). See the INT8 closing notes")
 def test_demo_model_int8_labels_99_percent_of_pixels_as_fp32(demo_eval):
-    """The issue's agreement bar: >= 99% of pixels labelled as FP32 labels them."""
+    """The issue's agreement bar: >= 99% of pixels labelled as FP32 labels them; measured here: 99.15%
+    (99.12% with the semantic branch's last stage quantized too)."""
     _, int8 = demo_eval
     assert int8.agreement >= 0.99, int8.agreement
 
@@ -429,13 +445,28 @@ def test_graph_rewrites_for_int8_kernels_keep_the_function(confident_model):
     prepared, keep_float = _prepared(plain)
     ops = [n.op_type for n in prepared.graph.node]
     assert "Relu" not in ops and ops.count("Gather") == 8  # one per GE-block expansion
-    assert ops.count("MatMul") == 1 and len(keep_float) == 3  # the classifier; its bias, transpose, upsample
+    assert ops.count("MatMul") == 1  # the classifier
+    stage = [n.name for n in prepared.graph.node if _in_float_stage(n)]
+    assert stage and keep_float[3:] == stage  # after the classifier's bias, transpose and upsample: the float stage
     x = preprocess(torch.from_numpy(street_frame(256, 512, seed=9))[None], SMALL).numpy()
     so = ort.SessionOptions()
     so.log_severity_level = 3
     a, b = (ort.InferenceSession(p.SerializeToString(), so, providers=["CPUExecutionProvider"])
             .run(None, {"input": x})[0] for p in (plain, prepared))
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_plain_graph_without_the_float_stage_is_refused(confident_model):
+    """A graph whose nodes are not named as `export_plain` names them cannot be told where to stay float."""
+    from bisenet_rt.errors import BuildError
+    from bisenet_rt.export import export_plain
+    from bisenet_rt.quantize import _prepared
+
+    plain = export_plain(confident_model, SMALL)
+    for node in plain.graph.node:
+        node.name = node.name.replace("/segment/", "/other/")
+    with pytest.raises(BuildError, match="no nodes under /segment/S5_4/"):
+        _prepared(plain)
 
 
 def test_build_int8_routes_the_qdq_graph_to_openvino(int8, tmp_path):

@@ -12,12 +12,12 @@ model wherever that one is wrong.)
 Where the rounding happens follows the Q/DQ graph `quantize` produces: after every ReLU, after a
 batch norm or conv whose output is not followed by a ReLU, after pooling, and at every conv input
 (covering the tensors made by additions, products, concatenation and resizing); the classifier's
-output (the logits) stays float. Conv weights are rounded per output channel to their int8 grid
-after the following batch norm is folded in, as in the exported graph (the fine-tune keeps batch-norm
-statistics frozen, so the folding is fixed). Activation ranges are symmetric and end at the
-percentile of |activation| the calibration uses (`SEMANTIC_PERCENTILE` in the semantic branch,
-`PERCENTILE` elsewhere): measured on full frames first, then followed with a moving average of each
-batch's percentile.
+output (the logits) stays float, and so does everything in `FLOAT_STAGE`. Conv weights are rounded per
+output channel to their int8 grid after the following batch norm is folded in, as in the exported graph
+(the fine-tune keeps batch-norm statistics frozen, so the folding is fixed). Activation ranges are
+symmetric and end at the percentile of |activation| the calibration uses (`SEMANTIC_PERCENTILE` in the
+semantic branch, `PERCENTILE` elsewhere): measured on full frames first, then followed with a moving
+average of each batch's percentile.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..classes import IGNORE_INDEX
-from ..quantize import PERCENTILE, SEMANTIC_BRANCH, SEMANTIC_PERCENTILE
+from ..quantize import FLOAT_STAGE, PERCENTILE, SEMANTIC_BRANCH, SEMANTIC_PERCENTILE
 
 __all__ = ["Int8FakeQuant", "float_labels"]
 
@@ -78,6 +78,8 @@ class Int8FakeQuant:
         self._convs: list[nn.Conv2d] = []
         keep = {id(m) for m in keep_float}
         for name, module, after in self._points(model):
+            if name.startswith(f"{FLOAT_STAGE}."):
+                continue
             if isinstance(module, nn.Conv2d):
                 self._handles.append(module.register_forward_pre_hook(self._input_hook(name + ":in")))
                 module.forward = self._conv_forward(module, after if isinstance(after, nn.BatchNorm2d) else None)
