@@ -20,6 +20,7 @@ from ..artifacts import ArtifactInfo, write_atomic, write_sidecar
 from ..errors import BuildError
 from ..export import read_metadata
 from ..precision import Precision
+from ..quantize import FLOAT_STAGE
 from . import BUILDERS, BuildConfig, base_sidecar
 
 __all__ = ["build_int8", "int8_source", "ort_kernel_counts"]
@@ -108,7 +109,7 @@ def build_int8(config: BuildConfig, backend: str, output: Path) -> Path:
     float_convs = kernels.get("Conv", 0) + kernels.get("FusedConv", 0)
     print(f"ONNX Runtime runs {kernels.get('QLinearConv', 0)} convolutions in int8 (QLinearConv), the classifier as "
           f"{'an int8 MatMulIntegerToFloat' if kernels.get('MatMulIntegerToFloat') else 'a float MatMul'}, and "
-          f"{float_convs} float conv(s) (the preprocessing)", file=sys.stderr)
+          f"{float_convs} float conv(s) (the preprocessing and {FLOAT_STAGE})", file=sys.stderr)
     elapsed = time.perf_counter() - started
     write_sidecar(output, base_sidecar(info, "onnxruntime", output, elapsed, onnxruntime_version=ort.__version__,
                                        quantization=json.loads(meta.get("quantization", "null")),
