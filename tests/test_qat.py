@@ -101,7 +101,7 @@ def test_fake_quant_tracks_onnxruntime_int8(model, tmp_path):
 
     Measured: mean |logit difference| 0.86 against 1.46 (0.91 with the float stage quantized too, 0.77
     against 1.63 when every range ended at one percentile; on the demo model at full size the simulated
-    labels match ORT's on 98.9 % of pixels). Not zero: the simulation does not round the sums, products
+    labels match ORT's on 99.0 % of pixels). Not zero: the simulation does not round the sums, products
     and sigmoids that feed no conv (ORT does), it takes exact percentiles where ORT reads them off
     2048-bin histograms, and random weights amplify every difference.
     """
