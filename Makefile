@@ -1,13 +1,15 @@
 # Two commands do all set-up on a fresh machine:
 #   make bench   installs into .venv and benchmarks the default artifact for this machine
 #   make test    installs into .venv (with test extras) and runs the test suite
+# On an NVIDIA GPU machine, with a Python that has the GPU stack (TensorRT and/or PyTorch-CUDA, cuda-python):
+#   make gpu-check PYTHON=/path/to/that/python   runs benchmarks/gpu_check.py (README, "GPU")
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 ITERS  ?= 200
 STAMP  := $(VENV)/.installed
 
-.PHONY: install bench test clean
+.PHONY: install bench test gpu-check clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,9 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) engines/*.engine engines/*.onnx engines/*.json engines/*.xml engines/*.bin engines/timing.cache \

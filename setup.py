@@ -22,7 +22,9 @@ setup(
         "psutil>=5.9",
     ],
     extras_require={
-        "gpu": ["tensorrt>=10.0", "cuda-python>=12.6", "onnxruntime-gpu>=1.20"],
+        # cuda.bindings appeared in cuda-python 12.6.1. onnxruntime-gpu is not here: it overwrites the files
+        # of the onnxruntime this package needs; swap them by hand (README, "GPU").
+        "gpu": ["tensorrt>=10.0", "cuda-python>=12.6.1"],
         "triton": ["tritonclient[grpc]>=2.50"],
         "bench": ["matplotlib>=3.7"],
         "dev": ["pytest>=8.0", "tritonclient[grpc]>=2.50"],

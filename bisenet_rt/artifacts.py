@@ -40,9 +40,11 @@ class ArtifactInfo:
         """Build from the bisenet_rt.* ONNX metadata (prefix removed) or a sidecar's flat strings."""
         try:
             classes = tuple(json.loads(meta["classes"]))
+            frame = parse_size(meta["frame_size"]) if meta.get("frame_size") else None  # a fixed-size graph
             return cls(classes=classes, model_size=parse_size(meta.get("model_size", format_size(DEFAULT_MODEL_SIZE))),
                        precision=Precision.parse(meta.get("precision", "fp32")),
-                       source_sha256=meta.get("source_sha256", "unknown"))
+                       source_sha256=meta.get("source_sha256", "unknown"), min_size=frame, max_size=frame,
+                       max_batch=int(meta["batch"]) if meta.get("batch") else None)
         except (KeyError, ValueError, TypeError) as exc:
             raise EngineLoadError(f"artifact metadata is incomplete or invalid ({exc}); re-export it with "
                                   "'bisenet-rt export' or 'bisenet-rt build'") from None

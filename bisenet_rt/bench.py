@@ -6,6 +6,7 @@ machine slows all of them alike and the ratios hold.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -91,8 +92,6 @@ def _rounds(iters: int, rounds: int) -> list[int]:
 
 def run_bench(segmenters: Sequence[Any], config: BenchConfig, *, progress: bool = True) -> list[EngineResult]:
     """Time each Segmenter on the same frame batch, interleaving rounds; returns per-artifact timings."""
-    from tqdm import tqdm
-
     w, h = config.size
     frames = np.stack([street_frame(h, w, seed=config.seed + i) for i in range(config.batch)])
     batch: np.ndarray = frames if config.batch > 1 else frames[0]
@@ -102,7 +101,7 @@ def run_bench(segmenters: Sequence[Any], config: BenchConfig, *, progress: bool 
         for _ in range(config.warmup):
             seg(batch)
     total = config.iters * len(segmenters)
-    with tqdm(total=total, desc="bench", unit="it", disable=not progress, file=sys.stderr) as bar:
+    with _progress_bar(total, progress) as bar:
         for chunk in _rounds(config.iters, config.rounds):
             for seg, res in zip(segmenters, results):
                 for _ in range(chunk):
@@ -114,6 +113,20 @@ def run_bench(segmenters: Sequence[Any], config: BenchConfig, *, progress: bool 
                         res.device_ms.append(device)
                 bar.update(chunk)
     return results
+
+
+def _progress_bar(total: int, show: bool) -> Any:
+    """A tqdm bar on stderr; without `show`, a stand-in (so a bare GPU box without tqdm can still time)."""
+    if show:
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc="bench", unit="it", file=sys.stderr)
+
+    class _Silent(contextlib.nullcontext):
+        def update(self, n: int) -> None:
+            pass
+
+    return _Silent()
 
 
 def report(results: Sequence[EngineResult], config: BenchConfig, argv: Sequence[str]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """A thin, checked layer over the CUDA runtime (cuda-python's `cuda.bindings.runtime`).
 
 Every runtime call goes through `check`/`call`, which turn the error code cuda-python returns as
-the first element of each result tuple into a `CudaError` naming the call. Only the TensorRT
+the first element of each result tuple into a `CudaError` naming the call. Error codes are compared
+as integers: cuda-bindings 13.2 and newer return its own fast enum type instead of `enum.IntEnum`. Only the TensorRT
 backend and builder import this module (`import bisenet_rt` never does), and cuda.bindings itself
 is imported on first use, so the `__cuda_array_interface__` checks here work without CUDA.
 """
@@ -39,13 +40,18 @@ def check(result: Sequence[Any], call_name: str) -> Any:
     unless the error is cudaSuccess; return None, the single value, or the tuple of values."""
     rt = _runtime()
     err, values = result[0], tuple(result[1:])
-    if err != rt.cudaError_t.cudaSuccess:
+    if not _succeeded(err):
         _, name = rt.cudaGetErrorName(err)
         _, text = rt.cudaGetErrorString(err)
         raise CudaError(f"{call_name} failed: {name.decode()} ({text.decode()})")
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+def _succeeded(err: Any) -> bool:
+    """Whether a cuda-python error code is cudaSuccess (0), whatever enum type carries it."""
+    return int(err) == 0
 
 
 def call(func: Callable[..., Sequence[Any]], *args: Any) -> Any:
@@ -252,7 +258,7 @@ class CudaGraph:
             work()
         except BaseException:
             err, graph = rt.cudaStreamEndCapture(stream.handle)
-            if err == rt.cudaError_t.cudaSuccess and graph is not None:
+            if _succeeded(err) and graph is not None:
                 rt.cudaGraphDestroy(graph)
             rt.cudaGetLastError()  # clear the capture error so later calls do not report it
             raise

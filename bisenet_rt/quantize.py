@@ -54,6 +54,7 @@ import numpy as np
 
 from .errors import BuildError
 from .export import PLAIN_INPUT_NAME, ExportConfig, _metadata, build_pipeline
+from .prepost import PostForm
 from .precision import Precision
 
 if TYPE_CHECKING:
@@ -232,7 +233,8 @@ def _prepared(plain: "onnx.ModelProto") -> tuple["onnx.ModelProto", list[str]]:
     times and a depthwise conv; the 1x1 classifier conv becomes Transpose -> MatMul -> Add(bias) ->
     Transpose, so it runs as an int8 matrix product with float output (see the module docstring).
     Kept float: the bias Add and the Transpose after it (the logits), the x8 Resize of the logits,
-    which `build_pipeline` rewrites to produce them channels-last, and the nodes of `FLOAT_STAGE`.
+    which `build_pipeline` replaces by the post-processing's own channels-last upsample, and the nodes of
+    `FLOAT_STAGE`.
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -440,13 +442,14 @@ def _chunk(n: int) -> int:
 def quantize_pipeline(model_or_plain: "torch.nn.Module | onnx.ModelProto", calib_frames: Sequence[Frame], *,
                       cache_dir: str | os.PathLike | None, model_size: tuple[int, int] | None = None,
                       method: str = DEFAULT_METHOD, source_sha256: str = "random-init",
-                      progress: bool = True) -> "onnx.ModelProto":
+                      post: PostForm = PostForm.RESIZE, progress: bool = True) -> "onnx.ModelProto":
     """The INT8 pipeline graph: uint8 frames in, uint8 labels out, with a Q/DQ-quantized model inside.
 
     `model_or_plain` is a BiSeNetV2 module (exported here at `model_size`, default 1024x512) or a
     plain FP32 graph from `export_plain` / 'bisenet-rt export --plain' (its own size is used).
     `calib_frames` are image paths or BGR uint8 arrays. Calibration ranges are cached under
-    `cache_dir` (None: no cache). The graph carries the export metadata with precision 'int8'.
+    `cache_dir` (None: no cache). `post` lays out the post-processing for the runtime (`PostForm`).
+    The graph carries the export metadata with precision 'int8'.
     """
     import onnx
     import onnxruntime as ort
@@ -475,8 +478,9 @@ def quantize_pipeline(model_or_plain: "torch.nn.Module | onnx.ModelProto", calib
         if reused:
             calib_frames = []
     qdq = quantize_plain(plain, calib_frames, cache_path=cache_path, method=method, progress=progress)
-    proto = build_pipeline(qdq, ExportConfig(model_size=model_size), num_classes)
-    meta = _metadata(ExportConfig(model_size=model_size), num_classes, source_sha256)
+    config = ExportConfig(model_size=model_size, post=post)
+    proto = build_pipeline(qdq, config, num_classes)
+    meta = _metadata(config, num_classes, source_sha256)
     meta["bisenet_rt.precision"] = Precision.INT8.value
     meta["bisenet_rt.quantization"] = json.dumps({
         "format": "QDQ", "weights": "int8 symmetric, per output channel", "activations": "int8 symmetric, per tensor",

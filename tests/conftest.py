@@ -51,13 +51,14 @@ def confident_model():
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, confident_model):
-    """Pipeline graphs (fp32, fp16) and the plain fp32 graph of `confident_model`, exported once."""
+    """Pipeline graphs (fp32 in both post-processing forms, fp16) and the plain fp32 graph of `confident_model`,
+    exported once."""
     from bisenet_rt.export import ExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("onnx")
     paths = {}
-    for key, config in {"fp32": ExportConfig(), "fp16": ExportConfig(precision="fp16"),
-                        "plain": ExportConfig(plain=True)}.items():
+    for key, config in {"fp32": ExportConfig(), "fp32_separable": ExportConfig(post="separable"),
+                        "fp16": ExportConfig(precision="fp16"), "plain": ExportConfig(plain=True)}.items():
         paths[key] = out / f"{key}.onnx"
         export_onnx(confident_model, paths[key], config)
     return paths

@@ -2,8 +2,12 @@
 
 Weights: `confident_model` from conftest (seeded random init, BatchNorm re-calibrated on street-like
 frames, classifier scaled so logits spread by several units); its margin is checked below.
-Bars (from the issue): FP32 labels equal on >= 99.9 % of pixels, plain FP32 logits within 1e-4 of
-their scale, FP16 labels equal on >= 99 % of pixels.
+Bars (from the issues): FP32 labels equal on >= 99.9 % of pixels, on street-like and on uniform-noise
+frames (class boundaries everywhere), in both post-processing forms; plain FP32 logits within 1e-4
+of their scale; FP16 labels equal on >= 99 % of pixels. The pipeline's own disagreements come from
+float rounding: at non-integer scales ONNX Runtime's Resize computes source coordinates as
+(x + 0.5) / (out / in) where PyTorch multiplies by in / out, which moves edge pixels by ~1e-4 and
+flips near-ties; the post-processing itself is exact.
 """
 from __future__ import annotations
 
@@ -23,13 +27,23 @@ from bisenet_rt.pipeline import preprocess, reference_labels, reference_logits
 from conftest import street_frame
 
 SIZES = [(1024, 2048, 1), (1080, 1920, 1), (479, 641, 2)]  # (H, W, batch)
+FORMS = ["fp32", "fp32_separable"]  # the two post-processing layouts of the FP32 graph
 
 
-def _session(path) -> ort.InferenceSession:
+def _noise(h: int, w: int, n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def _session_from(model) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+
+
+def _session(path) -> ort.InferenceSession:
+    return _session_from(str(path))
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +53,15 @@ def sessions(exported):
 
 @pytest.fixture(scope="module")
 def frames_and_reference(confident_model):
+    """(frames, oracle labels) per (H, W, batch, kind), kind 'street' at every size, 'noise' at two."""
     out = {}
     for h, w, n in SIZES:
         frames = np.stack([street_frame(h, w, seed=10 * h + i) for i in range(n)])
-        out[(h, w, n)] = (frames, reference_labels(confident_model, torch.from_numpy(frames)).numpy())
-    return out
+        out[(h, w, n, "street")] = frames
+    for h, w, n in (SIZES[0], SIZES[2]):
+        out[(h, w, n, "noise")] = _noise(h, w, n, seed=h)
+    return {key: (frames, reference_labels(confident_model, torch.from_numpy(frames)).numpy())
+            for key, frames in out.items()}
 
 
 def test_weights_give_confident_logits(confident_model):
@@ -53,17 +71,82 @@ def test_weights_give_confident_logits(confident_model):
     assert logits.argmax(1).unique().numel() >= 5
 
 
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[1]}x{s[0]}x{s[2]}")
-def test_fp32_pipeline_matches_reference(sessions, frames_and_reference, size):
-    frames, ref = frames_and_reference[size]
-    labels = sessions["fp32"].run(None, {"frames": frames})[0]
+CASES = [(*size, "street") for size in SIZES] + [(*SIZES[0], "noise"), (*SIZES[2], "noise")]
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[1]}x{c[0]}x{c[2]}-{c[3]}")
+def test_fp32_pipeline_matches_reference(sessions, frames_and_reference, case, form):
+    frames, ref = frames_and_reference[case]
+    labels = sessions[form].run(None, {"frames": frames})[0]
     assert labels.dtype == np.uint8 and labels.shape == frames.shape[:3]
     assert (labels == ref).mean() >= 0.999
 
 
-@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[1]}x{s[0]}x{s[2]}")
-def test_fp16_pipeline_matches_reference(sessions, frames_and_reference, size):
-    frames, ref = frames_and_reference[size]
+def test_post_processing_forms_agree(sessions, frames_and_reference):
+    """Both layouts compute the same labels (they differ only in float rounding order)."""
+    for case in CASES:
+        frames, _ = frames_and_reference[case]
+        a, b = (sessions[form].run(None, {"frames": frames})[0] for form in FORMS)
+        assert (a == b).mean() >= 0.9999, case
+
+
+def test_post_processing_matches_reference_on_given_logits(confident_model, exported):
+    """The post-processing alone is the oracle's: fed the model's logits, every label is equal but for ties.
+
+    The graph's own model logits are exposed as an extra output, upsampled and arg-maxed by the
+    oracle, and compared with the graph's labels (no pre-processing rounding in the way).
+    """
+    from onnx import helper
+
+    from bisenet_rt.pipeline import postprocess
+
+    frames = np.concatenate([street_frame(479, 641, seed=3)[None], _noise(479, 641, 1, seed=4)])
+    for form in FORMS:
+        proto = onnx.load(str(exported[form]))
+        coarse = next(n for n in proto.graph.node if n.name == "post/coarse_to_nhwc").input[0]
+        proto.graph.output.append(helper.make_tensor_value_info(coarse, onnx.TensorProto.FLOAT, None))
+        labels, coarse_logits = _session_from(proto).run(None, {"frames": frames})
+        with torch.no_grad():
+            logits = torch.nn.functional.interpolate(torch.from_numpy(coarse_logits), scale_factor=8, mode="bilinear",
+                                                     align_corners=False)
+        ref = postprocess(logits, frames.shape[1:3]).numpy()
+        assert (labels == ref).mean() >= 0.99999, form
+
+
+def test_fixed_size_graph(confident_model, tmp_path):
+    """`frame_size`/`batch` fix the input dims; the graph and its metadata say so, and it matches the oracle."""
+    from bisenet_rt.artifacts import ArtifactInfo
+    from bisenet_rt.export import export_onnx
+
+    path = tmp_path / "fixed.onnx"
+    proto = export_onnx(confident_model, path, ExportConfig(model_size=(512, 256), frame_size=(640, 480), batch=1,
+                                                            post="separable"))
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 480, 640, 3]
+    info = ArtifactInfo.from_metadata(read_metadata(proto))
+    assert (info.min_size, info.max_size, info.max_batch) == ((640, 480), (640, 480), 1)
+    frames = street_frame(480, 640, seed=5)[None]
+    ref = reference_labels(confident_model, torch.from_numpy(frames), (512, 256)).numpy()
+    assert (_session(path).run(None, {"frames": frames})[0] == ref).mean() >= 0.999
+    with pytest.raises(ExportError, match="batch must be 1"):
+        ExportConfig(batch=2)
+    with pytest.raises(ExportError, match="pipeline graph only"):
+        ExportConfig(plain=True, frame_size=(640, 480))
+    with pytest.raises(ExportError, match="post-processing form"):
+        ExportConfig(post="sparse")
+
+
+def test_nodes_are_named_for_their_step(exported):
+    for key in ("fp32", "fp32_separable", "fp16"):
+        names = [n.name for n in onnx.load(str(exported[key])).graph.node]
+        assert all(names) and len(set(names)) == len(names), key
+        assert {"pre/to_float", "pre/resize", "post/argmax", "post/to_uint8"} <= set(names), key
+
+
+@pytest.mark.parametrize("case", CASES[:3], ids=lambda c: f"{c[1]}x{c[0]}x{c[2]}-{c[3]}")
+def test_fp16_pipeline_matches_reference(sessions, frames_and_reference, case):
+    frames, ref = frames_and_reference[case]
     labels = sessions["fp16"].run(None, {"frames": frames})[0]
     assert (labels == ref).mean() >= 0.99
 
@@ -86,7 +169,7 @@ def test_graph_io_and_metadata(exported):
         assert out.type.tensor_type.elem_type == onnx.TensorProto.UINT8
         assert [d.dim_param for d in out.type.tensor_type.shape.dim] == ["N", "H", "W"]
         meta = read_metadata(proto)
-        assert meta["precision"] == key and meta["model_size"] == "1024x512"
+        assert meta["precision"] == key and meta["model_size"] == "1024x512" and meta["post"] == "resize"
         assert meta["source_sha256"] == "random-init" and meta["graph"] == "pipeline"
         assert len(json.loads(meta["classes"])) == 19 and json.loads(meta["mean_rgb"]) == list(MEAN_RGB)
     plain = onnx.load(str(exported["plain"]))
@@ -96,7 +179,7 @@ def test_graph_io_and_metadata(exported):
 
 def test_fp16_graph_is_fp16_typed(exported):
     proto = onnx.load(str(exported["fp16"]))
-    conv_weights = {n.input[1] for n in proto.graph.node if n.op_type == "Conv" and n.input[1] != "pre_norm_w"}
+    conv_weights = {n.input[1] for n in proto.graph.node if n.op_type == "Conv"}
     types = {i.data_type for i in proto.graph.initializer if i.name in conv_weights}
     assert types == {onnx.TensorProto.FLOAT16}
 

@@ -19,8 +19,8 @@ from conftest import REPO, street_frame
 
 SMALL = (512, 256)  # model size for the structure tests (w, h)
 DEMO = REPO / "bisenet_rt" / "assets" / "demo_bisenetv2_synth.pth"
-#: Ops of the pre- and post-processing that must stay float around the quantized model.
-POST_OPS = ("ArgMax", "NonZero", "Gather", "ScatterND", "MaxPool")
+#: The pre- and post-processing nodes around the quantized model (named by `bisenet_rt.prepost`).
+PREPOST = ("pre/", "post/")
 
 
 @pytest.fixture(scope="session")
@@ -62,12 +62,11 @@ def _graph_maps(proto):
     return producer, consumers, inits
 
 
-def _model_convs(proto, producer):
-    """The model's convs (all but the preprocessing conv on the resized frame) and the preprocessing conv."""
+def _model_convs(proto):
+    """The model's convs (the pre-processing has none: it normalizes with one multiply-add)."""
     convs = [n for n in proto.graph.node if n.op_type == "Conv"]
-    pre = [n for n in convs if producer[n.input[0]].op_type == "Transpose" and n.input[1] == "pre_norm_w"]
-    assert len(pre) == 1
-    return [n for n in convs if n is not pre[0]], pre[0]
+    assert not [n for n in convs if n.name.startswith(PREPOST)]
+    return convs
 
 
 def _n_model_convs(model) -> int:
@@ -104,7 +103,7 @@ def test_qdq_structure_quantizes_the_model_convs(int8, confident_model):
 
     proto = int8["proto"]
     producer, consumers, inits = _graph_maps(proto)
-    convs, _ = _model_convs(proto, producer)
+    convs = _model_convs(proto)
     assert len(convs) == _n_model_convs(confident_model)
     kept = [conv for conv in convs if _in_float_stage(conv)]
     assert len(kept) == _n_float_stage_convs(confident_model) > 0
@@ -176,16 +175,14 @@ def test_classifier_multiplies_in_int8_with_float_logits(int8):
 def test_pre_and_post_processing_stay_float(int8):
     proto = int8["proto"]
     producer, consumers, _ = _graph_maps(proto)
-    _, pre_conv = _model_convs(proto, producer)
-    final_resize = producer["logits_nhwc"]
-    pre_resize = producer["pre_small_nhwc"]
     logits = [n for n in proto.graph.node
               if n.op_type in ("Add", "Transpose") and n.name.endswith(("_bias", "_to_nchw"))]
-    kept = [pre_resize, pre_conv, final_resize, *logits] + [n for n in proto.graph.node if n.op_type in POST_OPS
-                                                              and not n.name.startswith("/")]
-    assert final_resize.op_type == "Resize" and pre_resize.op_type == "Resize" and len(logits) == 2
-    assert {n.op_type for n in kept} >= {"ArgMax", "NonZero", "Gather", "ScatterND"}
+    kept = [n for n in proto.graph.node if n.name.startswith(PREPOST)] + logits
+    assert len(logits) == 2
+    assert {"pre/resize", "post/model_upsample", "post/resize", "post/argmax"} <= {n.name for n in kept}
     for node in kept:
+        if node.name == "pre/normalize":  # its output is the model's input, which the first convolutions quantize
+            continue
         outputs_quantized = [c.op_type for o in node.output for c in consumers.get(o, [])
                              if c.op_type == "QuantizeLinear"]
         assert not outputs_quantized, f"{node.op_type} {node.name} output is quantized"
@@ -200,7 +197,7 @@ def test_onnxruntime_runs_the_model_convs_in_int8(int8, confident_model):
     n_float = _n_float_stage_convs(confident_model)
     assert kernels.get("QLinearConv") == _n_model_convs(confident_model) - n_float
     assert kernels.get("MatMulIntegerToFloat") == 1  # the classifier: int8 product, float logits
-    assert kernels.get("Conv", 0) + kernels.get("FusedConv", 0) == 1 + n_float  # the preprocessing conv and the stage
+    assert kernels.get("Conv", 0) + kernels.get("FusedConv", 0) == n_float  # the float stage's
 
 
 def test_int8_runs_through_segmenter_and_tracks_fp32(int8):

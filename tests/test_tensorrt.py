@@ -23,6 +23,20 @@ TRT_MISSING = tensorrt_availability()
 needs_trt = pytest.mark.skipif(TRT_MISSING is not None, reason=f"TensorRT cannot run here: {TRT_MISSING}")
 without_trt = pytest.mark.skipif(TRT_MISSING is None, reason="TensorRT and a GPU are usable here")
 
+
+def _cuda_missing() -> str | None:
+    """None when cuda-python and a CUDA device are usable (TensorRT or not), else what is missing."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        return "cuda-python is not installed (pip install .[gpu])"
+    err, count = runtime.cudaGetDeviceCount()
+    return None if int(err) == 0 and count > 0 else "no CUDA device is usable"
+
+
+CUDA_MISSING = _cuda_missing()
+needs_cuda = pytest.mark.skipif(CUDA_MISSING is not None, reason=f"CUDA cannot run here: {CUDA_MISSING}")
+
 MIN_SIZE, MAX_SIZE, MAX_BATCH = (256, 128), (640, 384), 2
 FRAME_H, FRAME_W = 256, 512
 
@@ -202,8 +216,12 @@ def test_graph_replay_gives_the_plain_result(engines, street_batch):
         for _ in range(3):
             np.testing.assert_array_equal(seg(frame), expected)
             assert seg.runner.last_device_time_ms() > 0
+        stats = seg.runner.graph_stats
+        assert (stats.fallback, stats.captures, stats.replays, stats.plain_runs) == (None, 1, 2, 1), stats
         other = seg(street_batch)  # a new shape, then the old one again
         np.testing.assert_array_equal(seg(frame), expected)
+        np.testing.assert_array_equal(seg(frame), expected)
+        assert seg.runner.graph_stats.fallback is None and seg.runner.graph_stats.replays == 3
     assert other.shape == (2, FRAME_H, FRAME_W)
 
 
@@ -247,6 +265,13 @@ def test_device_pointers_from_torch(engines, street_batch, torch_cuda):
         stream.synchronize()
         assert torch.equal(again, labels)
         assert seg.runner.last_device_time_ms() > 0
+        for _ in range(2):  # the same buffers again: captured once, then replayed on the caller's stream
+            with torch.cuda.stream(stream):
+                seg.infer_device(frames, again, stream=stream.cuda_stream)
+        stream.synchronize()
+        assert torch.equal(again, labels)
+        stats = seg.runner.graph_stats
+        assert stats.fallback is None and stats.captures >= 1 and stats.replays >= 1, stats
 
 
 @needs_trt
@@ -314,6 +339,29 @@ def test_close_is_idempotent_and_final(engines, street_batch):
 
 
 @needs_trt
+def test_fixed_size_graph_builds_without_a_profile(confident_model, tmp_path, street_batch):
+    """A graph exported with a fixed frame size and batch builds for exactly that and runs."""
+    from bisenet_rt import Segmenter
+    from bisenet_rt.build import BuildConfig
+    from bisenet_rt.build.tensorrt import build_engine
+    from bisenet_rt.errors import BuildError
+    from bisenet_rt.export import ExportConfig, export_onnx
+
+    onnx_path = tmp_path / "fixed.onnx"
+    export_onnx(confident_model, onnx_path, ExportConfig(frame_size=(FRAME_W, FRAME_H), batch=1))
+    size = (FRAME_W, FRAME_H)
+    with pytest.raises(BuildError, match="fixed to"):
+        build_engine(BuildConfig(precision="fp32", backend="tensorrt", onnx=onnx_path, engines_dir=tmp_path,
+                                 min_size=MIN_SIZE, max_size=MAX_SIZE), tmp_path / "no.engine")
+    engine = build_engine(BuildConfig(precision="fp32", backend="tensorrt", onnx=onnx_path, engines_dir=tmp_path,
+                                      min_size=size, max_size=size, opt_level=1), tmp_path / "fixed.engine")
+    with Segmenter(engine) as seg:
+        for _ in range(3):
+            labels = seg(street_batch[0])
+        assert labels.shape == (FRAME_H, FRAME_W) and seg.runner.graph_stats.replays == 2
+
+
+@needs_cuda
 def test_cuda_graph_replays_captured_copies():
     """Pinned -> device -> pinned copies captured once; replay after changing the source copies the new data."""
     from bisenet_rt import cuda
@@ -330,3 +378,39 @@ def test_cuda_graph_replays_captured_copies():
         graph.close()
         graph.close()
         stream.close()
+
+
+@needs_cuda
+def test_pinned_and_device_buffers_round_trip():
+    """Host -> device -> another device buffer's host copy: the bytes arrive, timed by events on one stream."""
+    from bisenet_rt import cuda
+
+    n = 3 << 20
+    with cuda.PinnedBuffer(n) as src, cuda.PinnedBuffer(n) as dst, cuda.DeviceBuffer(n) as dev:
+        data = np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8)
+        src.view((n,))[:] = data
+        stream, start, end = cuda.Stream(), cuda.Event(), cuda.Event()
+        start.record(stream)
+        dev.copy_from_host(src, n, stream)
+        dev.copy_to_host(dst, n, stream)
+        end.record(stream)
+        assert end.elapsed_ms(start) > 0
+        np.testing.assert_array_equal(dst.view((n,)), data)
+        other = cuda.Stream()
+        other.wait_for(stream.handle)  # orders without a host wait; nothing is pending, so it returns at once
+        other.synchronize()
+        for obj in (other, stream, start, end):
+            obj.close()
+            obj.close()
+
+
+@needs_cuda
+def test_device_pointer_reads_torch_cuda_tensors(torch_cuda):
+    from bisenet_rt.cuda import device_pointer
+
+    torch = torch_cuda
+    frames = torch.zeros((2, 8, 16, 3), dtype=torch.uint8, device="cuda")
+    arr = device_pointer(frames, (None, None, None, 3), np.uint8, name="frames")
+    assert arr.ptr == frames.data_ptr() and arr.shape == (2, 8, 16, 3)
+    with pytest.raises(InputError, match="not C-contiguous"):
+        device_pointer(frames.permute(0, 2, 1, 3), (None, None, None, 3), np.uint8, name="frames")

@@ -80,8 +80,9 @@ class OnnxRuntimeBackend(Backend):
         if device == "cuda":
             providers = [p for p in _GPU_PROVIDERS if p in available]
             if not providers:
-                raise BackendUnavailableError("ONNX Runtime has no CUDA provider here; install onnxruntime-gpu "
-                                              "(pip install .[gpu]) or use device='cpu'")
+                raise BackendUnavailableError("ONNX Runtime has no CUDA provider here; swap in onnxruntime-gpu "
+                                              "('pip uninstall -y onnxruntime && pip install onnxruntime-gpu') "
+                                              "or use device='cpu'")
         elif device in (None, "auto"):
             providers = [p for p in _GPU_PROVIDERS if p in available]
         elif device == "cpu":

@@ -1,16 +1,20 @@
 """TensorRT backend (GPU): a deserialized engine run with cuda-python on one CUDA stream.
 
 Host frames go through page-locked buffers (async H2D, `execute_async_v3`, async D2H, one
-synchronize); the engine's work for a fixed input shape is captured once into a CUDA graph and
-replayed. Device arrays of other libraries (PyTorch, CuPy) are used zero-copy by `infer_device`.
+synchronize); the engine's work for a fixed input shape and fixed buffers is captured once into a
+CUDA graph and replayed, for host and device (`infer_device`) calls alike. The pipeline graph has no
+data-dependent shapes (see `build.trt_conformance`), so capture succeeds; where an engine still
+cannot be captured, the backend says so once and runs it plainly. Device arrays of other libraries
+(PyTorch, CuPy) are used zero-copy by `infer_device`.
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
+import logging
 import os
 import sys
-import warnings
 from typing import Any
 
 import numpy as np
@@ -21,13 +25,26 @@ from ..export import INPUT_NAME, OUTPUT_NAME
 from ..frames import check_size
 from .base import Backend
 
-__all__ = ["TensorRTBackend", "TensorRTError", "tensorrt_availability", "trt_logger", "gpu_facts", "engine_io"]
+__all__ = ["TensorRTBackend", "TensorRTError", "GraphStats", "tensorrt_availability", "trt_logger", "gpu_facts",
+           "engine_io"]
 
+_log = logging.getLogger(__name__)
 _MIN_MAJOR = 10  # execute_async_v3, name-based I/O, strong typing: TensorRT 10 and 11
 
 
 class TensorRTError(BisenetError, RuntimeError):
     """A TensorRT call failed while running an engine; the message names the call."""
+
+
+@dataclasses.dataclass
+class GraphStats:
+    """How the engine's work was launched: captured CUDA graphs, their replays, plain runs, and why
+    capture was given up (None while it works)."""
+
+    captures: int = 0
+    replays: int = 0
+    plain_runs: int = 0
+    fallback: str | None = None
 
 
 def tensorrt_availability() -> str | None:
@@ -46,7 +63,7 @@ def tensorrt_availability() -> str | None:
     except ImportError:
         return "the CUDA runtime bindings are not installed (pip install cuda-python)"
     err, count = cudart.cudaGetDeviceCount()
-    if int(err) != 0:
+    if int(err) != 0:  # int(): cuda-bindings >= 13.2 returns its own enum type, not an IntEnum
         return f"no CUDA driver or GPU is usable ({cudart.cudaGetErrorString(err)[1].decode()})"
     if count == 0:
         return "no CUDA GPU is visible"
@@ -157,6 +174,8 @@ class TensorRTBackend(Backend):
         self._timed = False
         self._last_stream: int | None = None
         self._use_graphs = cuda_graphs
+        #: Captures, replays and plain runs so far, and why capture stopped (if it did).
+        self.graph_stats = GraphStats()
 
         import tensorrt as trt
 
@@ -173,7 +192,9 @@ class TensorRTBackend(Backend):
             raise EngineLoadError(f"{self.path}: TensorRT could not deserialize it: the file is corrupt or was "
                                   f"built by another TensorRT ({logger.take_errors() or 'no detail'}); "
                                   f"rebuild it with: {_rebuild_command(sidecar, self.path)}")
-        _check_pipeline_io(engine_io(self._engine), self.path)
+        io = engine_io(self._engine)
+        _check_pipeline_io(io, self.path)
+        self._dynamic_input = any(d < 0 for t in io if t["name"] == INPUT_NAME for d in t["shape"])
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise EngineLoadError(f"{self.path}: TensorRT could not create an execution context "
@@ -245,7 +266,7 @@ class TensorRTBackend(Backend):
             run_on.wait_for(cuda.LEGACY_STREAM if producer is None and stream is None else producer)
         self._bind(src.shape, src.ptr, dst.ptr)
         try:
-            self._timed_enqueue(run_on, graph_key=None)
+            self._timed_enqueue(run_on, graph_key=(src.shape, src.ptr, dst.ptr))
             if stream is None:
                 run_on.synchronize()
         finally:
@@ -266,7 +287,7 @@ class TensorRTBackend(Backend):
         context = self._context
         if shape != self._shape:
             self._shape = None
-            if not context.set_input_shape(INPUT_NAME, shape):
+            if self._dynamic_input and not context.set_input_shape(INPUT_NAME, shape):
                 raise TensorRTError(f"set_input_shape('{INPUT_NAME}', {shape}) failed: "
                                     f"{trt_logger().take_errors() or 'shape outside the engine profile'}")
             out_shape = tuple(int(d) for d in context.get_tensor_shape(OUTPUT_NAME))
@@ -298,34 +319,42 @@ class TensorRTBackend(Backend):
         self._timed, self._last_stream = True, stream.handle
 
     def _enqueue(self, stream: Any, graph_key: tuple | None) -> None:
-        """Replay the graph captured for `graph_key`; capture one on the second call with the same key.
+        """Replay the graph captured for `graph_key` on `stream`; capture one on the second call with the same key.
 
-        The first call with a new shape runs plainly: TensorRT may need non-capturable work right
-        after a shape change, and one-off shapes then never pay for a capture.
+        The first call with a new shape or new buffers runs plainly: TensorRT may need non-capturable
+        work right after a shape change, and one-off shapes then never pay for a capture. Graphs are
+        captured on the backend's own stream and replayed on whichever stream the call runs on.
         """
         if graph_key is not None and self._use_graphs:
             if self._graph is not None and self._graph_key == graph_key:
-                self._graph.launch(stream)
+                self._launch(stream)
                 return
-            if self._last_key == graph_key and self._capture(stream, graph_key):
-                self._graph.launch(stream)
+            if self._last_key == graph_key and self._capture(graph_key):
+                self._launch(stream)
                 return
         self._execute(stream)
+        self.graph_stats.plain_runs += 1
         self._last_key = graph_key
 
-    def _capture(self, stream: Any, graph_key: tuple) -> bool:
-        """Capture the engine's work into a CUDA graph; on failure warn once and stop trying."""
+    def _launch(self, stream: Any) -> None:
+        self._graph.launch(stream)
+        self.graph_stats.replays += 1
+
+    def _capture(self, graph_key: tuple) -> bool:
+        """Capture the engine's work into a CUDA graph; on failure say so once and run plainly from then on."""
         from .. import cuda
 
         self._drop_graph()
         try:
-            self._graph = cuda.CudaGraph.capture(stream, lambda: self._execute(stream))
+            self._graph = cuda.CudaGraph.capture(self._stream, lambda: self._execute(self._stream))
         except BisenetError as exc:
             self._use_graphs = False
-            warnings.warn(f"CUDA graph capture failed for {self.path.name} ({exc}); running it without CUDA graphs",
-                          RuntimeWarning, stacklevel=5)
+            self.graph_stats.fallback = str(exc)
+            _log.warning("CUDA graph capture failed for %s (%s); running it without CUDA graphs from now on",
+                         self.path.name, exc)
             return False
         self._graph_key = graph_key
+        self.graph_stats.captures += 1
         return True
 
     def _execute(self, stream: Any) -> None:

@@ -18,6 +18,7 @@ from ..artifacts import ArtifactInfo
 from ..classes import DEFAULT_MODEL_SIZE
 from ..errors import BackendUnavailableError, BuildError
 from ..precision import Precision
+from ..prepost import PostForm
 
 __all__ = ["BuildConfig", "build", "resolve_backend", "default_output", "source_onnx", "read_pipeline", "base_sidecar",
            "BUILDERS"]
@@ -128,8 +129,9 @@ def default_output(backend: str, precision: Precision, engines_dir: Path) -> Pat
     return engines_dir / f"bisenetv2_{precision.value}{_SUFFIX[backend]}"
 
 
-def source_onnx(config: BuildConfig, graph_precision: Precision) -> Path:
-    """The pipeline ONNX to build from: `--onnx` as given, else exported from `--weights` (or random)."""
+def source_onnx(config: BuildConfig, graph_precision: Precision, post: PostForm = PostForm.RESIZE) -> Path:
+    """The pipeline ONNX to build from: `--onnx` as given, else exported from `--weights` (or random)
+    with the post-processing laid out as `post` (the backend's fastest exact form)."""
     from ..export import ExportConfig, export_onnx
     from ..model import model_and_sha
 
@@ -137,9 +139,11 @@ def source_onnx(config: BuildConfig, graph_precision: Precision) -> Path:
         if not Path(config.onnx).is_file():
             raise BuildError(f"--onnx {config.onnx}: no such file; export one with 'bisenet-rt export -o PATH.onnx'")
         return Path(config.onnx)
-    path = config.engines_dir / f"bisenetv2_{graph_precision.value}.src.onnx"
+    suffix = "" if post is PostForm.RESIZE else f".{post.value}"
+    path = config.engines_dir / f"bisenetv2_{graph_precision.value}{suffix}.src.onnx"
     model, sha = model_and_sha(config.weights)
-    export_onnx(model, path, ExportConfig(precision=graph_precision, model_size=config.model_size), source_sha256=sha)
+    export_onnx(model, path, ExportConfig(precision=graph_precision, model_size=config.model_size, post=post),
+                source_sha256=sha)
     print(f"exported {path}", file=sys.stderr)
     return path
 

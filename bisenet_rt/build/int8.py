@@ -20,6 +20,7 @@ from ..artifacts import ArtifactInfo, write_atomic, write_sidecar
 from ..errors import BuildError
 from ..export import read_metadata
 from ..precision import Precision
+from ..prepost import PostForm
 from ..quantize import FLOAT_STAGE
 from . import BUILDERS, BuildConfig, base_sidecar
 
@@ -29,11 +30,12 @@ __all__ = ["build_int8", "int8_source", "ort_kernel_counts"]
 _KERNELS = ("QLinearConv", "Conv", "FusedConv", "MatMulIntegerToFloat", "MatMul")
 
 
-def int8_source(config: BuildConfig, path: Path) -> Path:
+def int8_source(config: BuildConfig, path: Path, post: PostForm = PostForm.RESIZE) -> Path:
     """The Q/DQ pipeline ONNX to build from: `--onnx` if it already is one, else quantized into `path`.
 
     A plain FP32 `--onnx` (export --plain) is quantized as given; otherwise the model comes from
-    `--weights` (or random weights) and is exported at `--model-size`.
+    `--weights` (or random weights) and is exported at `--model-size`. `post` is the post-processing
+    form of the graph made here.
     """
     import onnx
 
@@ -63,7 +65,8 @@ def int8_source(config: BuildConfig, path: Path) -> Path:
         model_or_plain, sha = model_and_sha(config.weights)
     print(f"int8: {len(frames)} calibration frames from {config.calib}", file=sys.stderr)
     proto = quantize_pipeline(model_or_plain, frames, cache_dir=config.engines_dir / "calibration",
-                              model_size=None if config.onnx is not None else config.model_size, source_sha256=sha)
+                              model_size=None if config.onnx is not None else config.model_size, source_sha256=sha,
+                              post=post)
     write_atomic(path, proto.SerializeToString())
     print(f"wrote the Q/DQ graph {path}", file=sys.stderr)
     return path
@@ -99,7 +102,7 @@ def build_int8(config: BuildConfig, backend: str, output: Path) -> Path:
         module, func = BUILDERS[backend].split(":")
         builder = getattr(importlib.import_module(module), func)
         return builder(dataclasses.replace(config, onnx=src, weights=None), output)
-    src = int8_source(config, output)
+    src = int8_source(config, output, PostForm.SEPARABLE)
     if src.resolve() != output.resolve():
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, output)
@@ -109,7 +112,7 @@ def build_int8(config: BuildConfig, backend: str, output: Path) -> Path:
     float_convs = kernels.get("Conv", 0) + kernels.get("FusedConv", 0)
     print(f"ONNX Runtime runs {kernels.get('QLinearConv', 0)} convolutions in int8 (QLinearConv), the classifier as "
           f"{'an int8 MatMulIntegerToFloat' if kernels.get('MatMulIntegerToFloat') else 'a float MatMul'}, and "
-          f"{float_convs} float conv(s) (the preprocessing and {FLOAT_STAGE})", file=sys.stderr)
+          f"{float_convs} float conv(s) ({FLOAT_STAGE})", file=sys.stderr)
     elapsed = time.perf_counter() - started
     write_sidecar(output, base_sidecar(info, "onnxruntime", output, elapsed, onnxruntime_version=ort.__version__,
                                        quantization=json.loads(meta.get("quantization", "null")),

@@ -20,6 +20,7 @@ from ..export import INPUT_NAME
 from ..precision import Precision
 from ..sizes import format_size
 from . import BuildConfig, base_sidecar, read_pipeline, source_onnx
+from .trt_conformance import require_tensorrt
 
 __all__ = ["build_engine", "TIMING_CACHE", "WORKSPACE_BYTES"]
 
@@ -32,12 +33,16 @@ _INT8_HINT = ("INT8 engines are built from a Q/DQ-quantized pipeline ONNX: run '
 
 
 def build_engine(config: BuildConfig, output: Path) -> Path:
-    """Export (if needed) and build the pipeline graph into a TensorRT engine; write it with a sidecar."""
+    """Export (if needed), check and build the pipeline graph into a TensorRT engine; write it with a sidecar.
+
+    The graph is checked against the parser's rules (`trt_conformance`) before TensorRT sees it.
+    """
+    src, info = _source(config)
+    dynamic = _check_fixed_dims(info, config, src)
     import tensorrt as trt
 
     from ..backends.tensorrt import gpu_facts, trt_logger
 
-    src, info = _source(config)
     output = Path(output)
     logger = trt_logger()
     logger.take_errors()
@@ -45,9 +50,10 @@ def build_engine(config: BuildConfig, output: Path) -> Path:
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)  # owns the weights: stays alive until the build is done
     _parse(parser, src)
-    builder_config = _builder_config(builder, config)
+    builder_config = _builder_config(builder, config, dynamic)
     cache_path = config.engines_dir / TIMING_CACHE
     _use_timing_cache(builder_config, cache_path)
+    logger.take_errors()  # a timing cache set aside above logs errors that are not the build's
     monitor = _progress_monitor()
     builder_config.progress_monitor = monitor
     print(f"building {output} from {src} ({config.precision}, batch 1..{config.max_batch}, frames "
@@ -66,7 +72,7 @@ def build_engine(config: BuildConfig, output: Path) -> Path:
     engine_bytes = bytes(serialized)
     write_atomic(output, engine_bytes)
     write_atomic(cache_path, bytes(builder_config.get_timing_cache().serialize()))
-    io, profile = _read_back(engine_bytes)
+    io, profile = _read_back(engine_bytes, dynamic)
     info = info.with_profile(config.min_size, config.max_size, config.max_batch)
     write_sidecar(output, base_sidecar(
         info, "tensorrt", src, elapsed, tensorrt_version=str(trt.__version__), gpu=gpu_facts(), io=io,
@@ -94,6 +100,7 @@ def _source(config: BuildConfig) -> tuple[Path, ArtifactInfo]:
                          f"{config.precision} is not one of them")
     src = source_onnx(config, config.precision)
     proto, info = read_pipeline(src)
+    require_tensorrt(proto, str(src))
     if config.precision is Precision.INT8:
         if not any(node.op_type == "QuantizeLinear" for node in proto.graph.node):
             raise BuildError(f"{src} has no QuantizeLinear nodes, so it is not an INT8 graph; {_INT8_HINT}")
@@ -102,6 +109,19 @@ def _source(config: BuildConfig) -> tuple[Path, ArtifactInfo]:
         raise BuildError(f"{src} is a {info.precision} graph but --precision {config.precision} was asked for; "
                          f"TensorRT takes the precision from the graph: export with --precision {config.precision}")
     return src, info
+
+
+def _check_fixed_dims(info: ArtifactInfo, config: BuildConfig, src: Path) -> bool:
+    """Whether the graph's input has dynamic dimensions; a graph exported with a fixed frame size or
+    batch (`bisenet-rt export --frame-size/--batch`) must be built for exactly that."""
+    frame = info.min_size if info.min_size is not None and info.min_size == info.max_size else None
+    if frame is not None and (config.min_size, config.max_size) != (frame, frame):
+        raise BuildError(f"{src} is fixed to {format_size(frame)} frames; build it with --min-size {format_size(frame)} "
+                         f"--max-size {format_size(frame)}, or export a graph without --frame-size")
+    if info.max_batch is not None and config.max_batch != info.max_batch:
+        raise BuildError(f"{src} is fixed to batch {info.max_batch}; build it with --max-batch {info.max_batch}, or "
+                         "export a graph without --batch")
+    return frame is None or info.max_batch is None
 
 
 def _parse(parser: Any, src: Path) -> None:
@@ -114,18 +134,19 @@ def _parse(parser: Any, src: Path) -> None:
                      + "; ".join(lines or ["no detail"]))
 
 
-def _builder_config(builder: Any, config: BuildConfig) -> Any:
-    """One optimization profile (batch 1..N, the frame-size range, tuned for batch 1 at the largest
-    size), the optimization level and the workspace limit."""
+def _builder_config(builder: Any, config: BuildConfig, dynamic: bool) -> Any:
+    """One optimization profile where the input is dynamic (batch 1..N, the frame-size range, tuned
+    for batch 1 at the largest size), the optimization level and the workspace limit."""
     import tensorrt as trt
 
-    (min_w, min_h), (max_w, max_h) = config.min_size, config.max_size
-    profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT_NAME, (1, min_h, min_w, 3), (1, max_h, max_w, 3), (config.max_batch, max_h, max_w, 3))
     builder_config = builder.create_builder_config()
-    if builder_config.add_optimization_profile(profile) < 0:
-        raise BuildError(f"TensorRT rejected the optimization profile for '{INPUT_NAME}' (batch 1..{config.max_batch}, "
-                         f"{format_size(config.min_size)} .. {format_size(config.max_size)})")
+    if dynamic:
+        (min_w, min_h), (max_w, max_h) = config.min_size, config.max_size
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT_NAME, (1, min_h, min_w, 3), (1, max_h, max_w, 3), (config.max_batch, max_h, max_w, 3))
+        if builder_config.add_optimization_profile(profile) < 0:
+            raise BuildError(f"TensorRT rejected the optimization profile for '{INPUT_NAME}' (batch "
+                             f"1..{config.max_batch}, {format_size(config.min_size)} .. {format_size(config.max_size)})")
     builder_config.builder_optimization_level = config.opt_level
     builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     return builder_config
@@ -145,8 +166,8 @@ def _use_timing_cache(builder_config: Any, path: Path) -> None:
     raise BuildError("TensorRT could not create a timing cache")
 
 
-def _read_back(engine_bytes: bytes) -> tuple[list[dict[str, Any]], dict[str, list[int]]]:
-    """I/O tensors and profile range of the built engine, read from the engine itself."""
+def _read_back(engine_bytes: bytes, dynamic: bool) -> tuple[list[dict[str, Any]], dict[str, list[int]]]:
+    """I/O tensors and input shape range of the built engine, read from the engine itself."""
     import tensorrt as trt
 
     from ..backends.tensorrt import engine_io, trt_logger
@@ -156,7 +177,10 @@ def _read_back(engine_bytes: bytes) -> tuple[list[dict[str, Any]], dict[str, lis
     if engine is None:
         raise BuildError(f"the engine TensorRT just built does not deserialize: {trt_logger().take_errors()}")
     io = engine_io(engine)
-    shapes = engine.get_tensor_profile_shape(INPUT_NAME, 0)
+    if dynamic:
+        shapes = engine.get_tensor_profile_shape(INPUT_NAME, 0)
+    else:  # a fixed input has no profile: its one shape is the range
+        shapes = [engine.get_tensor_shape(INPUT_NAME)] * 3
     profile = {key: [int(d) for d in dims] for key, dims in zip(("min", "opt", "max"), shapes)}
     del engine  # before its runtime
     return io, profile

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..classes import DEFAULT_MODEL_SIZE
-from ._common import model_size_arg, precision_arg
+from ._common import model_size_arg, precision_arg, size_arg
 
 HELP = "export the model (with in-graph pre/post-processing) to ONNX"
 
@@ -19,13 +19,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="size frames are resized to inside the graph (multiples of 32; default 1024x512)")
     p.add_argument("--plain", action="store_true",
                    help="export the bare model: float N x 3 x h x w normalized RGB in, logits out")
+    p.add_argument("--post", choices=["resize", "separable"], default="resize",
+                   help="layout of the exact post-processing: 'resize' (default; TensorRT, OpenVINO) or "
+                        "'separable' (faster on ONNX Runtime CPUs); the labels are the same")
+    p.add_argument("--frame-size", type=size_arg, metavar="WxH",
+                   help="fix the input frame size (default: any size)")
+    p.add_argument("--batch", type=int, choices=[1],
+                   help="fix the batch to 1 (default: any batch)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..export import ExportConfig, export_onnx
     from ..model import model_and_sha
 
-    config = ExportConfig(precision=args.precision, model_size=args.model_size, plain=args.plain)
+    config = ExportConfig(precision=args.precision, model_size=args.model_size, plain=args.plain, post=args.post,
+                          frame_size=args.frame_size, batch=args.batch)
     model, sha = model_and_sha(args.weights)
     export_onnx(model, args.output, config, source_sha256=sha)
     kind = "plain model" if args.plain else "pipeline"
