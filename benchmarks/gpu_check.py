@@ -7,7 +7,9 @@ GPU tests, times each engine with `bisenet-rt bench`'s protocol (2048x1024 host 
 resize included) with CUDA-event device times, and scores FP16/INT8 against FP32 (agreement and mIoU)
 on `bisenet-rt synth` frames. Without TensorRT (PyTorch, CuPy and cuda-bindings only) it runs what it
 can: the cuda-python layer (pinned/device copies, events, CUDA-graph capture and replay), the GPU tests
-that need only CUDA, and the PyTorch reference on CUDA in FP32 and FP16; every skipped part says why.
+that need only CUDA, and the PyTorch path on CUDA (the deployed layout in CUDA graphs) in FP32 and FP16;
+every skipped part says why. Engines and the PyTorch path are timed in both `bench` modes (latency:
+one call at a time; throughput: 3 submissions in flight).
 One JSON lands in benchmarks/results/gpu_check_<date>.json; the exit code is 0 when nothing failed.
 """
 from __future__ import annotations
@@ -132,6 +134,7 @@ def _cuda_layer(iters: int) -> dict[str, Any]:
 
 
 def _torch_reference(iters: int, warmup: int) -> dict[str, Any]:
+    """The PyTorch path on CUDA (deployed layout, CUDA graphs), FP32 and FP16, latency and throughput modes."""
     try:
         import torch
     except ImportError:
@@ -141,12 +144,14 @@ def _torch_reference(iters: int, warmup: int) -> dict[str, Any]:
     from bisenet_rt import Segmenter
     from bisenet_rt.bench import BenchConfig, report, run_bench
 
-    config = BenchConfig(iters=iters, warmup=warmup, size=(FRAME_W, FRAME_H), rounds=5)
-    out: dict[str, Any] = {"weights": str(DEMO.relative_to(REPO))}
+    out: dict[str, Any] = {"weights": str(DEMO.relative_to(REPO)), "device": torch.cuda.get_device_name()}
     for precision in ("fp32", "fp16"):
-        with Segmenter(DEMO, device="cuda", precision=precision) as seg:
-            rep = report(run_bench([seg], config, progress=False), config, ["gpu_check", precision])
-        out[precision] = rep["results"][0]
+        with Segmenter(DEMO, device="cuda", precision=precision, depth=3) as seg:
+            for mode in ("latency", "throughput"):
+                config = BenchConfig(iters=iters, warmup=warmup, size=(FRAME_W, FRAME_H), rounds=5, mode=mode)
+                rep = report(run_bench([seg], config, progress=False), config, ["gpu_check", precision, mode])
+                out[f"{precision}/{mode}"] = rep["results"][0]
+            out[f"{precision}/cuda_graphs"] = seg.runner.graph_stats
     out["protocol"] = rep["config"]["protocol"]
     return out
 
@@ -173,10 +178,13 @@ def _tensorrt(work: Path, iters: int, warmup: int, calib_count: int) -> dict[str
         engines[precision] = build(BuildConfig(precision=precision, backend="tensorrt", weights=DEMO,
                                                engines_dir=work / "engines",
                                                output=work / "engines" / f"bisenetv2_{precision}.engine", **extra))
-    config = BenchConfig(iters=iters, warmup=warmup, size=(FRAME_W, FRAME_H), rounds=10)
-    segs = [Segmenter(engines[p]) for p in ("fp32", "fp16", "int8")]
+    segs = [Segmenter(engines[p], depth=3) for p in ("fp32", "fp16", "int8")]
     try:
-        bench = report(run_bench(segs, config, progress=False), config, ["bench", "--iters", str(iters)])
+        bench = {}
+        for mode in ("latency", "throughput"):
+            config = BenchConfig(iters=iters, warmup=warmup, size=(FRAME_W, FRAME_H), rounds=10, mode=mode)
+            bench[mode] = report(run_bench(segs, config, progress=False), config,
+                                 ["bench", "--iters", str(iters), "--mode", mode])
         graphs = {s.precision.value: vars(s.runner.graph_stats) for s in segs}
         scores = eval_report(evaluate(segs, open_dataset(data, "val"), progress=False), open_dataset(data, "val"))
     finally:

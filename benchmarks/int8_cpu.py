@@ -7,11 +7,15 @@ split through bisenet_rt.quantize) from the same weights, then
   kernels   which convolutions ONNX Runtime runs as int8 QLinearConv, and a per-op-type profile;
   accuracy  mIoU of each artifact on the synthetic val split and the share of pixels INT8 labels as
             FP32 does (bisenet_rt.evaluate), for every calibration method asked for.
-Writes benchmarks/results/int8_<date>.json. Goals (issue 5): INT8 >= 1.5x FP32 FPS, mIoU within 1.0,
->= 99% of pixels agreeing. Without the demo model (or --weights) the weights are random: speed only.
+Both graphs use the post-processing layout the ONNX Runtime builder ships (`separable`). The INT8
+weight grid is the one `bisenet-rt build` picks for this CPU (8-bit with VNNI/AMX, 7-bit on AVX2
+without it: `bisenet_rt.build.choice.int8_weights`); `--grids int8,int7` scores both, the first timed.
+Writes benchmarks/results/int8_<cpu class>_<date>.json with the CPU's class and flags. Goals (issues 5
+and 14, on every CPU class): INT8 >= 1.5x FP32 FPS, mIoU within 1.0, >= 99% of pixels agreeing. Without
+the demo model (or --weights) the weights are random: speed only.
 
     python benchmarks/int8_cpu.py [--weights CKPT] [--data data/synth] [--calib-count 200]
-        [--methods minmax,percentile] [--iters 60] [--rounds 6] [--eval-limit N]
+        [--methods minmax,percentile] [--grids auto|int8,int7] [--iters 60] [--rounds 6] [--eval-limit N]
 """
 from __future__ import annotations
 
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-count", type=int, default=200)
     parser.add_argument("--methods", default="minmax", help="calibration methods to compare, comma-separated; "
                         "the first is timed")
+    parser.add_argument("--grids", default="auto", help="INT8 weight grids to build, comma-separated (int8, int7; "
+                        "auto: the one the build picks for this CPU); the first is timed")
     parser.add_argument("--iters", type=int, default=60, help="timed calls per artifact")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=3)
@@ -89,28 +95,36 @@ def main(argv: list[str] | None = None) -> int:
     from bisenet_rt.evaluate import format_table as eval_table
     from bisenet_rt.export import ExportConfig, export_onnx
     from bisenet_rt.model import model_and_sha
-    from bisenet_rt.quantize import calibration_files, quantize_pipeline
+    from bisenet_rt.build.choice import host_facts, int8_weights
+    from bisenet_rt.prepost import PostForm
+    from bisenet_rt.quantize import WeightRange, calibration_files, quantize_pipeline
     from bisenet_rt.samples import street_frame
 
     torch.set_num_threads(2)
     weights = args.weights or (DEMO if DEMO.is_file() else None)
     model, sha = model_and_sha(weights)
     trained = weights is not None
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    auto_grid, auto_target = int8_weights(host_facts(), "onnxruntime")
+    grids = [auto_grid if g.strip() == "auto" else WeightRange(g.strip()) for g in args.grids.split(",") if g.strip()]
+    variants = [f"{m.strip()}/{g.value}" for m in args.methods.split(",") if m.strip() for g in grids]
     args.work.mkdir(parents=True, exist_ok=True)
 
     fp32_path = args.work / "fp32.onnx"
-    export_onnx(model, fp32_path, ExportConfig(), source_sha256=sha)
+    export_onnx(model, fp32_path, ExportConfig(post=PostForm.SEPARABLE), source_sha256=sha)
     calib = calibration_files(args.data / "leftImg8bit" / "train", args.calib_count)
     int8_paths, calibration = {}, {}
-    for method in methods:
+    for variant in variants:
+        method, grid = variant.split("/")
         started = time.perf_counter()
-        proto = quantize_pipeline(model, calib, cache_dir=args.work / "calibration", method=method, source_sha256=sha)
-        int8_paths[method] = args.work / f"int8_{method}.onnx"
-        onnx.save(proto, str(int8_paths[method]))
-        calibration[method] = {"seconds_incl_cache_reuse": round(time.perf_counter() - started, 1),
-                               **json.loads({p.key: p.value for p in proto.metadata_props}["bisenet_rt.quantization"])}
-        print(f"{method}: wrote {int8_paths[method]}", file=sys.stderr)
+        proto = quantize_pipeline(model, calib, cache_dir=args.work / "calibration", method=method, source_sha256=sha,
+                                  post=PostForm.SEPARABLE, weights=WeightRange(grid),
+                                  target=auto_target if WeightRange(grid) is auto_grid else "(compared here)")
+        int8_paths[variant] = args.work / f"int8_{method}_{grid}.onnx"
+        onnx.save(proto, str(int8_paths[variant]))
+        calibration[variant] = {"seconds_incl_cache_reuse": round(time.perf_counter() - started, 1),
+                                **json.loads({p.key: p.value for p in proto.metadata_props}["bisenet_rt.quantization"])}
+        print(f"{variant}: wrote {int8_paths[variant]}", file=sys.stderr)
+    methods = variants
     timed = int8_paths[methods[0]]
 
     kernels = {"fp32": ort_kernel_counts(fp32_path), "int8": ort_kernel_counts(timed)}
@@ -151,12 +165,14 @@ def main(argv: list[str] | None = None) -> int:
                      "numpy": np.__version__},
         "weights": str(weights) if weights else "random-init (speed only: accuracy is meaningless)",
         "weights_sha256": sha,
+        "int8_grid_for_this_cpu": {"weights": auto_grid.value, "target": auto_target},
         "calibration": calibration, "timed_int8": methods[0],
         "cpu_conv_kernels": kernels, "op_profile_ms_per_frame": profile,
         "speed": speed, "accuracy": accuracy, "goals": goals,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"int8_{datetime.date.today().isoformat()}.json"
+    cpu_class = result["machine"]["cpu_class"].lower().replace(" ", "-")
+    path = args.out / f"int8_{cpu_class}_{datetime.date.today().isoformat()}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(goals))
     print(f"wrote {path}")

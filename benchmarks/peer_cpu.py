@@ -31,20 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8",
-                     "amx_tile")
 EAGER = "torch eager"
 PEER = "hand-wired openvino"
-
-
-def cpu_flags() -> list[str]:
-    """The SIMD / matrix-unit flags that decide which precisions are fast here."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    return [flag for flag in FLAGS_OF_INTEREST if flag in flags]
 
 
 def hand_wired_openvino(plain_onnx: Path, frame_hw: tuple[int, int], model_size: tuple[int, int]) -> Callable:
@@ -97,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from bisenet_rt import Segmenter
-    from bisenet_rt.backends.base import physical_cores
+    from bisenet_rt.host import physical_cores
     from bisenet_rt.backends.openvino import openvino_version, supports_bf16
     from bisenet_rt.bench import latency_stats, machine_info
     from bisenet_rt.classes import DEFAULT_MODEL_SIZE
@@ -161,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": "python " + shlex.join(sys.argv),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {**machine_info(), "cpu_flags": cpu_flags(),
+        "machine": {**machine_info(),
                     "openvino_capabilities": list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))},
         "versions": {"openvino": openvino_version(), "onnxruntime": ort.__version__, "torch": torch.__version__,
                      "numpy": np.__version__, "opencv": cv2.__version__},

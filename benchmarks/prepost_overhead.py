@@ -58,7 +58,7 @@ def _callables(backend: str, plain: Path, pipes: dict[str, Path], frames: dict[s
     else:
         import openvino as ov
 
-        from bisenet_rt.backends.base import physical_cores
+        from bisenet_rt.host import physical_cores
         from bisenet_rt.backends.openvino import OpenVINOBackend
 
         compiled = ov.Core().compile_model(str(plain), "CPU", {"INFERENCE_PRECISION_HINT": "f32",

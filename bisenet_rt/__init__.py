@@ -12,7 +12,7 @@ from .errors import (BackendUnavailableError, BisenetError, BuildError, Checkpoi
 from .precision import Precision
 
 __version__ = "0.1.0"
-__all__ = ["Segmenter", "Precision", "BisenetError", "InputError", "CheckpointError", "ExportError", "BuildError",
+__all__ = ["Segmenter", "pinned_frames", "Precision", "BisenetError", "InputError", "CheckpointError", "ExportError", "BuildError",
            "BackendUnavailableError", "EngineLoadError", "DataError", "__version__"]
 
 
@@ -22,3 +22,14 @@ def __getattr__(name: str) -> Any:
 
         return Segmenter
     raise AttributeError(f"module 'bisenet_rt' has no attribute {name!r}")
+
+
+def pinned_frames(n: int, h: int, w: int) -> Any:
+    """An uint8 N x H x W x 3 frame array in page-locked memory, for frames the TensorRT backend uploads in place.
+
+    Decode into it (or copy once) and pass it, or a slice of it, to a Segmenter: no staging copy on the
+    way to the GPU. Without CUDA it is an ordinary array that every backend takes.
+    """
+    from .cuda import pinned_array
+
+    return pinned_array((n, h, w, 3))

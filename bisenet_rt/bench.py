@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -22,13 +23,18 @@ import numpy as np
 
 from .samples import street_frame
 
-__all__ = ["BenchConfig", "EngineResult", "run_bench", "latency_stats", "report", "format_table", "write_report",
+__all__ = ["BenchConfig", "MODES", "EngineResult", "run_bench", "latency_stats", "report", "format_table", "write_report",
            "machine_info"]
 
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-    """What to time: iterations per artifact, warm-up calls, batch, frame size (w, h), rounds."""
+    """What to time: iterations per artifact, warm-up calls, batch, frame size (w, h), rounds, and the mode.
+
+    `latency` times one call at a time (the paper's protocol). `throughput` keeps `depth` submissions
+    in flight (`Segmenter.stream`) and reports frames per second; its per-frame times are the
+    intervals between consecutive results.
+    """
 
     iters: int = 5000
     warmup: int = 50
@@ -36,13 +42,20 @@ class BenchConfig:
     size: tuple[int, int] = (2048, 1024)
     rounds: int = 10
     seed: int = 0
+    mode: str = "latency"
 
     def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name in ("iters", "batch", "rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
+
+
+#: Bench modes (see BenchConfig).
+MODES = ("latency", "throughput")
 
 
 @dataclasses.dataclass
@@ -56,10 +69,11 @@ class EngineResult:
     versions: dict[str, str]
     latencies_ms: list[float] = dataclasses.field(default_factory=list)
     device_ms: list[float] = dataclasses.field(default_factory=list)
+    depth: int = 1  # submissions in flight (1: latency mode)
 
     def summary(self, batch: int) -> dict[str, Any]:
         out = {"path": self.path, "backend": self.backend, "precision": self.precision, "device": self.device,
-               "versions": self.versions, "iterations": len(self.latencies_ms),
+               "versions": self.versions, "iterations": len(self.latencies_ms), "depth": self.depth,
                "latency_ms": latency_stats(self.latencies_ms)}
         out["fps"] = round(batch * 1000.0 / out["latency_ms"]["mean"], 2)
         if self.device_ms:
@@ -76,11 +90,13 @@ def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU, core counts, OS and Python, for the report (GPU names come from the backends)."""
-    from .backends.base import physical_cores
-    from .backends.onnxruntime import cpu_name
+    """CPU (model, class, the flags that matter), core counts, OS and Python, for the report (GPU names come
+    from the backends)."""
+    from .host import FLAGS_OF_INTEREST, cpu_features, cpu_flags, cpu_name, physical_cores
 
-    return {"cpu": cpu_name(), "logical_cores": os.cpu_count(), "physical_cores": physical_cores(),
+    return {"cpu": cpu_name(), "cpu_class": cpu_features().label,
+            "cpu_flags": [f for f in FLAGS_OF_INTEREST if f in cpu_flags()],
+            "logical_cores": os.cpu_count(), "physical_cores": physical_cores(),
             "os": platform.platform(), "python": platform.python_version(), "host": platform.node()}
 
 
@@ -95,22 +111,33 @@ def run_bench(segmenters: Sequence[Any], config: BenchConfig, *, progress: bool 
     w, h = config.size
     frames = np.stack([street_frame(h, w, seed=config.seed + i) for i in range(config.batch)])
     batch: np.ndarray = frames if config.batch > 1 else frames[0]
-    results = [EngineResult(str(s.path), s.backend, s.precision.value, s.device, s.runner.versions())
-               for s in segmenters]
+    throughput = config.mode == "throughput"
+    results = [EngineResult(str(s.path), s.backend, s.precision.value, s.device, s.runner.versions(),
+                            depth=s.depth if throughput else 1) for s in segmenters]
     for seg in segmenters:
         for _ in range(config.warmup):
             seg(batch)
+        if throughput:
+            for _ in seg.stream(itertools.repeat(batch, max(config.warmup, seg.depth))):
+                pass
     total = config.iters * len(segmenters)
     with _progress_bar(total, progress) as bar:
         for chunk in _rounds(config.iters, config.rounds):
             for seg, res in zip(segmenters, results):
-                for _ in range(chunk):
-                    t0 = time.perf_counter_ns()
-                    seg(batch)
-                    res.latencies_ms.append((time.perf_counter_ns() - t0) / 1e6)
-                    device = seg.runner.last_device_time_ms()
-                    if device is not None:
-                        res.device_ms.append(device)
+                if throughput:
+                    last = time.perf_counter_ns()
+                    for _ in seg.stream(itertools.repeat(batch, chunk)):
+                        now = time.perf_counter_ns()
+                        res.latencies_ms.append((now - last) / 1e6)
+                        last = now
+                else:
+                    for _ in range(chunk):
+                        t0 = time.perf_counter_ns()
+                        seg(batch)
+                        res.latencies_ms.append((time.perf_counter_ns() - t0) / 1e6)
+                        device = seg.runner.last_device_time_ms()
+                        if device is not None:
+                            res.device_ms.append(device)
                 bar.update(chunk)
     return results
 
@@ -123,6 +150,9 @@ def _progress_bar(total: int, show: bool) -> Any:
         return tqdm(total=total, desc="bench", unit="it", file=sys.stderr)
 
     class _Silent(contextlib.nullcontext):
+        def __enter__(self) -> "_Silent":
+            return self
+
         def update(self, n: int) -> None:
             pass
 
@@ -140,16 +170,20 @@ def report(results: Sequence[EngineResult], config: BenchConfig, argv: Sequence[
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "config": {"iters": config.iters, "warmup": config.warmup, "batch": config.batch,
-                   "size": f"{config.size[0]}x{config.size[1]}", "rounds": config.rounds,
-                   "protocol": "host uint8 BGR frame -> Segmenter call (resize, model, upsample, arg-max) -> host labels"},
+                   "size": f"{config.size[0]}x{config.size[1]}", "rounds": config.rounds, "mode": config.mode,
+                   "protocol": "host uint8 BGR frame -> Segmenter call (resize, model, upsample, arg-max) -> host labels"
+                               + ("; depth submissions in flight, times between results" if config.mode == "throughput"
+                                  else "; one call at a time")},
         "results": summaries,
     }
 
 
 def format_table(rep: dict[str, Any]) -> str:
     """A markdown table of one report, one row per artifact, ratios against the first."""
+    mode = rep["config"].get("mode", "latency")
+    depth = f" (depth {rep['results'][0]['depth']})" if mode == "throughput" and rep["results"] else ""
     lines = [f"{rep['config']['size']} frames, batch {rep['config']['batch']}, {rep['config']['iters']} iterations "
-             f"each, on {rep['machine']['cpu']}",
+             f"each, {mode} mode{depth}, on {rep['machine']['cpu']}",
              "",
              "| artifact | backend | precision | device | FPS | mean ms | p50 | p90 | p99 | max | x first |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -17,7 +17,8 @@ import numpy as np
 
 from .errors import BackendUnavailableError, BisenetError, InputError
 
-__all__ = ["CudaError", "check", "call", "DeviceBuffer", "PinnedBuffer", "Stream", "Event", "CudaGraph",
+__all__ = ["CudaError", "check", "call", "DeviceBuffer", "PinnedBuffer", "Stream", "Event", "CudaGraph", "is_pinned",
+           "pinned_array",
            "LEGACY_STREAM", "CudaArray", "device_pointer", "device_name", "compute_capability", "runtime_version",
            "driver_version"]
 
@@ -129,15 +130,17 @@ class DeviceBuffer(_Allocation):
         return {"version": 3, "shape": (self.nbytes,), "typestr": "|u1", "data": (self.ptr, False),
                 "strides": None, "stream": None}
 
-    def copy_from_host(self, host: "PinnedBuffer", nbytes: int, stream: "Stream") -> None:
-        """Queue a copy of the first `nbytes` of `host` into this buffer on `stream`."""
+    def copy_from_host(self, host: "PinnedBuffer | int", nbytes: int, stream: "Stream") -> None:
+        """Queue a copy of the first `nbytes` of `host` (a PinnedBuffer or a page-locked address) into this buffer."""
         rt = _runtime()
-        call(rt.cudaMemcpyAsync, self.ptr, host.ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle)
+        call(rt.cudaMemcpyAsync, self.ptr, _address(host), nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
+             stream.handle)
 
-    def copy_to_host(self, host: "PinnedBuffer", nbytes: int, stream: "Stream") -> None:
-        """Queue a copy of the first `nbytes` of this buffer into `host` on `stream`."""
+    def copy_to_host(self, host: "PinnedBuffer | int", nbytes: int, stream: "Stream") -> None:
+        """Queue a copy of the first `nbytes` of this buffer into `host` (a PinnedBuffer or page-locked address)."""
         rt = _runtime()
-        call(rt.cudaMemcpyAsync, host.ptr, self.ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle)
+        call(rt.cudaMemcpyAsync, _address(host), self.ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+             stream.handle)
 
     def _release(self, ptr: int) -> None:
         call(_runtime().cudaFree, ptr)
@@ -164,6 +167,57 @@ class PinnedBuffer(_Allocation):
     def _release(self, ptr: int) -> None:
         self._array = np.empty(0, np.uint8)
         call(_runtime().cudaFreeHost, ptr)
+
+
+def _address(host: "PinnedBuffer | int") -> int:
+    return host if isinstance(host, int) else host.ptr
+
+
+def is_pinned(array: np.ndarray) -> bool:
+    """Whether a host array's memory is page-locked (cudaMallocHost or cudaHostRegister), so a copy from
+    or to it runs asynchronously and without staging. False for ordinary memory or where CUDA is absent."""
+    if array.size == 0:
+        return False
+    try:
+        rt = _runtime()
+    except BackendUnavailableError:
+        return False
+    err, attributes = rt.cudaPointerGetAttributes(array.ctypes.data)
+    if not _succeeded(err):
+        rt.cudaGetLastError()  # older runtimes report ordinary memory as an error; clear it
+        return False
+    return int(attributes.type) == int(rt.cudaMemoryType.cudaMemoryTypeHost)
+
+
+def pinned_array(shape: Sequence[int], dtype: Any = np.uint8) -> np.ndarray:
+    """A numpy array in page-locked host memory, freed when the array (and every view of it) is gone.
+
+    Frames and labels held there move to and from the GPU without the extra host copy that ordinary
+    memory needs. Where CUDA is absent this is an ordinary array (every backend takes either).
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    try:
+        _runtime()
+    except BackendUnavailableError:
+        return np.empty(shape, dtype)
+    buffer = PinnedBuffer(nbytes)
+    flat = buffer.view((max(nbytes, 1),))[:nbytes]
+    return np.asarray(_PinnedHolder(flat.view(dtype).reshape(shape), buffer))
+
+
+class _PinnedHolder:
+    """Keeps a PinnedBuffer alive exactly as long as the numpy arrays over it (numpy's `base` chain)."""
+
+    def __init__(self, array: np.ndarray, buffer: "PinnedBuffer") -> None:
+        self._buffer = buffer
+        self.__array_interface__ = dict(array.__array_interface__)
+
+    def __del__(self) -> None:
+        try:
+            self._buffer.close()
+        except Exception:  # noqa: BLE001  (interpreter shutdown: the runtime may be gone)
+            pass
 
 
 # -- streams, events, graphs ---------------------------------------------------------------------------

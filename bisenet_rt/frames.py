@@ -7,7 +7,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["as_batch", "check_size"]
+__all__ = ["as_batch", "check_size", "check_out"]
 
 _EXPECTED = "expected uint8 BGR frames shaped H x W x 3 (one frame) or N x H x W x 3 (a batch), as OpenCV delivers"
 
@@ -70,3 +70,17 @@ def check_size(batch_shape: Sequence[int], min_size: tuple[int, int] | None, max
     if not (lo_w <= w <= hi_w and lo_h <= h <= hi_h):
         raise InputError(f"frame size {w}x{h} is outside the range {lo_w}x{lo_h} .. {hi_w}x{hi_h} that {artifact} was "
                          f"built for; resize the frame or rebuild with 'bisenet-rt build --min-size WxH --max-size WxH'")
+
+
+def check_out(out: Any, shape: Sequence[int]) -> np.ndarray:
+    """Accept a caller's label array for `out=`: numpy, uint8, `shape` (N x H x W), C-contiguous, writable."""
+    wanted = f"a writable C-contiguous uint8 numpy array shaped {' x '.join(map(str, shape))}"
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be {wanted}, got {type(out).__name__}")
+    if out.dtype != np.uint8:
+        raise TypeError(f"out has dtype {out.dtype}; expected {wanted}")
+    if tuple(out.shape) != tuple(shape):
+        raise InputError(f"out has shape {' x '.join(map(str, out.shape))}; expected {wanted}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise InputError(f"out is {'not C-contiguous' if not out.flags.c_contiguous else 'read-only'}; expected {wanted}")
+    return out

@@ -40,6 +40,7 @@ frames and the method, and reused by the next build with the same inputs.
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import io
 import json
@@ -61,8 +62,11 @@ if TYPE_CHECKING:
     import onnx
     import torch
 
+    from .host import CpuFeatures
+
 __all__ = ["CALIBRATION_METHODS", "DEFAULT_METHOD", "FLOAT_STAGE", "PERCENTILE", "SEMANTIC_BRANCH",
-           "SEMANTIC_PERCENTILE", "calibration_files", "quantize_plain", "quantize_pipeline", "calibration_cache_path"]
+           "SEMANTIC_PERCENTILE", "WeightRange", "calibration_files", "quantize_plain", "quantize_pipeline",
+           "calibration_cache_path", "cpu_fit_warning"]
 
 #: Calibration methods of onnxruntime.quantization.CalibrationMethod offered here.
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -96,6 +100,41 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _HISTOGRAM_CHUNK = 4
 
 Frame = Union[str, os.PathLike, np.ndarray]
+
+
+class WeightRange(str, enum.Enum):
+    """The grid int8 weights are rounded to, chosen for the CPU an artifact targets.
+
+    FULL uses all 8 bits ([-127, 127]): exact on CPUs with VNNI or AMX int8 dot products, and on
+    TensorRT. REDUCED uses 7 bits ([-64, 63]), ONNX Runtime's advice for CPUs with only AVX2: their
+    u8 x s8 kernels (vpmaddubsw) add pairs of products into int16, which saturates for 8-bit weights
+    and pushes labels away from FP32; with 7-bit weights no pair can overflow. Both are symmetric
+    int8 Q/DQ graphs, so TensorRT builds either.
+    """
+
+    FULL = "int8"
+    REDUCED = "int7"
+
+
+_WEIGHT_TEXT = {WeightRange.FULL: "int8", WeightRange.REDUCED: "7-bit int8 ([-64, 63], reduce_range)"}
+
+
+def cpu_fit_warning(quantization: str | None, cpu: "CpuFeatures", artifact: str) -> str | None:
+    """Why an INT8 artifact will lose accuracy on this CPU, or None when it fits.
+
+    `quantization` is the graph's `bisenet_rt.quantization` metadata (JSON; graphs from before the
+    weight grid was recorded had 8-bit weights). 8-bit weights on a CPU without VNNI or AMX go
+    through saturating int16 pair sums on ONNX Runtime's and OpenVINO's CPU int8 kernels.
+    """
+    try:
+        weights = WeightRange(json.loads(quantization or "{}").get("weight_range", WeightRange.FULL.value))
+    except (ValueError, TypeError, AttributeError):
+        weights = WeightRange.FULL
+    if weights is WeightRange.FULL and not cpu.exact_int8:
+        return (f"{artifact} has 8-bit int8 weights, built for CPUs with VNNI or AMX; this CPU ({cpu.label}) sums int8 "
+                "products in saturating int16 pairs, so more labels differ from FP32. Rebuild it for this CPU: "
+                "'bisenet-rt build --precision int8 --int8-target avx2'")
+    return None
 
 
 def calibration_files(directory: str | os.PathLike | None, count: int) -> list[Path]:
@@ -318,10 +357,12 @@ def _quiet_quantizer() -> Iterator[None]:
 
 
 def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_path: str | os.PathLike | None = None,
-                   method: str = DEFAULT_METHOD, progress: bool = True) -> "onnx.ModelProto":
+                   method: str = DEFAULT_METHOD, weights: WeightRange = WeightRange.FULL,
+                   progress: bool = True) -> "onnx.ModelProto":
     """Insert Q/DQ nodes into a plain FP32 graph, calibrated on `frames` (paths or BGR uint8 arrays).
 
     With `cache_path`, ranges found there are used instead of calibrating, and fresh ones are saved there.
+    `weights` is the weight grid (`WeightRange`).
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -355,7 +396,8 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
             quantize_static(prepared, out, None, extra_options=extra, calibration_cache_path=path,
                             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8, calibrate_method=_ort_method(method),
-                            nodes_to_exclude=keep_float)
+                            nodes_to_exclude=keep_float,
+                            reduce_range=WeightRange(weights) is WeightRange.REDUCED)
             return onnx.load(str(out))
     finally:
         reader.close()
@@ -442,14 +484,16 @@ def _chunk(n: int) -> int:
 def quantize_pipeline(model_or_plain: "torch.nn.Module | onnx.ModelProto", calib_frames: Sequence[Frame], *,
                       cache_dir: str | os.PathLike | None, model_size: tuple[int, int] | None = None,
                       method: str = DEFAULT_METHOD, source_sha256: str = "random-init",
-                      post: PostForm = PostForm.RESIZE, progress: bool = True) -> "onnx.ModelProto":
+                      post: PostForm = PostForm.RESIZE, weights: WeightRange = WeightRange.FULL,
+                      target: str = "CPUs with VNNI or AMX and TensorRT", progress: bool = True) -> "onnx.ModelProto":
     """The INT8 pipeline graph: uint8 frames in, uint8 labels out, with a Q/DQ-quantized model inside.
 
     `model_or_plain` is a BiSeNetV2 module (exported here at `model_size`, default 1024x512) or a
     plain FP32 graph from `export_plain` / 'bisenet-rt export --plain' (its own size is used).
     `calib_frames` are image paths or BGR uint8 arrays. Calibration ranges are cached under
-    `cache_dir` (None: no cache). `post` lays out the post-processing for the runtime (`PostForm`).
-    The graph carries the export metadata with precision 'int8'.
+    `cache_dir` (None: no cache). `post` lays out the post-processing for the runtime (`PostForm`);
+    `weights` is the weight grid, chosen for the CPU class `target` names (recorded with it). The
+    graph carries the export metadata with precision 'int8'.
     """
     import onnx
     import onnxruntime as ort
@@ -477,13 +521,14 @@ def quantize_pipeline(model_or_plain: "torch.nn.Module | onnx.ModelProto", calib
         print(f"calibration: {'reusing' if reused else 'writing'} {cache_path}", file=sys.stderr)
         if reused:
             calib_frames = []
-    qdq = quantize_plain(plain, calib_frames, cache_path=cache_path, method=method, progress=progress)
+    qdq = quantize_plain(plain, calib_frames, cache_path=cache_path, method=method, weights=weights, progress=progress)
     config = ExportConfig(model_size=model_size, post=post)
     proto = build_pipeline(qdq, config, num_classes)
     meta = _metadata(config, num_classes, source_sha256)
     meta["bisenet_rt.precision"] = Precision.INT8.value
     meta["bisenet_rt.quantization"] = json.dumps({
-        "format": "QDQ", "weights": "int8 symmetric, per output channel", "activations": "int8 symmetric, per tensor",
+        "format": "QDQ", "weights": f"{_WEIGHT_TEXT[weights]} symmetric, per output channel",
+        "weight_range": weights.value, "target": target, "activations": "int8 symmetric, per tensor",
         "float": f"preprocessing, {FLOAT_STAGE}, classifier output and bias (logits), logit upsample, arg-max",
         "calibration": method,
         **({"percentile": PERCENTILE, "semantic_branch_percentile": SEMANTIC_PERCENTILE}

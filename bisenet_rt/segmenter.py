@@ -1,17 +1,19 @@
 """`Segmenter`: frames in, label maps out, whatever backend runs underneath."""
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from .backends import Backend, open_backend
 from .classes import palette
-from .errors import EngineLoadError
+from .errors import EngineLoadError, InputError
 from .frames import as_batch
 from .precision import Precision
+from .submission import DEFAULT_DEPTH, Pending
 
 __all__ = ["Segmenter", "newest_artifact", "ENGINES_DIR"]
 
@@ -40,23 +42,64 @@ class Segmenter:
     OpenVINO, `.pt`/`.pth` the PyTorch reference) unless `backend` names one.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, backend: str = "auto", **options: Any) -> None:
+    def __init__(self, path: str | os.PathLike | None = None, *, backend: str = "auto", depth: int = DEFAULT_DEPTH,
+                 **options: Any) -> None:
         if path is None:
             path = newest_artifact()
             if path is None:
                 raise EngineLoadError(f"no artifact given and none built under {ENGINES_DIR}/; run "
                                       "'bisenet-rt build' first or pass a path")
+        if not isinstance(depth, int) or depth < 1:
+            raise InputError(f"depth (submissions in flight) must be a positive integer, got {depth!r}")
         self._backend: Backend = open_backend(path, backend, **options)
+        self._backend.depth = depth
 
-    def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray | list[np.ndarray]:
-        """Labels for one frame (H x W), a batch array (N x H x W) or a list of frames (list of H x W)."""
+    def __call__(self, frames: np.ndarray | Sequence[np.ndarray],
+                 out: np.ndarray | None = None) -> np.ndarray | list[np.ndarray]:
+        """Labels for one frame (H x W), a batch array (N x H x W) or a list of frames (list of H x W).
+
+        `out`: a writable uint8 array shaped like the labels (H x W, or N x H x W for a batch array);
+        the labels are written there and `out` is returned. Copies that remain: frames not in pinned
+        memory (`bisenet_rt.pinned_frames`) are staged into one on the TensorRT backend, and labels
+        are copied into `out` where the backend cannot write there directly (TensorRT into a pinned
+        `out` and ONNX Runtime write in place).
+        """
         batch, single = as_batch(frames)
-        if isinstance(batch, list):
+        if isinstance(batch, list) or (out is not None and isinstance(frames, (list, tuple))):
+            if out is not None:
+                raise InputError("out= takes one frame or an N x H x W x 3 array, not a list of frames")
             return [self._backend.infer(b)[0] for b in batch]
-        labels = self._backend.infer(batch)
+        labels = self._backend.infer(batch, _batch_out(out, single))
         if single:
-            return labels[0]
+            return out if out is not None else labels[0]
         return list(labels) if isinstance(frames, (list, tuple)) else labels
+
+    def submit(self, frames: np.ndarray, out: np.ndarray | None = None) -> Pending:
+        """Start segmenting one frame (H x W x 3) or batch array (N x H x W x 3); return at once.
+
+        `pending.result()` waits and returns what `seg(frames, out)` would. Input is checked here, with
+        the same errors as a call. At most `depth` submissions are in flight: a further `submit`
+        waits for the oldest to finish, so memory stays bounded.
+        """
+        if isinstance(frames, (list, tuple)):
+            raise InputError("submit takes one frame or an N x H x W x 3 array; submit a list frame by frame")
+        batch, single = as_batch(frames)
+        pending = self._backend.submit(batch, _batch_out(out, single))
+        return _SinglePending(pending, out) if single else pending
+
+    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Labels of each frame of an iterable, in order, with up to `depth` frames in flight.
+
+        The pipeline stays full: frame k+1 is handed in while frame k computes (on TensorRT, its upload
+        overlaps; on CPU backends, a worker thread runs it).
+        """
+        queue: collections.deque[Pending] = collections.deque()
+        for frame in frames:
+            if len(queue) >= self._backend.depth:
+                yield queue.popleft().result()
+            queue.append(self.submit(frame))
+        while queue:
+            yield queue.popleft().result()
 
     def infer_device(self, frames: Any, labels: Any, *, stream: int | None = None) -> None:
         """Segment device-resident frames into a device-resident label buffer (TensorRT backend).
@@ -65,6 +108,11 @@ class Segmenter:
         uint8 N x H x W x 3 frames and a uint8 N x H x W output, used without copies.
         """
         self._backend.infer_device(frames, labels, stream=stream)
+
+    @property
+    def depth(self) -> int:
+        """Submissions in flight at most (`submit`, `stream`)."""
+        return self._backend.depth
 
     # -- what was loaded ---------------------------------------------------------------------------
     @property
@@ -118,3 +166,27 @@ class Segmenter:
     def __repr__(self) -> str:
         return (f"Segmenter({str(self.path)!r}, backend={self.backend!r}, precision={self.precision.value!r}, "
                 f"device={self.device!r})")
+
+
+def _batch_out(out: np.ndarray | None, single: bool) -> np.ndarray | None:
+    """A single frame's H x W `out` as the 1 x H x W the backends take (a view: writes land in `out`)."""
+    if out is None or not single:
+        return out
+    if not isinstance(out, np.ndarray) or out.ndim != 2:
+        shape = getattr(out, "shape", None)
+        raise InputError(f"out for one frame must be an H x W uint8 array, got {type(out).__name__} {shape}")
+    return out[None]
+
+
+class _SinglePending:
+    """A one-frame submission: its result is H x W, as a call's."""
+
+    def __init__(self, pending: Pending, out: np.ndarray | None) -> None:
+        self._pending, self._out = pending, out
+
+    def result(self, timeout: float | None = None) -> np.ndarray:
+        labels = self._pending.result(timeout)
+        return self._out if self._out is not None else labels[0]
+
+    def done(self) -> bool:
+        return self._pending.done()

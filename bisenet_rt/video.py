@@ -1,12 +1,13 @@
 """Pipelined video segmentation: decode, infer and encode on three threads joined by small bounded queues.
 
 Decoding (cv2.VideoCapture) and encoding (overlay, FPS counter, cv2.VideoWriter) run beside
-inference, so throughput approaches the Segmenter's own; the Segmenter call is the only work on the
-inference thread (the caller's). A stream that breaks off (truncated or corrupt file, unplugged
+inference, so throughput approaches the Segmenter's own; the inference thread (the caller's) only
+submits frames (`Segmenter.submit`, up to `depth` in flight) and hands their labels on in order. A stream that breaks off (truncated or corrupt file, unplugged
 camera) ends like a normal one: the output is finalized with every frame written so far.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import queue
@@ -237,6 +238,28 @@ def _frame_count(cap: Any) -> int | None:
     return int(count) if count and count > 0 and np.isfinite(count) else None
 
 
+def _infer_in_order(segmenter: "Segmenter", frames: queue.Queue, results: queue.Queue, stop: threading.Event) -> bool:
+    """Submit decoded frames with up to `segmenter.depth` in flight; hand (frame, labels) on in order.
+
+    False when stopped before the last frame went out.
+    """
+    in_flight: collections.deque = collections.deque()
+    ended = False
+    while not ended or in_flight:
+        frame = _END if ended else _get(frames, stop)
+        if frame is _END:
+            if stop.is_set():
+                return False
+            ended = True
+        else:
+            in_flight.append((frame, segmenter.submit(frame)))
+        if in_flight and (ended or len(in_flight) >= segmenter.depth):
+            done_frame, pending = in_flight.popleft()
+            if not _put(results, (done_frame, pending.result()), stop):
+                return False
+    return True
+
+
 def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, output: str | os.PathLike, *,
                   alpha: float = 0.5, show_fps: bool = True, max_frames: int | None = None,
                   codec: str = DEFAULT_CODEC, queue_size: int = 4, progress: bool = True) -> VideoStats:
@@ -284,14 +307,7 @@ def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, outpu
     interrupted = drained = False
     writer.start()
     try:
-        while True:
-            frame = _get(frames, stop)
-            if frame is _END:
-                break
-            labels = segmenter(frame)
-            if not _put(results, (frame, labels), stop):
-                break
-        drained = _put(results, _END, stop)
+        drained = _infer_in_order(segmenter, frames, results, stop) and _put(results, _END, stop)
     except KeyboardInterrupt:
         interrupted = True
     finally:

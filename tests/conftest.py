@@ -15,7 +15,8 @@ import pytest
 from bisenet_rt.samples import street_frame  # noqa: E402  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+#: Reference files the suite reads, copied from the project's shared/reference/ so a plain clone runs every test.
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def make_confident_model(seed: int = 0, num_classes: int = 19):

@@ -3,19 +3,24 @@ agreement with FP32, the calibration cache, and `bisenet-rt build --precision in
 
 The issue's accuracy bar is checked on the demo model (fine-tuned quantization-aware, `bisenet-rt
 train --qat`) when it is present, on synthetic frames it never saw: mIoU within 1.0 point of FP32 and
->= 99% of pixels labelled as FP32 labels them. Random weights
+>= 99% of pixels labelled as FP32 labels them. The bars are the same on every CPU class because the
+graph is built for the class the tests run on, as `bisenet-rt build` does (`choice.int8_weights`):
+8-bit weights where VNNI or AMX sum int8 products exactly, 7-bit weights on AVX2 without VNNI, whose
+int16 pair sums saturate with 8-bit weights (benchmarks/int8_isa_emulated.py measures both grids on
+both classes). Random weights
 (`confident_model`) amplify quantization noise layer after layer (nothing in them is redundant), so on
 them INT8 is only required to agree with FP32 far more often than with the labels of another frame.
 """
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO, street_frame
+from conftest import DATA, REPO, street_frame
 
 SMALL = (512, 256)  # model size for the structure tests (w, h)
 DEMO = REPO / "bisenet_rt" / "assets" / "demo_bisenetv2_synth.pth"
@@ -212,7 +217,7 @@ def test_int8_runs_through_segmenter_and_tracks_fp32(int8):
         assert labels.shape == f.shape[:2] and labels.dtype == np.uint8
     same = np.mean([np.mean(x == y) for x, y in zip(a, b)])
     other = np.mean([np.mean(a[0] == b[2]), np.mean(a[2] == b[0])])  # same size, different frames
-    # Random weights: loose bar (see the module docstring); measured about 0.55 against about 0.27.
+    # Random weights: loose bar (see the module docstring).
     assert same >= 0.45 and same >= 1.5 * other, (same, other)
 
 
@@ -224,6 +229,7 @@ def demo_eval(tmp_path_factory):
     import onnx
 
     from bisenet_rt import Segmenter
+    from bisenet_rt.build.choice import host_facts, int8_weights
     from bisenet_rt.data import open_dataset
     from bisenet_rt.evaluate import evaluate
     from bisenet_rt.export import ExportConfig, export_onnx
@@ -232,29 +238,31 @@ def demo_eval(tmp_path_factory):
     from bisenet_rt.synth import write_dataset
 
     out = tmp_path_factory.mktemp("demo_int8")
-    # A seed the demo never saw; 12 frames to calibrate on and 12 to score (6 and 6 gave 98.86% of pixels
-    # alike, where the 80 val frames with 200 calibration frames give 99.02%; 12 and 12 with seeds 11 and
-    # 13 gave 99.09 and 99.10%).
+    # A seed the demo never saw; 12 frames to calibrate on and 12 to score (6 and 6 proved a noisier estimate
+    # than the benchmark's 200 calibration and 80 val frames: benchmarks/results/int8_*.json).
     write_dataset(out / "synth", n=24, seed=7, val_fraction=0.5, progress=False)
     model, sha = model_and_sha(DEMO)
     export_onnx(model, out / "fp32.onnx", ExportConfig(), source_sha256=sha)
     calib = calibration_files(out / "synth" / "leftImg8bit" / "train", 12)
-    proto = quantize_pipeline(model, calib, cache_dir=None, source_sha256=sha, progress=False)
+    weights, target = int8_weights(host_facts(), "onnxruntime")  # the grid `bisenet-rt build` picks for this CPU
+    cache = out / "calibration"  # the ranges of these frames, computed once (tests/data/make_demo_calibration.py)
+    shutil.copytree(DATA / "demo_calibration", cache)
+    proto = quantize_pipeline(model, calib, cache_dir=cache, source_sha256=sha, progress=False, weights=weights,
+                              target=target)
     onnx.save(proto, str(out / "int8.onnx"))
     with Segmenter(out / "fp32.onnx") as fp32, Segmenter(out / "int8.onnx") as q:
         return evaluate([fp32, q], open_dataset(out / "synth", "val"), progress=False)
 
 
 def test_demo_model_int8_miou_within_one_point_of_fp32(demo_eval):
-    """The issue's mIoU bar on unseen frames; measured here: 39.47 (FP32) -> 38.64 (INT8)."""
+    """The issue's mIoU bar on unseen frames, on every CPU class (the grid fits the class)."""
     fp32, int8 = demo_eval
     assert int8.precision == "int8"
     assert abs(fp32.scores.miou - int8.scores.miou) <= 0.01, (fp32.scores.miou, int8.scores.miou)
 
 
 def test_demo_model_int8_labels_99_percent_of_pixels_as_fp32(demo_eval):
-    """The issue's agreement bar: >= 99% of pixels labelled as FP32 labels them; measured here: 99.15%
-    (99.12% with the semantic branch's last stage quantized too)."""
+    """The issue's agreement bar, >= 99% of pixels labelled as FP32 labels them, on every CPU class."""
     _, int8 = demo_eval
     assert int8.agreement >= 0.99, int8.agreement
 
@@ -383,8 +391,11 @@ def test_calibration_files_spread_over_the_folder(tmp_path):
 def test_build_int8_cli(tmp_path, confident_model, calib_dir, capsys):
     from bisenet_rt import Segmenter
     from bisenet_rt.artifacts import read_sidecar
+    from bisenet_rt.build.choice import host_facts, int8_weights
     from bisenet_rt.cli import main
     from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.host import cpu_features
+    from bisenet_rt.quantize import WeightRange
 
     plain = tmp_path / "plain.onnx"
     export_onnx(confident_model, plain, ExportConfig(model_size=SMALL, plain=True))
@@ -396,8 +407,20 @@ def test_build_int8_cli(tmp_path, confident_model, calib_dir, capsys):
     assert sidecar["info"]["precision"] == "int8" and sidecar["info"]["model_size"] == "512x256"
     assert sidecar["cpu_conv_kernels"]["QLinearConv"] > 0 and sidecar["quantization"]["calibration_frames"] == 2
     assert len(list((engines / "calibration").glob("*.json"))) == 1
+    expected, target = int8_weights(host_facts(), "onnxruntime")  # auto: the grid for this CPU's class
+    assert (sidecar["quantization"]["weight_range"], sidecar["quantization"]["target"]) == (expected.value, target)
+    assert f"{expected.value} weights, for {target}" in capsys.readouterr().err
     with Segmenter(out) as seg:
         assert seg.precision.value == "int8" and seg(street_frame(256, 512, seed=5)).shape == (256, 512)
+        assert seg.runner.fit_warning is None  # built for this CPU, so it fits it
+
+    # an explicit target is kept, and recorded; 8-bit weights on a CPU without VNNI or AMX warn at load
+    vnni = tmp_path / "vnni.onnx"
+    assert main(common + ["--onnx", str(plain), "--calib", str(calib_dir), "--calib-count", "2", "--int8-target",
+                          "vnni", "-o", str(vnni)]) == 0
+    assert read_sidecar(vnni)["quantization"]["weight_range"] == WeightRange.FULL.value
+    with Segmenter(vnni) as seg:
+        assert (seg.runner.fit_warning is None) == cpu_features().exact_int8, seg.runner.fit_warning
 
     # an int8 pipeline graph is taken as it is: no calibration frames needed
     assert main(common + ["--onnx", str(out), "-o", str(tmp_path / "copy.onnx")]) == 0

@@ -7,15 +7,13 @@ import pytest
 import torch
 
 from bisenet_rt.model import AUX_HEAD_NAMES, BiSeNetV2
-from conftest import SHARED
+from conftest import DATA
 
-LAYOUT = SHARED / "reference" / "bisenetv2_state_dict_layout.json"
+LAYOUT = DATA / "bisenetv2_state_dict_layout.json"
 
 
 @pytest.fixture(scope="module")
 def layout() -> dict:
-    if not LAYOUT.is_file():
-        pytest.skip(f"public layout file not found at {LAYOUT}")
     return json.loads(LAYOUT.read_text())
 
 

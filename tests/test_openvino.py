@@ -210,10 +210,12 @@ def test_int8_build_needs_a_qdq_graph(tmp_path):
 
 
 def test_auto_picks_the_measured_cpu_path():
-    """Without TensorRT and without a precision asked for, auto builds OpenVINO BF16 where the CPU has BF16,
-    else FP32 on the faster FP32 engine; a precision that was asked for is kept."""
+    """On this machine's measured facts (the table of every CPU class is tests/test_choice.py): without TensorRT
+    and without a precision asked for, auto builds OpenVINO BF16 where the CPU has BF16 (as OpenVINO reports
+    it), else FP32 on the faster FP32 engine; a precision asked for is kept."""
     from bisenet_rt.backends import backend_class
-    from bisenet_rt.build import CPU_FP32_BACKEND, resolve_backend
+    from bisenet_rt.build import resolve_backend
+    from bisenet_rt.build.choice import CPU_FP32_BACKEND
 
     if backend_class("tensorrt").availability() is None:
         pytest.skip("TensorRT is usable here, so auto picks it")

@@ -26,34 +26,41 @@ def _rules(model: onnx.ModelProto) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def int8_plain(confident_model, tmp_path_factory):
-    """The Q/DQ plain graph of `confident_model` (calibrated on two frames), shared by the INT8 variants."""
-    from bisenet_rt.export import export_plain
+def plains(confident_model):
+    """The plain graphs every pipeline variant wraps: FP32, FP16-typed, and Q/DQ (calibrated on two frames)."""
+    from bisenet_rt.export import convert_to_fp16, export_plain
     from bisenet_rt.quantize import quantize_plain
 
+    fp32 = export_plain(confident_model, SMALL)
     frames = [street_frame(256, 512, seed=s) for s in (1, 2)]
-    return quantize_plain(export_plain(confident_model, SMALL), frames, progress=False)
+    fp16 = convert_to_fp16(onnx.ModelProto.FromString(fp32.SerializeToString()))
+    return {"fp32": fp32, "fp16": fp16, "int8": quantize_plain(fp32, frames, progress=False)}
 
 
 VARIANTS = list(itertools.product(("fp32", "fp16", "int8"), ("resize", "separable"), ("dynamic", "fixed")))
 
 
 @pytest.mark.parametrize("precision,post,dims", VARIANTS, ids=["-".join(v) for v in VARIANTS])
-def test_every_exported_pipeline_conforms(confident_model, int8_plain, precision, post, dims):
+def test_every_exported_pipeline_conforms(plains, precision, post, dims):
+    """Every pipeline the TensorRT builder can get, wrapped as `export_onnx` and `quantize_pipeline` wrap them."""
     from bisenet_rt.export import build_pipeline
 
     fixed = {"frame_size": (1024, 512), "batch": 1} if dims == "fixed" else {}
-    if precision == "int8":
-        proto = build_pipeline(int8_plain, ExportConfig(model_size=SMALL, post=post, **fixed), 19)
-        assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
-    else:
-        proto = export_onnx(confident_model, None, ExportConfig(precision=precision, model_size=SMALL, post=post,
-                                                                **fixed))
+    graph_precision = "fp16" if precision == "fp16" else "fp32"
+    proto = build_pipeline(plains[precision], ExportConfig(precision=graph_precision, model_size=SMALL, post=post,
+                                                           **fixed), 19)
+    onnx.checker.check_model(proto)
+    assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node) == (precision == "int8")
     assert check_tensorrt(proto) == []
     names = [n.name for n in proto.graph.node]
     assert all(names) and len(set(names)) == len(names)
     uint8 = {v.name for v in list(proto.graph.input) + list(proto.graph.output)}
     assert uint8 == {"frames", "labels"}
+
+
+def test_the_exporter_output_conforms(confident_model):
+    """`export_onnx` itself (metadata and checks included), not only `build_pipeline`."""
+    assert check_tensorrt(export_onnx(confident_model, None, ExportConfig(model_size=SMALL, precision="fp16"))) == []
 
 
 def test_plain_export_conforms(confident_model):

@@ -169,11 +169,15 @@ class _FailingAfter:
         self.segmenter, self.n, self.exc, self.calls = segmenter, n, exc, 0
         self.palette = segmenter.palette
 
-    def __call__(self, frame):
+    @property
+    def depth(self) -> int:
+        return self.segmenter.depth
+
+    def submit(self, frame):
         self.calls += 1
         if self.calls == self.n:
             raise self.exc
-        return self.segmenter(frame)
+        return self.segmenter.submit(frame)
 
 
 def test_inference_error_shuts_down_and_keeps_output(segmenter, clip, tmp_path):

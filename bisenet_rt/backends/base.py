@@ -14,20 +14,10 @@ import numpy as np
 
 from ..artifacts import ArtifactInfo
 from ..errors import BisenetError, EngineLoadError
-from ..frames import check_size
+from ..frames import check_out, check_size
+from ..submission import DEFAULT_DEPTH, Pending, ThreadSubmitter
 
-__all__ = ["Backend", "physical_cores"]
-
-
-def physical_cores() -> int:
-    """Physical CPU cores (hyper-threads share an FPU, so more threads than cores only add contention)."""
-    try:
-        import psutil
-
-        n = psutil.cpu_count(logical=False)
-    except ImportError:
-        n = None
-    return max(1, n or os.cpu_count() or 1)
+__all__ = ["Backend"]
 
 
 class Backend(abc.ABC):
@@ -44,6 +34,7 @@ class Backend(abc.ABC):
             raise EngineLoadError(f"{self.path}: no such file; build one with 'bisenet-rt build' or export one with "
                                   "'bisenet-rt export -o PATH.onnx'")
         self._closed = False
+        self._submitter: ThreadSubmitter | None = None
 
     # -- what every backend reports -------------------------------------------------------------
     #: Set by every backend's constructor.
@@ -65,17 +56,53 @@ class Backend(abc.ABC):
         return None
 
     # -- running ---------------------------------------------------------------------------------
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Labels for a C-contiguous uint8 N x H x W x 3 batch (validated by the Segmenter's `as_batch`)."""
+    #: Submissions in flight at most (`submit`); set before the first submission.
+    depth: int = DEFAULT_DEPTH
+
+    def infer(self, batch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Labels for a C-contiguous uint8 N x H x W x 3 batch (validated by the Segmenter's `as_batch`).
+
+        With `out` (a writable C-contiguous uint8 N x H x W array) the labels are written there and
+        `out` is returned; backends that can write into it directly do (no extra copy).
+        """
+        self._check(batch, out)
+        return self._infer_into(batch, out)
+
+    def _check(self, batch: np.ndarray, out: np.ndarray | None) -> None:
         if self._closed:
             raise BisenetError(f"{self.name} backend for {self.path.name} is closed")
         info = self.info
         check_size(batch.shape, info.min_size, info.max_size, info.max_batch, self.path.name)
-        return self._infer(batch)
+        if out is not None:
+            check_out(out, batch.shape[:3])
 
     @abc.abstractmethod
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         """Backend-specific inference on a validated batch."""
+
+    def _infer_into(self, batch: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """Inference into `out` when given; the default copies the backend's result there."""
+        labels = self._infer(batch)
+        if out is None:
+            return labels
+        np.copyto(out, labels)
+        return out
+
+    def submit(self, batch: np.ndarray, out: np.ndarray | None = None) -> Pending:
+        """Start inference on a validated batch and return at once; `.result()` gives the labels.
+
+        Checked here, at submission, as `infer` checks. At most `depth` submissions are in flight;
+        this backend runs them on a thread pool (TensorRT overrides it with CUDA streams).
+        """
+        self._check(batch, out)
+        if self._submitter is None:
+            self._submitter = ThreadSubmitter(self._infer_into, self.depth)
+        return self._submitter.submit(batch, out)
+
+    @property
+    def most_in_flight(self) -> int:
+        """The most submissions that were in flight at once so far."""
+        return self._submitter.most_in_flight if self._submitter is not None else 0
 
     def infer_device(self, frames: Any, labels: Any, *, stream: int | None = None) -> None:
         """Run on device buffers (objects with `__cuda_array_interface__`) without host copies."""
@@ -92,9 +119,11 @@ class Backend(abc.ABC):
 
     # -- lifetime ----------------------------------------------------------------------------------
     def close(self) -> None:
-        """Release sessions, buffers and streams; safe to call twice."""
+        """Wait for submissions in flight, then release sessions, buffers and streams; safe to call twice."""
         if not self._closed:
             self._closed = True
+            if self._submitter is not None:
+                self._submitter.close()
             self._close()
 
     def _close(self) -> None:

@@ -1,8 +1,8 @@
 """ONNX Runtime backend: the pipeline graph on the CPU, or on a GPU through onnxruntime-gpu."""
 from __future__ import annotations
 
+import logging
 import os
-import platform
 from typing import Any
 
 import numpy as np
@@ -11,27 +11,17 @@ from ..artifacts import ArtifactInfo, info_from_sidecar, read_sidecar
 from ..errors import BackendUnavailableError, EngineLoadError
 from ..export import INPUT_NAME, OUTPUT_NAME, read_metadata
 from ..precision import Precision
-from .base import Backend, physical_cores
+from ..host import cpu_name, physical_cores
+from .base import Backend
 
-__all__ = ["OnnxRuntimeBackend", "session_options", "cpu_name", "QDQ_DISABLED_OPTIMIZERS"]
+__all__ = ["OnnxRuntimeBackend", "session_options", "QDQ_DISABLED_OPTIMIZERS"]
 
+_log = logging.getLogger(__name__)
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 #: Graph passes turned off for INT8 (Q/DQ) graphs: common-subexpression elimination merges the
 #: per-consumer QuantizeLinear nodes, and on x86 ORT runs a convolution in int8 only after a
 #: QuantizeLinear with one consumer (see bisenet_rt/quantize.py).
 QDQ_DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
-
-
-def cpu_name() -> str:
-    """The CPU model as the kernel reports it."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def session_options(threads: int | None = None) -> Any:
@@ -55,6 +45,8 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, path: str | os.PathLike, *, device: str | None = None, threads: int | None = None) -> None:
         super().__init__(path)
+        #: Why this INT8 artifact loses accuracy on this CPU (also logged at load), or None.
+        self.fit_warning: str | None = None
         import onnx
         import onnxruntime as ort
 
@@ -76,6 +68,13 @@ class OnnxRuntimeBackend(Backend):
             raise EngineLoadError(f"{self.path}: this is a plain model graph (float input {inputs}); the Segmenter needs "
                                   "the pipeline graph: 'bisenet-rt export -o PATH.onnx' without --plain")
         del proto
+        if self._info.precision is Precision.INT8:
+            from ..host import cpu_features
+            from ..quantize import cpu_fit_warning
+
+            self.fit_warning = cpu_fit_warning(meta.get("quantization"), cpu_features(), self.path.name)
+            if self.fit_warning and device != "cuda":
+                _log.warning(self.fit_warning)
         available = ort.get_available_providers()
         if device == "cuda":
             providers = [p for p in _GPU_PROVIDERS if p in available]
@@ -119,6 +118,16 @@ class OnnxRuntimeBackend(Backend):
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+    def _infer_into(self, batch: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """With `out`, ONNX Runtime writes the labels straight into it (I/O binding, no copy)."""
+        if out is None:
+            return self._infer(batch)
+        binding = self._session.io_binding()
+        binding.bind_cpu_input(INPUT_NAME, batch)
+        binding.bind_output(OUTPUT_NAME, "cpu", 0, np.uint8, list(out.shape), out.ctypes.data)
+        self._session.run_with_iobinding(binding)
+        return out
 
     def _close(self) -> None:
         self._session = None

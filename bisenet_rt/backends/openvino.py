@@ -6,8 +6,12 @@ inference precision is always set explicitly, and BF16 is used only when asked f
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
+import queue
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +22,13 @@ from ..errors import BackendUnavailableError, EngineLoadError, InputError
 from ..export import INPUT_NAME, read_metadata
 from ..precision import Precision
 from ..segmenter import ENGINES_DIR
-from .base import Backend, physical_cores
+from ..host import physical_cores
+from .base import Backend
 
 __all__ = ["OpenVINOBackend", "openvino_version", "cpu_capabilities", "supports_bf16", "tune_graph",
            "inference_precision", "HINTS", "OV_PRECISION", "DEFAULT_CACHE_DIR"]
 
+_log = logging.getLogger(__name__)
 #: `hint` -> OpenVINO PERFORMANCE_HINT.
 HINTS: dict[str, str] = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 #: Our precision -> OpenVINO INFERENCE_PRECISION_HINT. INT8 graphs carry their own Q/DQ; the rest stays f32.
@@ -194,6 +200,7 @@ class OpenVINOBackend(Backend):
             raise ValueError(f"threads must be at least 1, got {threads}")
         self._hint = hint
         core = ov.Core()
+        self._quantization: str | None = None  # the INT8 graph's quantization metadata, read with the info
         info = self._read_info()
         requested = None if precision is None else Precision.parse(precision)
         self._compute = inference_precision(info.precision, requested, cpu_capabilities(core))
@@ -223,9 +230,24 @@ class OpenVINOBackend(Backend):
                                   f"{_REBUILD if is_ir else _REEXPORT}") from None
         self._check_io(self._compiled.inputs)
         self._cpu = str(core.get_property("CPU", "FULL_DEVICE_NAME"))
-        # One request per stream OpenVINO runs in parallel (1 under the latency hint).
+        #: Why this INT8 artifact loses accuracy on this CPU (also logged at load), or None.
+        self.fit_warning: str | None = None
+        if info.precision is Precision.INT8:
+            from ..host import cpu_features
+            from ..quantize import cpu_fit_warning
+
+            self.fit_warning = cpu_fit_warning(self._quantization, cpu_features(), self.path.name)
+            if self.fit_warning:
+                _log.warning(self.fit_warning)
+        # One request per stream OpenVINO runs in parallel (1 under the latency hint), and at least `depth`, so
+        # threads sharing this backend (or `submit`) each take an idle request instead of colliding on one.
         parallel = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) if hint == "throughput" else 1
-        self._requests = [self._compiled.create_infer_request() for _ in range(max(1, parallel))]
+        self._requests = [self._compiled.create_infer_request() for _ in range(max(1, parallel, self.depth))]
+        self._parallel = max(1, parallel)
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
+        for request in self._requests:
+            self._idle.put(request)
+        self._take_many = threading.Lock()
 
     # -- loading -----------------------------------------------------------------------------------
     def _read_info(self) -> ArtifactInfo:
@@ -233,7 +255,10 @@ class OpenVINOBackend(Backend):
             if not self.path.with_suffix(".bin").is_file():
                 raise EngineLoadError(f"{self.path}: its weights file {self.path.with_suffix('.bin').name} is missing; "
                                       f"{_REBUILD}")
-            return info_from_sidecar(read_sidecar(self.path))
+            sidecar = read_sidecar(self.path)
+            quantization = sidecar.get("quantization")
+            self._quantization = json.dumps(quantization) if quantization is not None else None
+            return info_from_sidecar(sidecar)
         import onnx
 
         try:
@@ -242,6 +267,7 @@ class OpenVINOBackend(Backend):
             raise EngineLoadError(f"{self.path}: not a readable ONNX file ({exc.__class__.__name__}); "
                                   "re-export it with 'bisenet-rt export'") from None
         meta = read_metadata(proto)
+        self._quantization = meta.get("quantization")
         sidecar = read_sidecar(self.path, required=False)
         inputs = [(i.name, i.type.tensor_type.elem_type) for i in proto.graph.input]
         if meta.get("graph") == "plain" or (meta and inputs != [(INPUT_NAME, onnx.TensorProto.UINT8)]):
@@ -296,19 +322,33 @@ class OpenVINOBackend(Backend):
 
     # -- running -----------------------------------------------------------------------------------
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        if len(self._requests) == 1 or batch.shape[0] == 1:
-            return self._requests[0].infer({0: batch}, share_inputs=True)[0]
-        # Frames go out in waves of asynchronous requests, one per stream. No Python completion callbacks:
-        # they need the GIL on OpenVINO's threads, which can deadlock against a waiting caller.
-        labels = np.empty(batch.shape[:3], np.uint8)
-        for start in range(0, batch.shape[0], len(self._requests)):
-            wave = list(enumerate(self._requests, start))[:batch.shape[0] - start]
-            for i, request in wave:
-                request.start_async({0: batch[i:i + 1]}, share_inputs=True)
-            for i, request in wave:
-                request.wait()
-                labels[i] = request.get_output_tensor(0).data[0]
-        return labels
+        """One frame on one idle infer request; a batch in waves over up to one request per OpenVINO stream.
+
+        Requests come from a pool, so calls from several threads run side by side, each on its own
+        request (OpenVINO's infer requests are not thread-safe). No Python completion callbacks: they
+        need the GIL on OpenVINO's threads, which can deadlock against a waiting caller.
+        """
+        if self._parallel == 1 or batch.shape[0] == 1:
+            request = self._idle.get()
+            try:
+                return request.infer({0: batch}, share_inputs=True)[0]
+            finally:
+                self._idle.put(request)
+        with self._take_many:  # one multi-request caller at a time, so two never wait on each other's requests
+            requests = [self._idle.get() for _ in range(min(batch.shape[0], self._parallel))]
+        try:
+            labels = np.empty(batch.shape[:3], np.uint8)
+            for start in range(0, batch.shape[0], len(requests)):
+                wave = list(enumerate(requests, start))[:batch.shape[0] - start]
+                for i, request in wave:
+                    request.start_async({0: batch[i:i + 1]}, share_inputs=True)
+                for i, request in wave:
+                    request.wait()
+                    labels[i] = request.get_output_tensor(0).data[0]
+            return labels
+        finally:
+            for request in requests:
+                self._idle.put(request)
 
     def _close(self) -> None:
         self._requests = []

@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -147,11 +148,225 @@ def _check_pipeline_io(io: list[dict[str, Any]], path: os.PathLike) -> None:
                               "'bisenet-rt build --backend tensorrt'")
 
 
+class _Lane:
+    """One execution context with its own stream, timing events, buffers and CUDA graph: one frame in flight.
+
+    The synchronous calls use lane 0; `submit` spreads frames over more lanes, so the upload, the
+    inference and the download of consecutive frames overlap on different streams.
+    """
+
+    def __init__(self, backend: "TensorRTBackend") -> None:
+        from .. import cuda
+
+        self.backend = backend
+        self.context = self.stream = self.graph = None
+        self.events: tuple[Any, Any] | None = None
+        self.host_in = self.host_out = self.dev_in = self.dev_out = None
+        self.shape: tuple[int, ...] | None = None
+        self.bound: tuple[int, int] | None = None
+        self.graph_key: tuple | None = None
+        self.last_key: tuple | None = None
+        self.timed = False
+        self.last_stream: int | None = None
+        self.job: "_TrtPending | None" = None  # the submission whose labels are still in this lane's buffers
+        self.context = backend._engine.create_execution_context()
+        if self.context is None:
+            raise EngineLoadError(f"{backend.path}: TensorRT could not create an execution context "
+                                  f"({trt_logger().take_errors() or 'out of GPU memory?'})")
+        self.stream = cuda.Stream()
+        self.events = (cuda.Event(), cuda.Event())
+
+    # -- host frames -------------------------------------------------------------------------------
+    def start(self, batch: np.ndarray, out: np.ndarray | None) -> int:
+        """Queue upload, engine and download of a validated batch on this lane's stream; return the
+        host address the labels arrive at. Pinned frames (`bisenet_rt.pinned_frames`, or
+        cudaHostRegister-ed) are uploaded in place, others through the lane's pinned buffer; a pinned
+        `out` receives the labels directly."""
+        from .. import cuda
+
+        self.finish_job()
+        n, h, w, _ = batch.shape
+        in_bytes, out_bytes = batch.nbytes, n * h * w
+        self.dev_in = _grown(self.dev_in, in_bytes, cuda.DeviceBuffer)
+        self.dev_out = _grown(self.dev_out, out_bytes, cuda.DeviceBuffer)
+        if cuda.is_pinned(batch):
+            src = batch.ctypes.data
+        else:
+            self.host_in = _grown(self.host_in, in_bytes, cuda.PinnedBuffer)
+            np.copyto(self.host_in.view(batch.shape), batch)
+            src = self.host_in.ptr
+        if out is not None and cuda.is_pinned(out):
+            dst = out.ctypes.data
+        else:
+            self.host_out = _grown(self.host_out, out_bytes, cuda.PinnedBuffer)
+            dst = self.host_out.ptr
+        self.bind(batch.shape, self.dev_in.ptr, self.dev_out.ptr)
+        self.dev_in.copy_from_host(src, in_bytes, self.stream)
+        self.timed_enqueue(self.stream, graph_key=(batch.shape, self.dev_in.ptr, self.dev_out.ptr))
+        self.dev_out.copy_to_host(dst, out_bytes, self.stream)
+        return dst
+
+    def collect(self, dst: int, shape: tuple[int, int, int], out: np.ndarray | None) -> np.ndarray:
+        """Wait for the lane's queued work; the labels in `out` (copied there unless they landed there) or a new array."""
+        self.stream.synchronize()
+        if out is not None and dst == out.ctypes.data:
+            return out
+        labels = self.host_out.view(shape)
+        if out is None:
+            return labels.copy()  # the pinned buffer is reused by the next call
+        np.copyto(out, labels)
+        return out
+
+    def finish_job(self) -> None:
+        if self.job is not None:
+            job, self.job = self.job, None
+            job.finish()
+
+    # -- binding and launching -----------------------------------------------------------------------
+    def bind(self, shape: tuple[int, ...], in_ptr: int, out_ptr: int) -> None:
+        """Set the input shape and tensor addresses, only where they changed since the last call."""
+        context, path = self.context, self.backend.path
+        if shape != self.shape:
+            self.shape = None
+            if self.backend._dynamic_input and not context.set_input_shape(INPUT_NAME, shape):
+                raise TensorRTError(f"set_input_shape('{INPUT_NAME}', {shape}) failed: "
+                                    f"{trt_logger().take_errors() or 'shape outside the engine profile'}")
+            out_shape = tuple(int(d) for d in context.get_tensor_shape(OUTPUT_NAME))
+            if out_shape != shape[:3]:
+                raise TensorRTError(f"engine output '{OUTPUT_NAME}' has shape {out_shape} for input {shape}; expected "
+                                    f"{shape[:3]}: {path.name} is not a bisenet-rt pipeline engine")
+            self.shape = shape
+        if (in_ptr, out_ptr) != self.bound:
+            self.bound = None
+            for tensor, ptr in ((INPUT_NAME, in_ptr), (OUTPUT_NAME, out_ptr)):
+                if not context.set_tensor_address(tensor, ptr):
+                    raise TensorRTError(f"set_tensor_address('{tensor}', {ptr:#x}) failed: "
+                                        f"{trt_logger().take_errors() or 'no detail'}")
+            self.bound = (in_ptr, out_ptr)
+
+    def timed_enqueue(self, stream: Any, *, graph_key: tuple | None) -> None:
+        """Enqueue the engine between the two timing events; graph-replayed when `graph_key` allows.
+
+        The context's scratch memory allows one run at a time, so a run on another stream than the
+        last one first waits for the last run's end event.
+        """
+        start, end = self.events
+        if self.timed and stream.handle != self.last_stream:
+            stream.wait_event(end)
+        self.timed = False
+        start.record(stream)
+        self.enqueue(stream, graph_key)
+        end.record(stream)
+        self.timed, self.last_stream = True, stream.handle
+
+    def enqueue(self, stream: Any, graph_key: tuple | None) -> None:
+        """Replay the graph captured for `graph_key` on `stream`; capture one on the second call with the same key.
+
+        The first call with a new shape or new buffers runs plainly: TensorRT may need non-capturable
+        work right after a shape change, and one-off shapes then never pay for a capture. Graphs are
+        captured on the lane's own stream and replayed on whichever stream the call runs on.
+        """
+        backend = self.backend
+        if graph_key is not None and backend._use_graphs:
+            if self.graph is not None and self.graph_key == graph_key:
+                self.launch(stream)
+                return
+            if self.last_key == graph_key and self.capture(graph_key):
+                self.launch(stream)
+                return
+        self.execute(stream)
+        backend.graph_stats.plain_runs += 1
+        self.last_key = graph_key
+
+    def launch(self, stream: Any) -> None:
+        self.graph.launch(stream)
+        self.backend.graph_stats.replays += 1
+
+    def capture(self, graph_key: tuple) -> bool:
+        """Capture the engine's work into a CUDA graph; on failure say so once and run plainly from then on."""
+        from .. import cuda
+
+        backend = self.backend
+        self.drop_graph()
+        try:
+            self.graph = cuda.CudaGraph.capture(self.stream, lambda: self.execute(self.stream))
+        except BisenetError as exc:
+            backend._use_graphs = False
+            backend.graph_stats.fallback = str(exc)
+            _log.warning("CUDA graph capture failed for %s (%s); running it without CUDA graphs from now on",
+                         backend.path.name, exc)
+            return False
+        self.graph_key = graph_key
+        backend.graph_stats.captures += 1
+        return True
+
+    def execute(self, stream: Any) -> None:
+        if not self.context.execute_async_v3(stream.handle):
+            raise TensorRTError(f"execute_async_v3 failed for {self.backend.path.name}: "
+                                f"{trt_logger().take_errors() or 'no detail'}")
+
+    def drop_graph(self) -> None:
+        if self.graph is not None:
+            graph, self.graph, self.graph_key = self.graph, None, None
+            graph.close()
+
+    def close(self) -> None:
+        """Wait for queued work, then free graph, context, buffers, events and stream."""
+        try:
+            self.finish_job()
+            if self.stream is not None:
+                self.stream.synchronize()
+            if self.timed:
+                self.events[1].synchronize()  # the last run, also when queued on a caller's stream
+        finally:
+            self.drop_graph()
+            self.context = None
+            for buffer in (self.host_in, self.host_out, self.dev_in, self.dev_out, *(self.events or ())):
+                if buffer is not None:
+                    buffer.close()
+            self.host_in = self.host_out = self.dev_in = self.dev_out = self.events = None
+            if self.stream is not None:
+                self.stream.close()
+                self.stream = None
+
+
+class _TrtPending:
+    """A frame submitted to a lane: its upload, inference and download are queued; `result()` waits."""
+
+    def __init__(self, lane: _Lane, dst: int, shape: tuple[int, int, int], out: np.ndarray | None) -> None:
+        self._lane, self._dst, self._shape, self._out = lane, dst, shape, out
+        self._labels: np.ndarray | None = None
+
+    def finish(self) -> None:
+        if self._labels is None:
+            self._labels = self._lane.collect(self._dst, self._shape, self._out)
+
+    def result(self, timeout: float | None = None) -> np.ndarray:
+        with self._lane.backend._lock:
+            if self._lane.job is self:
+                self._lane.finish_job()
+            self.finish()
+        return self._labels
+
+    def done(self) -> bool:
+        return self._labels is not None
+
+
+def _grown(buffer: Any, nbytes: int, kind: type) -> Any:
+    """`buffer` if it holds `nbytes`, else a new one of that size (the old one freed)."""
+    if buffer is not None and buffer.nbytes >= nbytes:
+        return buffer
+    if buffer is not None:
+        buffer.close()
+    return kind(nbytes)
+
+
 class TensorRTBackend(Backend):
     """Runs a serialized TensorRT engine built by `bisenet-rt build --backend tensorrt`.
 
     `cuda_graphs=False` runs every call with plain `execute_async_v3` (for profiling tools that
-    do not follow graph launches).
+    do not follow graph launches). Calls from several threads are serialized (one lock); for
+    throughput, `submit` keeps up to `depth` frames in flight on their own streams and contexts.
     """
 
     name = "tensorrt"
@@ -164,17 +379,13 @@ class TensorRTBackend(Backend):
     def __init__(self, path: str | os.PathLike, *, cuda_graphs: bool = True) -> None:
         super().__init__(path)
         # Everything _close() frees, set first so a failed load still closes cleanly.
-        self._context = self._engine = self._runtime = self._stream = self._graph = None
-        self._events: tuple[Any, Any] | None = None
-        self._host_in = self._host_out = self._dev_in = self._dev_out = None
-        self._shape: tuple[int, ...] | None = None
-        self._bound: tuple[int, int] | None = None
-        self._graph_key: tuple | None = None
-        self._last_key: tuple | None = None
-        self._timed = False
-        self._last_stream: int | None = None
+        self._engine = self._runtime = None
+        self._lanes: list[_Lane] = []
+        self._next_lane = 0
+        self._lock = threading.RLock()
         self._use_graphs = cuda_graphs
-        #: Captures, replays and plain runs so far, and why capture stopped (if it did).
+        self._most_in_flight = 0
+        #: Captures, replays and plain runs so far (all lanes), and why capture stopped (if it did).
         self.graph_stats = GraphStats()
 
         import tensorrt as trt
@@ -195,12 +406,7 @@ class TensorRTBackend(Backend):
         io = engine_io(self._engine)
         _check_pipeline_io(io, self.path)
         self._dynamic_input = any(d < 0 for t in io if t["name"] == INPUT_NAME for d in t["shape"])
-        self._context = self._engine.create_execution_context()
-        if self._context is None:
-            raise EngineLoadError(f"{self.path}: TensorRT could not create an execution context "
-                                  f"({logger.take_errors() or 'out of GPU memory?'})")
-        self._stream = cuda.Stream()
-        self._events = (cuda.Event(), cuda.Event())
+        self._lanes.append(_Lane(self))
         major, minor = cuda.compute_capability()
         self._device = f"GPU: {cuda.device_name()} (sm_{major}{minor})"
 
@@ -218,30 +424,44 @@ class TensorRTBackend(Backend):
                 "cuda_driver": cuda.driver_version()}
 
     def last_device_time_ms(self) -> float | None:
-        """GPU time of the engine's work in the last call (CUDA events around the enqueue)."""
-        if not self._timed or self._events is None:
+        """GPU time of the engine's work in the last synchronous call (CUDA events around the enqueue)."""
+        lane = self._lanes[0] if self._lanes else None
+        if lane is None or not lane.timed or lane.events is None:
             return None
-        start, end = self._events
+        start, end = lane.events
         return end.elapsed_ms(start)
+
+    @property
+    def most_in_flight(self) -> int:
+        """The most submissions that were in flight at once so far."""
+        return self._most_in_flight
 
     # -- running -----------------------------------------------------------------------------------
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        from .. import cuda
+        return self._infer_into(batch, None)
 
-        n, h, w, _ = batch.shape
-        in_bytes, out_bytes = batch.nbytes, n * h * w
-        self._host_in = self._grown(self._host_in, in_bytes, cuda.PinnedBuffer)
-        self._host_out = self._grown(self._host_out, out_bytes, cuda.PinnedBuffer)
-        self._dev_in = self._grown(self._dev_in, in_bytes, cuda.DeviceBuffer)
-        self._dev_out = self._grown(self._dev_out, out_bytes, cuda.DeviceBuffer)
-        self._bind(batch.shape, self._dev_in.ptr, self._dev_out.ptr)
-        np.copyto(self._host_in.view(batch.shape), batch)
-        stream = self._stream
-        self._dev_in.copy_from_host(self._host_in, in_bytes, stream)
-        self._timed_enqueue(stream, graph_key=(batch.shape, self._dev_in.ptr, self._dev_out.ptr))
-        self._dev_out.copy_to_host(self._host_out, out_bytes, stream)
-        stream.synchronize()
-        return self._host_out.view((n, h, w)).copy()  # the pinned buffer is reused by the next call
+    def _infer_into(self, batch: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        with self._lock:
+            lane = self._lanes[0]
+            dst = lane.start(batch, out)
+            return lane.collect(dst, batch.shape[:3], out)
+
+    def submit(self, batch: np.ndarray, out: np.ndarray | None = None) -> Any:
+        """Queue a validated batch on the next of `depth` lanes and return at once; `.result()` waits for it.
+
+        A lane still holding an earlier submission's labels hands them to that submission first, so
+        at most `depth` frames are in flight and memory stays bounded.
+        """
+        self._check(batch, out)
+        with self._lock:
+            while len(self._lanes) < self.depth:
+                self._lanes.append(_Lane(self))
+            lane = self._lanes[self._next_lane % self.depth]
+            self._next_lane += 1
+            dst = lane.start(batch, out)
+            lane.job = _TrtPending(lane, dst, batch.shape[:3], out)
+            self._most_in_flight = max(self._most_in_flight, sum(1 for ln in self._lanes if ln.job is not None))
+            return lane.job
 
     def infer_device(self, frames: Any, labels: Any, *, stream: int | None = None) -> None:
         """Segment device frames into device labels, zero-copy (`__cuda_array_interface__` objects).
@@ -251,6 +471,7 @@ class TensorRTBackend(Backend):
         is queued there, after what the caller queued on it, and the call returns at once. Without
         it, the work waits for the streams the arrays' interfaces name (else the legacy default
         stream, where PyTorch and CuPy work by default) and the call returns when the labels are written.
+        The same buffers twice in a row are captured into a CUDA graph and replayed from then on.
         """
         from .. import cuda
 
@@ -261,127 +482,27 @@ class TensorRTBackend(Backend):
         info = self.info
         check_size(src.shape, info.min_size, info.max_size, info.max_batch, self.path.name)
         dst = cuda.device_pointer(labels, (n, h, w), np.uint8, name="labels", writable=True)
-        run_on = self._stream if stream is None else cuda.Stream(int(stream))
-        for producer in (src.stream, dst.stream):
-            run_on.wait_for(cuda.LEGACY_STREAM if producer is None and stream is None else producer)
-        self._bind(src.shape, src.ptr, dst.ptr)
-        try:
-            self._timed_enqueue(run_on, graph_key=(src.shape, src.ptr, dst.ptr))
-            if stream is None:
-                run_on.synchronize()
-        finally:
-            if run_on is not self._stream:
-                run_on.close()  # borrowed handle: frees only its helper event
-
-    @staticmethod
-    def _grown(buffer: Any, nbytes: int, kind: type) -> Any:
-        """`buffer` if it holds `nbytes`, else a new one of that size (the old one freed)."""
-        if buffer is not None and buffer.nbytes >= nbytes:
-            return buffer
-        if buffer is not None:
-            buffer.close()
-        return kind(nbytes)
-
-    def _bind(self, shape: tuple[int, ...], in_ptr: int, out_ptr: int) -> None:
-        """Set the input shape and tensor addresses, only where they changed since the last call."""
-        context = self._context
-        if shape != self._shape:
-            self._shape = None
-            if self._dynamic_input and not context.set_input_shape(INPUT_NAME, shape):
-                raise TensorRTError(f"set_input_shape('{INPUT_NAME}', {shape}) failed: "
-                                    f"{trt_logger().take_errors() or 'shape outside the engine profile'}")
-            out_shape = tuple(int(d) for d in context.get_tensor_shape(OUTPUT_NAME))
-            if out_shape != shape[:3]:
-                raise TensorRTError(f"engine output '{OUTPUT_NAME}' has shape {out_shape} for input {shape}; expected "
-                                    f"{shape[:3]}: {self.path.name} is not a bisenet-rt pipeline engine")
-            self._shape = shape
-        if (in_ptr, out_ptr) != self._bound:
-            self._bound = None
-            for tensor, ptr in ((INPUT_NAME, in_ptr), (OUTPUT_NAME, out_ptr)):
-                if not context.set_tensor_address(tensor, ptr):
-                    raise TensorRTError(f"set_tensor_address('{tensor}', {ptr:#x}) failed: "
-                                        f"{trt_logger().take_errors() or 'no detail'}")
-            self._bound = (in_ptr, out_ptr)
-
-    def _timed_enqueue(self, stream: Any, *, graph_key: tuple | None) -> None:
-        """Enqueue the engine between the two timing events; graph-replayed when `graph_key` allows.
-
-        The context's scratch memory allows one run at a time, so a run on another stream than the
-        last one first waits for the last run's end event.
-        """
-        start, end = self._events
-        if self._timed and stream.handle != self._last_stream:
-            stream.wait_event(end)
-        self._timed = False
-        start.record(stream)
-        self._enqueue(stream, graph_key)
-        end.record(stream)
-        self._timed, self._last_stream = True, stream.handle
-
-    def _enqueue(self, stream: Any, graph_key: tuple | None) -> None:
-        """Replay the graph captured for `graph_key` on `stream`; capture one on the second call with the same key.
-
-        The first call with a new shape or new buffers runs plainly: TensorRT may need non-capturable
-        work right after a shape change, and one-off shapes then never pay for a capture. Graphs are
-        captured on the backend's own stream and replayed on whichever stream the call runs on.
-        """
-        if graph_key is not None and self._use_graphs:
-            if self._graph is not None and self._graph_key == graph_key:
-                self._launch(stream)
-                return
-            if self._last_key == graph_key and self._capture(graph_key):
-                self._launch(stream)
-                return
-        self._execute(stream)
-        self.graph_stats.plain_runs += 1
-        self._last_key = graph_key
-
-    def _launch(self, stream: Any) -> None:
-        self._graph.launch(stream)
-        self.graph_stats.replays += 1
-
-    def _capture(self, graph_key: tuple) -> bool:
-        """Capture the engine's work into a CUDA graph; on failure say so once and run plainly from then on."""
-        from .. import cuda
-
-        self._drop_graph()
-        try:
-            self._graph = cuda.CudaGraph.capture(self._stream, lambda: self._execute(self._stream))
-        except BisenetError as exc:
-            self._use_graphs = False
-            self.graph_stats.fallback = str(exc)
-            _log.warning("CUDA graph capture failed for %s (%s); running it without CUDA graphs from now on",
-                         self.path.name, exc)
-            return False
-        self._graph_key = graph_key
-        self.graph_stats.captures += 1
-        return True
-
-    def _execute(self, stream: Any) -> None:
-        if not self._context.execute_async_v3(stream.handle):
-            raise TensorRTError(f"execute_async_v3 failed for {self.path.name}: "
-                                f"{trt_logger().take_errors() or 'no detail'}")
-
-    def _drop_graph(self) -> None:
-        if self._graph is not None:
-            graph, self._graph, self._graph_key = self._graph, None, None
-            graph.close()
+        with self._lock:
+            lane = self._lanes[0]
+            lane.finish_job()
+            run_on = lane.stream if stream is None else cuda.Stream(int(stream))
+            for producer in (src.stream, dst.stream):
+                run_on.wait_for(cuda.LEGACY_STREAM if producer is None and stream is None else producer)
+            lane.bind(src.shape, src.ptr, dst.ptr)
+            try:
+                lane.timed_enqueue(run_on, graph_key=(src.shape, src.ptr, dst.ptr))
+                if stream is None:
+                    run_on.synchronize()
+            finally:
+                if run_on is not lane.stream:
+                    run_on.close()  # borrowed handle: frees only its helper event
 
     # -- lifetime ------------------------------------------------------------------------------------
     def _close(self) -> None:
-        """Wait for queued work, then free graph, context, engine, runtime, buffers, events and stream."""
+        """Wait for queued work, then free every lane, then the engine and runtime."""
         try:
-            if self._stream is not None:
-                self._stream.synchronize()
-            if self._timed:
-                self._events[1].synchronize()  # the last run, also when queued on a caller's stream
+            for lane in self._lanes:
+                lane.close()
         finally:
-            self._drop_graph()
-            self._context = self._engine = self._runtime = None  # context before engine before runtime
-            for buffer in (self._host_in, self._host_out, self._dev_in, self._dev_out, *(self._events or ())):
-                if buffer is not None:
-                    buffer.close()
-            self._host_in = self._host_out = self._dev_in = self._dev_out = self._events = None
-            if self._stream is not None:
-                self._stream.close()
-                self._stream = None
+            self._lanes = []
+            self._engine = self._runtime = None  # contexts (in the lanes) before engine before runtime

@@ -1,7 +1,16 @@
-"""PyTorch backend: the reference pipeline itself, from a checkpoint, on the CPU or a CUDA GPU."""
+"""PyTorch backend over a checkpoint: the reference pipeline on the CPU; the deployed pipeline on a CUDA GPU.
+
+On the CPU it runs `pipeline.reference_labels`, the oracle itself. On a CUDA GPU (the usual box
+without TensorRT) it runs `torch_pipeline.deployed_labels`, the same function laid out as the ONNX
+graph is (logits upsampled in FP16 when the model is, channels last, uint8 labels leave the device),
+captured in a CUDA graph per input shape unless `cuda_graphs=False`.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +20,9 @@ from ..errors import BackendUnavailableError, InputError
 from ..precision import Precision
 from ..sizes import check_model_size
 from .base import Backend
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["TorchBackend"]
 
@@ -22,7 +34,8 @@ class TorchBackend(Backend):
     suffixes = (".pt", ".pth", ".ckpt")
 
     def __init__(self, path: str | os.PathLike, *, device: str | None = None, precision: str | Precision = "fp32",
-                 model_size: tuple[int, int] | str = DEFAULT_MODEL_SIZE, compile: bool = False) -> None:
+                 model_size: tuple[int, int] | str = DEFAULT_MODEL_SIZE, compile: bool = False,
+                 cuda_graphs: bool = True) -> None:
         super().__init__(path)
         import torch
 
@@ -45,6 +58,12 @@ class TorchBackend(Backend):
         if self._precision is Precision.FP16:
             model = model.half()
         self._model = torch.compile(model) if compile else model
+        self._graphed = None
+        self._lock = threading.Lock()
+        if self._device.type == "cuda" and cuda_graphs and not compile:
+            from ..torch_pipeline import GraphedPipeline
+
+            self._graphed = GraphedPipeline(self._model, self._model_size)
         self._info = ArtifactInfo(classes=class_names(model.num_classes), model_size=self._model_size,
                                   precision=self._precision, source_sha256=file_sha256(self.path))
 
@@ -54,7 +73,7 @@ class TorchBackend(Backend):
 
         if self._device.type == "cuda":
             return f"GPU: {torch.cuda.get_device_name(self._device)}"
-        from .onnxruntime import cpu_name
+        from ..host import cpu_name
 
         return f"CPU: {cpu_name()}"
 
@@ -63,13 +82,40 @@ class TorchBackend(Backend):
 
         return {"torch": torch.__version__}
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def _labels(self, batch: np.ndarray) -> "torch.Tensor":
         import torch
 
-        from ..pipeline import reference_labels
-
         frames = torch.from_numpy(batch).to(self._device, non_blocking=True)
-        return reference_labels(self._model, frames, self._model_size).cpu().numpy()
+        if self._device.type != "cuda":
+            from ..pipeline import reference_labels
+
+            return reference_labels(self._model, frames, self._model_size)
+        if self._graphed is not None:
+            return self._graphed(frames)
+        from ..torch_pipeline import deployed_labels
+
+        with torch.inference_mode():
+            return deployed_labels(self._model, frames, self._model_size)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        return self._infer_into(batch, None)
+
+    def _infer_into(self, batch: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """With `out`, the labels are copied from the device straight into it. On a GPU one call runs at a
+        time (a captured graph has one set of static buffers)."""
+        import torch
+
+        with self._lock if self._device.type == "cuda" else contextlib.nullcontext():
+            labels = self._labels(batch)
+            if out is None:
+                return labels.cpu().numpy()
+            torch.from_numpy(out).copy_(labels)
+            return out
+
+    @property
+    def graph_stats(self) -> dict[str, int] | None:
+        """CUDA-graph captures and replays so far (None where the backend does not capture)."""
+        return None if self._graphed is None else {"captures": self._graphed.captures, "replays": self._graphed.replays}
 
     def _close(self) -> None:
         self._model = None

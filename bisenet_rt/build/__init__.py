@@ -21,7 +21,7 @@ from ..precision import Precision
 from ..prepost import PostForm
 
 __all__ = ["BuildConfig", "build", "resolve_backend", "default_output", "source_onnx", "read_pipeline", "base_sidecar",
-           "BUILDERS"]
+           "BUILDERS", "INT8_TARGETS"]
 
 #: backend name -> "module:function(onnx_path, config) -> Path"; imported only when used.
 BUILDERS: dict[str, str] = {
@@ -30,6 +30,8 @@ BUILDERS: dict[str, str] = {
     "openvino": "bisenet_rt.build.openvino:build_ir",
 }
 _SUFFIX = {"tensorrt": ".engine", "onnxruntime": ".onnx", "openvino": ".xml"}
+#: `--int8-target` choices: the CPU class the INT8 weight grid is chosen for (see `choice.int8_weights`).
+INT8_TARGETS = ("auto", "vnni", "avx2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +51,7 @@ class BuildConfig:
     opt_level: int = 3
     calib: Path | None = None
     calib_count: int = 200
+    int8_target: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision is not None:
@@ -60,68 +63,17 @@ class BuildConfig:
         if self.min_size[0] > self.max_size[0] or self.min_size[1] > self.max_size[1]:
             raise ValueError(f"--min-size {self.min_size[0]}x{self.min_size[1]} is larger than "
                              f"--max-size {self.max_size[0]}x{self.max_size[1]}")
+        if self.int8_target not in INT8_TARGETS:
+            raise ValueError(f"--int8-target must be one of {', '.join(INT8_TARGETS)}, got {self.int8_target!r}")
         if not 0 <= self.opt_level <= 5:
             raise ValueError(f"--opt-level must be 0..5 (TensorRT builder optimization level), got {self.opt_level}")
 
 
 def resolve_backend(requested: str, precision: Precision | str | None = None) -> tuple[str, Precision, str]:
-    """The backend and precision to build, and why.
+    """The backend and precision to build here, and why: `choice.choose_backend` on this machine's facts."""
+    from .choice import choose_backend, host_facts
 
-    A precision that was asked for is built exactly (a named backend with none builds fp32). `auto`
-    picks the fastest path here: TensorRT where it can run; else, when no precision was asked for,
-    OpenVINO BF16 on CPUs that compute BF16 natively (measured several times faster than any FP32 CPU
-    engine, see benchmarks/peer_cpu.py), else FP32 on `CPU_FP32_BACKEND`.
-    """
-    from ..backends import backend_class
-
-    chosen = precision is None
-    precision = Precision.FP32 if precision is None else Precision.parse(precision)
-    if requested != "auto":
-        missing = backend_class(requested).availability()
-        if missing:
-            raise BackendUnavailableError(f"cannot build for {requested}: {missing}. On this machine use: "
-                                          f"bisenet-rt build --backend {_fallback(requested)}")
-        return requested, precision, f"{requested} was asked for"
-    trt_missing = backend_class("tensorrt").availability()
-    if trt_missing is None:
-        return "tensorrt", precision, "TensorRT and a CUDA GPU are present"
-    no_trt = f"TensorRT is not usable here ({trt_missing})"
-    ov_missing = backend_class("openvino").availability()
-    if precision is Precision.BF16:
-        if ov_missing:
-            raise BackendUnavailableError(f"bf16 runs on OpenVINO, which cannot run here: {ov_missing}")
-        return "openvino", precision, f"{no_trt}; bf16 runs on OpenVINO"
-    if precision is not Precision.FP32:
-        return "onnxruntime", precision, no_trt
-    if ov_missing:
-        return "onnxruntime", precision, f"{no_trt}; OpenVINO is not usable either ({ov_missing})"
-    from ..backends.openvino import supports_bf16
-
-    if chosen and supports_bf16():
-        return "openvino", Precision.BF16, (
-            f"{no_trt}; this CPU computes BF16 natively, where OpenVINO BF16 is the fastest CPU path "
-            "(measured: benchmarks/peer_cpu.py); pass --precision fp32 for strict FP32")
-    cpu = "FP32 was asked for" if not chosen else "this CPU has no BF16 arithmetic"
-    return CPU_FP32_BACKEND, precision, (f"{no_trt}; {cpu}, and {CPU_FP32_BACKEND} is the faster FP32 CPU "
-                                         "engine (measured: benchmarks/peer_cpu.py)")
-
-
-#: The faster FP32 engine on CPUs without BF16, measured end to end at 2048x1024 with each engine's FP32
-#: forced (OpenVINO's INFERENCE_PRECISION_HINT=f32): see benchmarks/results/peer_cpu_*.json.
-CPU_FP32_BACKEND = "onnxruntime"
-
-
-def _fallback(requested: str) -> str:
-    from ..backends import backend_class
-
-    for name in ("tensorrt", "openvino", "onnxruntime"):
-        try:
-            usable = backend_class(name).availability() is None
-        except ImportError:
-            usable = False
-        if name != requested and usable:
-            return name
-    return "onnxruntime"
+    return choose_backend(host_facts(), requested, precision)
 
 
 def default_output(backend: str, precision: Precision, engines_dir: Path) -> Path:

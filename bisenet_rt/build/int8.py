@@ -23,6 +23,7 @@ from ..precision import Precision
 from ..prepost import PostForm
 from ..quantize import FLOAT_STAGE
 from . import BUILDERS, BuildConfig, base_sidecar
+from .choice import host_facts, int8_weights
 
 __all__ = ["build_int8", "int8_source", "ort_kernel_counts"]
 
@@ -30,12 +31,12 @@ __all__ = ["build_int8", "int8_source", "ort_kernel_counts"]
 _KERNELS = ("QLinearConv", "Conv", "FusedConv", "MatMulIntegerToFloat", "MatMul")
 
 
-def int8_source(config: BuildConfig, path: Path, post: PostForm = PostForm.RESIZE) -> Path:
+def int8_source(config: BuildConfig, path: Path, backend: str, post: PostForm = PostForm.RESIZE) -> Path:
     """The Q/DQ pipeline ONNX to build from: `--onnx` if it already is one, else quantized into `path`.
 
     A plain FP32 `--onnx` (export --plain) is quantized as given; otherwise the model comes from
     `--weights` (or random weights) and is exported at `--model-size`. `post` is the post-processing
-    form of the graph made here.
+    form of the graph made here; its weight grid fits `backend` and `--int8-target` (`choice.int8_weights`).
     """
     import onnx
 
@@ -63,10 +64,12 @@ def int8_source(config: BuildConfig, path: Path, post: PostForm = PostForm.RESIZ
     frames = calibration_files(config.calib, config.calib_count)
     if model_or_plain is None:
         model_or_plain, sha = model_and_sha(config.weights)
-    print(f"int8: {len(frames)} calibration frames from {config.calib}", file=sys.stderr)
+    weights, target = int8_weights(host_facts(), backend, config.int8_target)
+    print(f"int8: {len(frames)} calibration frames from {config.calib}; {weights.value} weights, for {target}",
+          file=sys.stderr)
     proto = quantize_pipeline(model_or_plain, frames, cache_dir=config.engines_dir / "calibration",
                               model_size=None if config.onnx is not None else config.model_size, source_sha256=sha,
-                              post=post)
+                              post=post, weights=weights, target=target)
     write_atomic(path, proto.SerializeToString())
     print(f"wrote the Q/DQ graph {path}", file=sys.stderr)
     return path
@@ -98,11 +101,11 @@ def build_int8(config: BuildConfig, backend: str, output: Path) -> Path:
 
     started = time.perf_counter()
     if backend != "onnxruntime":
-        src = int8_source(config, config.engines_dir / "bisenetv2_int8.src.onnx")
+        src = int8_source(config, config.engines_dir / "bisenetv2_int8.src.onnx", backend)
         module, func = BUILDERS[backend].split(":")
         builder = getattr(importlib.import_module(module), func)
         return builder(dataclasses.replace(config, onnx=src, weights=None), output)
-    src = int8_source(config, output, PostForm.SEPARABLE)
+    src = int8_source(config, output, backend, PostForm.SEPARABLE)
     if src.resolve() != output.resolve():
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, output)

@@ -27,7 +27,7 @@ def build_ir(config: BuildConfig, output: Path) -> Path:
     """Export (if needed) and convert the pipeline graph to OpenVINO IR; check it compiles and runs; write a sidecar."""
     import openvino as ov
 
-    from ..backends.onnxruntime import cpu_name
+    from ..host import cpu_name
     from ..backends.openvino import cpu_capabilities, inference_precision, openvino_version, tune_graph
 
     output = Path(output)
@@ -43,7 +43,7 @@ def build_ir(config: BuildConfig, output: Path) -> Path:
     started = time.perf_counter()
     graph_precision = _GRAPH.get(config.precision, config.precision)
     src = source_onnx(config, graph_precision)
-    _, graph_info = read_pipeline(src)
+    proto, graph_info = read_pipeline(src)
     if graph_info.precision is not graph_precision:
         raise BuildError(f"{src} is a {graph_info.precision} graph; --precision {config.precision} is built from a "
                          f"{graph_precision} graph")
@@ -64,10 +64,20 @@ def build_ir(config: BuildConfig, output: Path) -> Path:
     write_sidecar(output, base_sidecar(info, "openvino", src, elapsed, openvino_version=openvino_version(),
                                        cpu=cpu_name(), cpu_capabilities=list(capabilities),
                                        inference_precision=compute.value, graph_precision=graph_info.precision.value,
-                                       graph_rewrites=rewrites))
+                                       graph_rewrites=rewrites, quantization=_quantization(proto)))
     print(f"wrote {output} (+ {output.with_suffix('.bin').name}; runs in {compute}) in {elapsed:.1f} s",
           file=sys.stderr)
     return output
+
+
+def _quantization(proto: object) -> object:
+    """The INT8 graph's quantization metadata (weight grid, target CPU class), or None for a float graph."""
+    import json
+
+    from ..export import read_metadata
+
+    text = read_metadata(proto).get("quantization")
+    return json.loads(text) if text else None
 
 
 def _write_ir(model: object, output: Path) -> None:

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
     p.add_argument("--size", type=size_arg, default=(2048, 1024), metavar="WxH", help="frame size (default 2048x1024)")
     p.add_argument("--rounds", type=int, default=10, help="interleaved rounds when comparing (default 10)")
+    p.add_argument("--mode", choices=["latency", "throughput"], default="latency",
+                   help="latency: one call at a time (the paper's); throughput: --depth frames in flight, frames/s")
+    p.add_argument("--depth", type=int, default=2, help="throughput mode: submissions in flight (default 2)")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the report here")
     p.add_argument("--engines-dir", type=Path, default=Path("engines"), help="where to look for / build artifacts")
 
@@ -40,9 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from ..bench import BenchConfig, format_table, report, run_bench, write_report
     from ..segmenter import Segmenter
 
-    config = BenchConfig(iters=args.iters, warmup=args.warmup, batch=args.batch, size=args.size, rounds=args.rounds)
+    config = BenchConfig(iters=args.iters, warmup=args.warmup, batch=args.batch, size=args.size, rounds=args.rounds,
+                         mode=args.mode)
     paths = args.engine or [_default_engine(args.engines_dir)]
-    segmenters = [Segmenter(p, backend=args.backend) for p in paths]
+    segmenters = [Segmenter(p, backend=args.backend, depth=args.depth) for p in paths]
     try:
         results = run_bench(segmenters, config)
     finally:

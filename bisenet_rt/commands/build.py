@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opt-level", type=int, default=3, help="TensorRT builder optimization level 0..5 (default 3)")
     p.add_argument("--calib", type=Path, help="int8: folder of calibration frames")
     p.add_argument("--calib-count", type=int, default=200, help="int8: number of calibration frames (default 200)")
+    p.add_argument("--int8-target", default="auto", choices=["auto", "vnni", "avx2"],
+                   help="int8: the CPU class the weights are rounded for: 'vnni' (8-bit; VNNI/AMX CPUs, TensorRT), "
+                        "'avx2' (7-bit; CPUs with only AVX2, where 8-bit weights saturate); auto: this machine")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     config = BuildConfig(precision=args.precision, backend=args.backend, weights=args.weights, onnx=args.onnx,
                          output=args.output, engines_dir=args.engines_dir, model_size=args.model_size,
                          max_batch=args.max_batch, min_size=args.min_size, max_size=args.max_size,
-                         opt_level=args.opt_level, calib=args.calib, calib_count=args.calib_count)
+                         opt_level=args.opt_level, calib=args.calib, calib_count=args.calib_count,
+                         int8_target=args.int8_target)
     path = build(config)
     print(path)
     return 0

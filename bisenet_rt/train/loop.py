@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
@@ -229,6 +230,11 @@ class _AugmentedSet(torch.utils.data.Dataset):
         draw, index = key
         image, label = self.base[index]
         return self.augment(image, label, sample_rng(self.seed, draw))
+
+
+#: How DataLoader workers start: from a fork server, not by forking this process, whose ONNX Runtime, OpenVINO
+#: and OpenMP thread pools (from evaluation or an earlier run in the same process) are unsafe to fork.
+_WORKER_START = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _worker_init(_: int) -> None:
@@ -486,6 +492,7 @@ def _loader(config: TrainConfig, dist: _Dist, train_set: Any, start: int, end: i
     return torch.utils.data.DataLoader(
         _AugmentedSet(train_set, augment, config.seed), batch_size=config.batch, sampler=sampler,
         num_workers=config.workers, pin_memory=dist.device.type == "cuda", worker_init_fn=_worker_init,
+        multiprocessing_context=_WORKER_START if config.workers else None,
         generator=torch.Generator().manual_seed(config.seed))  # keeps the global RNG (dropout) untouched
 
 

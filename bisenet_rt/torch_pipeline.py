@@ -1,0 +1,74 @@
+"""The deployed pipeline in PyTorch: what the exported graph computes, for GPUs without TensorRT.
+
+`pipeline.reference_labels` is the oracle: plain and readable, it upsamples FP32 logits in NCHW.
+`deployed_labels` is the same function laid out as the ONNX graph is (`prepost`): the frame is
+resized before it is normalized, the logits are upsampled in the model's own dtype (FP16 on a GPU)
+and channels last, so each pixel's class vector is contiguous for the arg-max, and the labels leave
+the device as uint8. `GraphedPipeline` captures it in a CUDA graph per input shape and replays it.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .classes import DEFAULT_MODEL_SIZE, MEAN_RGB, STD_RGB
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["deployed_labels", "GraphedPipeline"]
+
+
+def deployed_labels(model: "torch.nn.Module", frames: "torch.Tensor", model_size: tuple[int, int] = DEFAULT_MODEL_SIZE,
+                    mean_rgb: tuple[float, ...] = MEAN_RGB, std_rgb: tuple[float, ...] = STD_RGB) -> "torch.Tensor":
+    """uint8 N x H x W x 3 BGR frames (on the model's device) -> uint8 N x H x W labels, as the pipeline graph does."""
+    import torch
+    import torch.nn.functional as F
+
+    param = next(model.parameters())
+    w, h = model_size
+    x = frames.permute(0, 3, 1, 2).float()  # BGR, 0..255
+    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
+    std = torch.tensor(std_rgb, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(mean_rgb, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    x = (x.flip(1) * (1.0 / (255.0 * std)) - mean / std).to(param.dtype)
+    logits = model(x).contiguous(memory_format=torch.channels_last)
+    up = F.interpolate(logits, size=tuple(frames.shape[1:3]), mode="bilinear", align_corners=False)
+    return up.argmax(dim=1).to(torch.uint8)
+
+
+class GraphedPipeline:
+    """`deployed_labels` captured into one CUDA graph per input shape, replayed on the current stream.
+
+    Frames are copied into the graph's static input, the graph replays, the labels are read from its
+    static output (copy them before the next call). The first call with a shape warms up on a side
+    stream and captures, as PyTorch's CUDA-graph rules ask.
+    """
+
+    def __init__(self, model: "torch.nn.Module", model_size: tuple[int, int], **normalization: Any) -> None:
+        self._model, self._size, self._norm = model, model_size, normalization
+        self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
+        #: Captures and replays so far.
+        self.captures = self.replays = 0
+
+    def __call__(self, frames: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        key = tuple(frames.shape)
+        if key not in self._graphs:
+            static_in = frames.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side), torch.inference_mode():
+                for _ in range(2):
+                    deployed_labels(self._model, static_in, self._size, **self._norm)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph), torch.inference_mode():
+                static_out = deployed_labels(self._model, static_in, self._size, **self._norm)
+            self._graphs[key] = (graph, static_in, static_out)
+            self.captures += 1
+        graph, static_in, static_out = self._graphs[key]
+        static_in.copy_(frames, non_blocking=True)
+        graph.replay()
+        self.replays += 1
+        return static_out
