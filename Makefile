@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make bench   installs into .venv and benchmarks the default artifact for this machine
 #   make test    installs into .venv (with test extras) and runs the test suite
+#   make typecheck  runs mypy on the package (settings in pyproject.toml)
 # On an NVIDIA GPU machine, with a Python that has the GPU stack (TensorRT and/or PyTorch-CUDA, cuda-python):
 #   make gpu-check PYTHON=/path/to/that/python   runs benchmarks/gpu_check.py (README, "GPU")
 PYTHON ?= python3
@@ -9,12 +10,12 @@ BIN    := $(VENV)/bin
 ITERS  ?= 200
 STAMP  := $(VENV)/.installed
 
-.PHONY: install bench test gpu-check clean
+.PHONY: install bench test typecheck gpu-check clean
 
-$(STAMP): setup.py
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,9 +26,11 @@ bench: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
+
 gpu-check:
 	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:
-	rm -rf $(VENV) engines/*.engine engines/*.onnx engines/*.json engines/*.xml engines/*.bin engines/timing.cache \
-		engines/ov_cache engines/calib
+	rm -rf $(VENV) engines/*.engine engines/*.onnx engines/*.json engines/*.xml engines/*.bin

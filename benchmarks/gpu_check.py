@@ -164,7 +164,7 @@ def _tensorrt(work: Path, iters: int, warmup: int, calib_count: int) -> dict[str
         raise _Skip(f"TensorRT cannot run here: {missing}")
     from bisenet_rt import Segmenter
     from bisenet_rt.bench import BenchConfig, report, run_bench
-    from bisenet_rt.build import BuildConfig, build
+    from bisenet_rt.builders import BuildConfig, build
     from bisenet_rt.data import open_dataset
     from bisenet_rt.evaluate import evaluate
     from bisenet_rt.evaluate import report as eval_report

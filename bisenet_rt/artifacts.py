@@ -1,7 +1,8 @@
-"""What an artifact (engine, ONNX graph, IR, checkpoint) is: classes, sizes, precision, provenance.
+"""What an artifact (engine, ONNX graph, IR, checkpoint) is, and the one place that opens one.
 
 Engines carry a JSON sidecar next to them (`model.engine` -> `model.engine.json`), so plain
 `trtexec` can still load the engine; exported ONNX graphs carry the same facts in metadata_props.
+`open_pipeline` reads either kind for every backend, builder and exporter, with the same checks.
 """
 from __future__ import annotations
 
@@ -9,14 +10,29 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .classes import DEFAULT_MODEL_SIZE
 from .errors import EngineLoadError
 from .precision import Precision
 from .sizes import format_size, parse_size
 
-__all__ = ["ArtifactInfo", "sidecar_path", "read_sidecar", "write_sidecar", "write_atomic", "info_from_sidecar"]
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["ArtifactInfo", "Pipeline", "open_pipeline", "load_onnx", "read_metadata", "newest_artifact",
+           "sidecar_path", "read_sidecar", "write_sidecar", "write_atomic", "info_from_sidecar",
+           "INPUT_NAME", "OUTPUT_NAME", "METADATA_PREFIX", "ARTIFACT_SUFFIXES"]
+
+#: The pipeline graph's one input (N x H x W x 3 BGR uint8) and one output (N x H x W uint8 labels).
+INPUT_NAME = "frames"
+OUTPUT_NAME = "labels"
+#: Prefix of the bisenet-rt facts among an ONNX graph's metadata_props.
+METADATA_PREFIX = "bisenet_rt."
+#: Suffixes of built artifacts a command finds on its own (TensorRT engine, OpenVINO IR, ONNX).
+ARTIFACT_SUFFIXES = (".engine", ".xml", ".onnx")
+_REEXPORT = "re-export it with 'bisenet-rt export'"
+_PLAIN = ("the Segmenter needs the pipeline graph: 'bisenet-rt export -o PATH.onnx' without --plain")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,3 +126,84 @@ def info_from_sidecar(data: dict[str, Any]) -> ArtifactInfo:
                                  parse_size(raw["max_size"]) if raw.get("max_size") else None, raw.get("max_batch"))
     except (KeyError, TypeError, ValueError) as exc:
         raise EngineLoadError(f"sidecar 'info' section is invalid ({exc}); rebuild with 'bisenet-rt build'") from None
+
+
+def read_metadata(proto: "onnx.ModelProto") -> dict[str, str]:
+    """The bisenet_rt.* metadata of an exported graph, without the prefix."""
+    return {p.key[len(METADATA_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)}
+
+
+def load_onnx(path: str | os.PathLike, *, external_data: bool = False,
+              error: type[Exception] = EngineLoadError) -> "onnx.ModelProto":
+    """Read an ONNX file (weights in external files left unread unless `external_data`); unreadable -> `error`."""
+    import onnx
+
+    if not Path(path).is_file():
+        raise error(f"{path}: no such file")
+    try:
+        return onnx.load(str(path), load_external_data=external_data)
+    except Exception as exc:  # protobuf raises its own DecodeError types
+        raise error(f"{path}: not a readable ONNX file ({exc.__class__.__name__}); {_REEXPORT}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """An opened pipeline artifact: its facts, its ONNX graph when it is one, its sidecar when it has one."""
+
+    path: Path
+    info: ArtifactInfo
+    metadata: dict[str, str]  # the graph's bisenet_rt.* metadata; {} for engines and IR
+    sidecar: dict[str, Any] | None
+    graph: "onnx.ModelProto | None" = None  # None for TensorRT engines and OpenVINO IR
+
+    @property
+    def quantization(self) -> str | None:
+        """The INT8 graph's quantization facts (JSON text), from the graph or its sidecar; None if float."""
+        if "quantization" in self.metadata:
+            return self.metadata["quantization"]
+        stored = (self.sidecar or {}).get("quantization")
+        return json.dumps(stored) if stored is not None else None
+
+
+def open_pipeline(path: str | os.PathLike, *, keep_graph: bool = False, sidecar: bool = True) -> Pipeline:
+    """Open any artifact the Segmenter runs and read its facts, refusing what is not the pipeline.
+
+    ONNX graphs must be the uint8 `frames` -> labels pipeline with bisenet-rt metadata (a sidecar
+    beside one takes precedence, unless `sidecar` is False: builders trust only the graph); engines
+    and IR need their sidecar. The ONNX graph is returned only with `keep_graph` (it can be large).
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".onnx", ".ort"):
+        stored = read_sidecar(path)
+        assert stored is not None  # required=True raises instead
+        return Pipeline(path=path, info=info_from_sidecar(stored), metadata={}, sidecar=stored)
+    import onnx
+
+    proto = load_onnx(path)
+    meta = read_metadata(proto)
+    inputs = [(i.name, i.type.tensor_type.elem_type) for i in proto.graph.input]
+    if meta.get("graph") == "plain" or inputs != [(INPUT_NAME, onnx.TensorProto.UINT8)]:
+        raise EngineLoadError(f"{path}: this is a plain model graph (float input {inputs}); {_PLAIN}")
+    stored = read_sidecar(path, required=False) if sidecar else None
+    if stored is not None:
+        info = info_from_sidecar(stored)
+    elif meta:
+        info = ArtifactInfo.from_metadata(meta)
+    else:
+        raise EngineLoadError(f"{path}: no bisenet-rt metadata; export the graph with 'bisenet-rt export'")
+    return Pipeline(path=path, info=info, metadata=meta, sidecar=stored, graph=proto if keep_graph else None)
+
+
+def newest_artifact(directory: str | os.PathLike | None = None) -> Path | None:
+    """The most recently built artifact under `directory` (default: the engines folder), or None.
+
+    Left out: the exported graphs builds start from (`*.src.onnx`) and hidden files (temporary names).
+    """
+    from .settings import engines_dir
+
+    folder = Path(directory) if directory is not None else engines_dir()
+    if not folder.is_dir():
+        return None
+    found = [p for p in folder.iterdir() if p.suffix in ARTIFACT_SUFFIXES and not p.name.endswith(".src.onnx")
+             and not p.name.startswith(".") and p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import ConfigError
 from .samples import street_frame
 
 __all__ = ["BenchConfig", "MODES", "EngineResult", "run_bench", "latency_stats", "report", "format_table", "write_report",
@@ -46,12 +47,12 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name in ("iters", "batch", "rounds"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup < 0:
-            raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
+            raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
 
 
 #: Bench modes (see BenchConfig).
@@ -72,7 +73,7 @@ class EngineResult:
     depth: int = 1  # submissions in flight (1: latency mode)
 
     def summary(self, batch: int) -> dict[str, Any]:
-        out = {"path": self.path, "backend": self.backend, "precision": self.precision, "device": self.device,
+        out: dict[str, Any] = {"path": self.path, "backend": self.backend, "precision": self.precision, "device": self.device,
                "versions": self.versions, "iterations": len(self.latencies_ms), "depth": self.depth,
                "latency_ms": latency_stats(self.latencies_ms)}
         out["fps"] = round(batch * 1000.0 / out["latency_ms"]["mean"], 2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 from typing import Sequence
@@ -41,8 +42,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes each line to whatever sys.stderr is at that moment (callers of `main` may have swapped it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+class _LineFormatter(logging.Formatter):
+    """Progress as plain lines; warnings and errors say so."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def _show_library_logs() -> None:
+    """The library logs what it does (logging.getLogger(__name__)); the CLI shows it on stderr, once."""
+    logger = logging.getLogger("bisenet_rt")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(_LineFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code. User errors print one line, never a traceback."""
+    _show_library_logs()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -52,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bisenet-rt: interrupted", file=sys.stderr)
         return 130
-    except (BisenetError, ValueError, TypeError, FileNotFoundError, NotImplementedError) as exc:
+    except BisenetError as exc:
         print(f"bisenet-rt {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

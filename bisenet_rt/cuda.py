@@ -155,7 +155,7 @@ class PinnedBuffer(_Allocation):
 
     def __init__(self, nbytes: int) -> None:
         super().__init__(nbytes, _runtime().cudaMallocHost)
-        self._array = np.frombuffer((ctypes.c_uint8 * max(self.nbytes, 1)).from_address(self.ptr), np.uint8)
+        self._array = np.frombuffer(memoryview((ctypes.c_uint8 * max(self.nbytes, 1)).from_address(self.ptr)), np.uint8)
 
     def view(self, shape: Sequence[int]) -> np.ndarray:
         """A uint8 array of `shape` over the start of the buffer (no copy)."""

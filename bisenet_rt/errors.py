@@ -4,6 +4,9 @@ from __future__ import annotations
 __all__ = [
     "BisenetError",
     "InputError",
+    "InputTypeError",
+    "ConfigError",
+    "UnsupportedError",
     "CheckpointError",
     "ExportError",
     "BuildError",
@@ -19,6 +22,18 @@ class BisenetError(Exception):
 
 class InputError(BisenetError, ValueError):
     """A frame or argument has the wrong shape, size or value."""
+
+
+class InputTypeError(InputError, TypeError):
+    """A frame or output array is not a numpy array of the dtype asked for."""
+
+
+class ConfigError(BisenetError, ValueError):
+    """An option or setting has a value bisenet_rt cannot use (the message lists the choices)."""
+
+
+class UnsupportedError(BisenetError, NotImplementedError):
+    """This backend cannot do what was asked (the message names one that can)."""
 
 
 class CheckpointError(BisenetError):

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .metrics import ConfusionMatrix, SegmentationScores
 
 __all__ = ["EvalResult", "evaluate", "format_table", "report", "write_report"]
@@ -45,7 +45,7 @@ def evaluate(segmenters: Sequence[Any], dataset: Any, *, progress: bool = True,
              limit: int | None = None) -> list[EvalResult]:
     """Run every Segmenter on the same frames of `dataset` and score each against the ground truth."""
     if not segmenters:
-        raise ValueError("no artifacts to evaluate; pass at least one Segmenter")
+        raise ConfigError("no artifacts to evaluate; pass at least one Segmenter")
     for seg in segmenters:
         if seg.num_classes != dataset.num_classes:
             raise DataError(f"{seg.path} predicts {seg.num_classes} classes but the {dataset.kind} dataset at "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .artifacts import INPUT_NAME, OUTPUT_NAME
 from .classes import DEFAULT_MODEL_SIZE, MEAN_RGB, STD_RGB, class_names
 from .errors import ExportError
 from .precision import Precision
@@ -28,11 +29,8 @@ if TYPE_CHECKING:
 
     from .prepost import ModelUpsample
 
-__all__ = ["ExportConfig", "export_onnx", "export_plain", "build_pipeline", "convert_to_fp16", "read_metadata",
-           "INPUT_NAME", "OUTPUT_NAME", "PLAIN_INPUT_NAME", "PLAIN_OUTPUT_NAME", "PostForm", "OPSET"]
+__all__ = ["ExportConfig", "export_onnx", "export_plain", "build_pipeline", "convert_to_fp16", "PLAIN_INPUT_NAME", "PLAIN_OUTPUT_NAME", "PostForm", "OPSET"]
 
-INPUT_NAME = "frames"
-OUTPUT_NAME = "labels"
 PLAIN_INPUT_NAME = "input"
 PLAIN_OUTPUT_NAME = "logits"
 OPSET = 17
@@ -94,8 +92,12 @@ def export_plain(model: "torch.nn.Module", model_size: tuple[int, int] = DEFAULT
     dummy = torch.zeros(1, 3, h, w)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; it is pinned and tested
-        torch.onnx.export(model, (dummy,), buf, dynamo=False, opset_version=OPSET, do_constant_folding=True,
+        # the TorchScript exporter's deprecation notices (its own and a helper's); it is pinned and tested
+        warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript-based ONNX export",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"The feature will be removed", category=DeprecationWarning,
+                                module=r"torch\.onnx")
+        torch.onnx.export(model, (dummy,), buf, dynamo=False,  # type: ignore[arg-type]  # file objects work too opset_version=OPSET, do_constant_folding=True,
                           input_names=[PLAIN_INPUT_NAME], output_names=[PLAIN_OUTPUT_NAME],
                           dynamic_axes={PLAIN_INPUT_NAME: {0: "N"}, PLAIN_OUTPUT_NAME: {0: "N"}})
     proto = onnx.load_from_string(buf.getvalue())
@@ -106,7 +108,7 @@ def _drop_identities(proto: "onnx.ModelProto") -> "onnx.ModelProto":
     """Remove the Identity nodes the exporter leaves on folded weights (rename their consumers' inputs)."""
     graph = proto.graph
     outputs = {o.name for o in graph.output}
-    alias = {}
+    alias: dict[str, str] = {}
     keep = []
     for node in graph.node:
         if node.op_type == "Identity" and node.output[0] not in outputs:
@@ -153,6 +155,15 @@ def convert_to_fp16(proto: "onnx.ModelProto") -> "onnx.ModelProto":
     return proto
 
 
+_NOT_AN_UPSAMPLE = ("unexpected plain graph: its output is not a constant-scale bilinear Resize of the logits; "
+                    "export it with 'bisenet-rt export --plain'")
+
+
+def num_classes_of(model: "torch.nn.Module") -> int:
+    """The number of classes a BiSeNetV2 (or anything with `num_classes`) predicts."""
+    return int(getattr(model, "num_classes"))
+
+
 def _detach_upsample(graph: "onnx.GraphProto") -> "ModelUpsample":
     """Remove the model's final x8 bilinear Resize (the graph output's producer) and describe it.
 
@@ -167,13 +178,14 @@ def _detach_upsample(graph: "onnx.GraphProto") -> "ModelUpsample":
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
                    if n.op_type == "Constant" and n.attribute[0].name == "value"})
-    scales = consts.get(node.input[2]) if node is not None and node.op_type == "Resize" and len(node.input) > 2 else None
+    if node is None or node.op_type != "Resize" or len(node.input) < 3:
+        raise ExportError(_NOT_AN_UPSAMPLE)
+    scales = consts.get(node.input[2])
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute} if scales is not None else {}
     attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
     if (scales is None or scales.shape != (4,) or list(scales[:2]) != [1, 1] or scales[2] != scales[3]
             or scales[2] != int(scales[2]) or attrs.get("mode") != "linear"):
-        raise ExportError("unexpected plain graph: its output is not a constant-scale bilinear Resize of the logits; "
-                          "export it with 'bisenet-rt export --plain'")
+        raise ExportError(_NOT_AN_UPSAMPLE)
     graph.node.remove(node)
     if not any(node.input[2] in n.input for n in graph.node):
         scale_producer = producer.get(node.input[2])
@@ -254,11 +266,6 @@ def _metadata(config: ExportConfig, num_classes: int, source_sha256: str) -> dic
     return meta
 
 
-def read_metadata(proto: "onnx.ModelProto") -> dict[str, str]:
-    """The bisenet_rt.* metadata of an exported graph, without the prefix."""
-    return {p.key.split(".", 1)[1]: p.value for p in proto.metadata_props if p.key.startswith("bisenet_rt.")}
-
-
 def export_onnx(model: "torch.nn.Module", path: str | os.PathLike | None, config: ExportConfig = ExportConfig(),
                 *, source_sha256: str = "random-init") -> "onnx.ModelProto":
     """Export `model` (aux heads are never exported) as configured; write to `path` when given.
@@ -267,7 +274,7 @@ def export_onnx(model: "torch.nn.Module", path: str | os.PathLike | None, config
     """
     import onnx
 
-    num_classes = int(model.num_classes)
+    num_classes = num_classes_of(model)
     proto = export_plain(model, config.model_size)
     if config.precision is Precision.FP16:
         proto = convert_to_fp16(proto)

@@ -5,9 +5,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, InputTypeError
 
-__all__ = ["as_batch", "check_size", "check_out"]
+__all__ = ["as_batch", "array_batch", "check_size", "check_out"]
 
 _EXPECTED = "expected uint8 BGR frames shaped H x W x 3 (one frame) or N x H x W x 3 (a batch), as OpenCV delivers"
 
@@ -15,11 +15,11 @@ _EXPECTED = "expected uint8 BGR frames shaped H x W x 3 (one frame) or N x H x W
 def _check_array(frames: Any, what: str) -> np.ndarray:
     if not isinstance(frames, np.ndarray):
         if hasattr(frames, "__cuda_array_interface__"):
-            raise TypeError(f"{what} is a GPU array; pass device buffers to Segmenter.infer_device(), "
+            raise InputTypeError(f"{what} is a GPU array; pass device buffers to Segmenter.infer_device(), "
                             "or a host numpy array here")
-        raise TypeError(f"{what} must be a numpy.ndarray, got {type(frames).__name__}; {_EXPECTED}")
+        raise InputTypeError(f"{what} must be a numpy.ndarray, got {type(frames).__name__}; {_EXPECTED}")
     if frames.dtype != np.uint8:
-        raise TypeError(f"{what} has dtype {frames.dtype}, {_EXPECTED}; convert 0..255 data with "
+        raise InputTypeError(f"{what} has dtype {frames.dtype}, {_EXPECTED}; convert 0..255 data with "
                         ".astype(np.uint8) (do not pass normalised floats)")
     return frames
 
@@ -34,6 +34,11 @@ def as_batch(frames: Any) -> tuple[np.ndarray | list[np.ndarray], bool]:
         if len({f.shape for f in items}) == 1:
             return np.ascontiguousarray(np.stack(items)), False
         return [np.ascontiguousarray(f[None]) for f in items], False
+    return array_batch(frames)
+
+
+def array_batch(frames: Any) -> tuple[np.ndarray, bool]:
+    """`as_batch` for one frame (H x W x 3) or a batch array (N x H x W x 3); lists are not taken here."""
     array = _check_array(frames, "frame")
     if array.ndim == 3:
         return np.ascontiguousarray(_check_single(array, "frame")[None]), True
@@ -76,9 +81,9 @@ def check_out(out: Any, shape: Sequence[int]) -> np.ndarray:
     """Accept a caller's label array for `out=`: numpy, uint8, `shape` (N x H x W), C-contiguous, writable."""
     wanted = f"a writable C-contiguous uint8 numpy array shaped {' x '.join(map(str, shape))}"
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be {wanted}, got {type(out).__name__}")
+        raise InputTypeError(f"out must be {wanted}, got {type(out).__name__}")
     if out.dtype != np.uint8:
-        raise TypeError(f"out has dtype {out.dtype}; expected {wanted}")
+        raise InputTypeError(f"out has dtype {out.dtype}; expected {wanted}")
     if tuple(out.shape) != tuple(shape):
         raise InputError(f"out has shape {' x '.join(map(str, out.shape))}; expected {wanted}")
     if not out.flags.c_contiguous or not out.flags.writeable:

@@ -54,4 +54,4 @@ def reference_labels(model: "torch.nn.Module", frames: "torch.Tensor",
     import torch
 
     with torch.inference_mode():
-        return postprocess(reference_logits(model, frames, model_size), tuple(frames.shape[1:3]))
+        return postprocess(reference_logits(model, frames, model_size), (frames.shape[1], frames.shape[2]))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import enum
 
+from .errors import ConfigError
+
 __all__ = ["Precision"]
 
 
@@ -23,7 +25,7 @@ class Precision(str, enum.Enum):
             return cls(str(value).lower())
         except ValueError:
             choices = ", ".join(p.value for p in cls)
-            raise ValueError(f"unknown precision {value!r}; choose one of: {choices}") from None
+            raise ConfigError(f"unknown precision {value!r}; choose one of: {choices}") from None
 
     def __str__(self) -> str:
         return self.value

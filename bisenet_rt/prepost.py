@@ -4,7 +4,7 @@ Every node and the tensor it makes share one readable name (`pre/resize`, `post/
 parser or runtime error names the step. Types are chosen for TensorRT's ONNX parser: uint8 is
 touched only by the first Cast (to FLOAT) and written only by the last (from FLOAT/FLOAT16), and
 no shape depends on the frame's content, so the cost is the same for every frame and the engine
-can be captured in a CUDA graph. `bisenet_rt.build.trt_conformance` checks both.
+can be captured in a CUDA graph. `bisenet_rt.builders.trt_conformance` checks both.
 
 Post-processing is the dense, exact `argmax(bilinear_upsample(logits))` of `pipeline.postprocess`
 (with the model's own final x8 upsample): bilinear Resizes of the channels-last logits to the frame

@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
-import io
 import json
 import logging
 import os
@@ -53,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 
 import numpy as np
 
-from .errors import BuildError
+from .errors import BuildError, ConfigError
 from .export import PLAIN_INPUT_NAME, ExportConfig, _metadata, build_pipeline
 from .prepost import PostForm
 from .precision import Precision
@@ -67,6 +66,8 @@ if TYPE_CHECKING:
 __all__ = ["CALIBRATION_METHODS", "DEFAULT_METHOD", "FLOAT_STAGE", "PERCENTILE", "SEMANTIC_BRANCH",
            "SEMANTIC_PERCENTILE", "WeightRange", "calibration_files", "quantize_plain", "quantize_pipeline",
            "calibration_cache_path", "cpu_fit_warning"]
+
+_log = logging.getLogger(__name__)
 
 #: Calibration methods of onnxruntime.quantization.CalibrationMethod offered here.
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -260,6 +261,7 @@ def _classifier(graph: "onnx.GraphProto") -> tuple["onnx.NodeProto", "onnx.NodeP
             or any(attrs["pads"].ints if "pads" in attrs else ())):
         raise BuildError("unexpected plain graph: its output is not a 1x1 Conv -> Resize; "
                          "export it with 'bisenet-rt export --plain'")
+    assert resize is not None  # the classifier Conv was found as the Resize's producer
     return conv, resize
 
 
@@ -345,15 +347,28 @@ def _graph_io(plain: "onnx.ModelProto") -> tuple[tuple[int, int], int]:
     return (dims_in[3], dims_in[2]), dims_out[1]
 
 
+class _QuantizerAdvice(logging.Filter):
+    """Drops onnxruntime.quantization's advisory root-logger records below ERROR; passes everything else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        path = record.pathname.replace(os.sep, "/")
+        return record.levelno >= logging.ERROR or "onnxruntime/quantization/" not in path
+
+
 @contextlib.contextmanager
 def _quiet_quantizer() -> Iterator[None]:
-    """Silence the quantizer's advisory warnings (root logger) and the histogram calibrators' prints."""
-    logging.disable(logging.WARNING)
+    """Keep the quantizer's advice ("consider pre-processing", ...) out of the caller's logs while it runs.
+
+    Only records from onnxruntime.quantization are dropped, and only until it returns. Its histogram
+    calibrators also print to stdout; that is left alone here (`bisenet-rt build` sends it to stderr).
+    """
+    root = logging.getLogger()
+    advice = _QuantizerAdvice()
+    root.addFilter(advice)
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
+        yield
     finally:
-        logging.disable(logging.NOTSET)
+        root.removeFilter(advice)
 
 
 def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_path: str | os.PathLike | None = None,
@@ -369,7 +384,7 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     if method not in CALIBRATION_METHODS:
-        raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+        raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
     cached = cache_path is not None and Path(cache_path).is_file()
     if not frames and not cached:
         raise BuildError("no calibration frames given; int8 needs at least one (--calib DIR)")
@@ -499,7 +514,7 @@ def quantize_pipeline(model_or_plain: "torch.nn.Module | onnx.ModelProto", calib
     import onnxruntime as ort
 
     from .classes import DEFAULT_MODEL_SIZE
-    from .export import export_plain
+    from .export import export_plain, num_classes_of
 
     if isinstance(model_or_plain, onnx.ModelProto):
         plain = model_or_plain
@@ -507,22 +522,22 @@ def quantize_pipeline(model_or_plain: "torch.nn.Module | onnx.ModelProto", calib
         if model_size is not None and tuple(model_size) != graph_size:
             raise BuildError(f"the plain graph is {graph_size[0]}x{graph_size[1]} but model size "
                              f"{model_size[0]}x{model_size[1]} was asked for; export it again at that size")
-        model_size = graph_size
+        size = graph_size
     else:
-        model_size = tuple(model_size or DEFAULT_MODEL_SIZE)
-        plain = export_plain(model_or_plain, model_size)
-        num_classes = int(model_or_plain.num_classes)
+        size = (model_size[0], model_size[1]) if model_size is not None else DEFAULT_MODEL_SIZE
+        plain = export_plain(model_or_plain, size)
+        num_classes = num_classes_of(model_or_plain)
     n_frames = len(calib_frames)
     cache_path = None
     if cache_dir is not None:
-        cache_path = calibration_cache_path(plain, calib_frames, method=method, model_size=model_size,
+        cache_path = calibration_cache_path(plain, calib_frames, method=method, model_size=size,
                                             cache_dir=cache_dir)
         reused = cache_path.is_file()
-        print(f"calibration: {'reusing' if reused else 'writing'} {cache_path}", file=sys.stderr)
+        _log.info(f"calibration: {'reusing' if reused else 'writing'} {cache_path}")
         if reused:
             calib_frames = []
     qdq = quantize_plain(plain, calib_frames, cache_path=cache_path, method=method, weights=weights, progress=progress)
-    config = ExportConfig(model_size=model_size, post=post)
+    config = ExportConfig(model_size=size, post=post)
     proto = build_pipeline(qdq, config, num_classes)
     meta = _metadata(config, num_classes, source_sha256)
     meta["bisenet_rt.precision"] = Precision.INT8.value

@@ -11,7 +11,7 @@ def street_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y = np.arange(h, dtype=np.float32)[:, None, None]
     horizon = h * (0.35 + 0.1 * rng.random())
-    frame = np.where(y < horizon, np.float32([200, 150, 90]), np.float32([90, 90, 95])) + y / h * 40
+    frame = np.where(y < horizon, np.array([200, 150, 90], np.float32), np.array([90, 90, 95], np.float32)) + y / h * 40
     frame = np.broadcast_to(frame, (h, w, 3)).copy()
     for _ in range(6):
         x0, y0 = rng.integers(0, w), rng.integers(0, h)

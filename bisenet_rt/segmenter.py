@@ -4,33 +4,20 @@ from __future__ import annotations
 import collections
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence, overload
 
 import numpy as np
 
+from .artifacts import newest_artifact
 from .backends import Backend, open_backend
 from .classes import palette
 from .errors import EngineLoadError, InputError
-from .frames import as_batch
+from .frames import array_batch, as_batch
 from .precision import Precision
+from .settings import engines_dir
 from .submission import DEFAULT_DEPTH, Pending
 
-__all__ = ["Segmenter", "newest_artifact", "ENGINES_DIR"]
-
-#: Where `bisenet-rt build` writes artifacts (relative to the working directory unless set).
-ENGINES_DIR = Path(os.environ.get("BISENET_RT_ENGINES", "engines"))
-_ARTIFACT_SUFFIXES = (".engine", ".xml", ".onnx")
-
-
-def newest_artifact(directory: str | os.PathLike = ENGINES_DIR) -> Path | None:
-    """The most recently built artifact under `directory` (engines, IR, ONNX), or None."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return None
-    # *.src.onnx are the exported graphs builds start from, not built artifacts
-    found = [p for p in directory.iterdir()
-             if p.suffix in _ARTIFACT_SUFFIXES and not p.name.endswith(".src.onnx") and p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+__all__ = ["Segmenter"]
 
 
 class Segmenter:
@@ -47,12 +34,18 @@ class Segmenter:
         if path is None:
             path = newest_artifact()
             if path is None:
-                raise EngineLoadError(f"no artifact given and none built under {ENGINES_DIR}/; run "
+                raise EngineLoadError(f"no artifact given and none built under {engines_dir()}/; run "
                                       "'bisenet-rt build' first or pass a path")
         if not isinstance(depth, int) or depth < 1:
             raise InputError(f"depth (submissions in flight) must be a positive integer, got {depth!r}")
         self._backend: Backend = open_backend(path, backend, **options)
         self._backend.depth = depth
+
+    @overload
+    def __call__(self, frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray: ...
+
+    @overload
+    def __call__(self, frames: Sequence[np.ndarray], out: None = None) -> list[np.ndarray]: ...
 
     def __call__(self, frames: np.ndarray | Sequence[np.ndarray],
                  out: np.ndarray | None = None) -> np.ndarray | list[np.ndarray]:
@@ -83,7 +76,7 @@ class Segmenter:
         """
         if isinstance(frames, (list, tuple)):
             raise InputError("submit takes one frame or an N x H x W x 3 array; submit a list frame by frame")
-        batch, single = as_batch(frames)
+        batch, single = array_batch(frames)
         pending = self._backend.submit(batch, _batch_out(out, single))
         return _SinglePending(pending, out) if single else pending
 

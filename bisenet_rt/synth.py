@@ -16,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from .classes import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_ID_TO_TRAIN_ID
+from .errors import ConfigError
 
 __all__ = ["SYNTH_CLASSES", "DEFAULT_FRAME_SIZE", "label_id", "generate_frame", "frame_paths", "write_dataset",
            "SynthSummary"]
@@ -67,6 +68,12 @@ class _Canvas:
         self.offset = rng.uniform(-1.5, 1.5)  # camera's lateral position on the road
 
     # world (X right, Y up, Z forward; metres) -> pixels. The road's centre line is X = lateral(Z).
+    @overload
+    def lateral(self, z: float) -> float: ...
+
+    @overload
+    def lateral(self, z: np.ndarray) -> np.ndarray: ...
+
     def lateral(self, z: np.ndarray | float) -> np.ndarray | float:
         return self.curve * np.asarray(z) ** 2 - self.offset
 
@@ -81,7 +88,13 @@ class _Canvas:
         np.rint(v, out=out[..., 1], casting="unsafe")
         return out
 
-    def scale(self, z: float) -> float:
+    @overload
+    def scale(self, z: float) -> float: ...
+
+    @overload
+    def scale(self, z: np.ndarray) -> np.ndarray: ...
+
+    def scale(self, z: np.ndarray | float) -> np.ndarray | float:
         """Pixels per metre at distance z."""
         return self.f / z
 
@@ -488,7 +501,7 @@ def _finish(c: _Canvas) -> np.ndarray:
     for name, a in _TEXTURE.items():
         amp[:, label_id(name)] = a
     cv2.setRNGSeed(int(rng.integers(1 << 31)))        # cv2.randn is ~4x faster than numpy's normal here
-    fine = cv2.randn(np.empty((h, w), np.float32), 0.0, 1.0)
+    fine = cv2.randn(np.empty((h, w), np.float32), np.zeros(1), np.ones(1))
     mod = np.ones((h, w), np.float32)
     for lut, noise in zip(amp, (fine, _smooth_noise(rng, h, w, 4), _smooth_noise(rng, h, w, 48))):
         mod += cv2.LUT(c.label, lut) * noise
@@ -504,7 +517,7 @@ def _finish(c: _Canvas) -> np.ndarray:
                          dtype=cv2.CV_32F)
     if rng.random() < 0.3:
         image = cv2.GaussianBlur(image, (3, 3), 0)
-    sensor = cv2.randn(np.empty((h, w), np.float32), 0.0, float(rng.uniform(1.0, 5.0)))
+    sensor = cv2.randn(np.empty((h, w), np.float32), np.zeros(1), np.array([rng.uniform(1.0, 5.0)]))
     image = cv2.add(image, cv2.cvtColor(sensor, cv2.COLOR_GRAY2BGR))
     return np.clip(image, 0, 255).astype(np.uint8)
 
@@ -513,7 +526,7 @@ def generate_frame(seed: int, index: int = 0, *, size: tuple[int, int] = DEFAULT
     """One street scene: (BGR uint8 H x W x 3 image, uint8 H x W Cityscapes label ids), fixed by (seed, index)."""
     width, height = size
     if width < 16 or height < 16:
-        raise ValueError(f"frame size {width}x{height} is too small to draw a street; use at least 16x16")
+        raise ConfigError(f"frame size {width}x{height} is too small to draw a street; use at least 16x16")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
     c = _Canvas(rng, width, height)
     road = rng.uniform(6.0, 12.0)
@@ -558,9 +571,9 @@ def write_dataset(root: str | os.PathLike, *, n: int = 200, seed: int = 0, size:
     import cv2
 
     if n < 1:
-        raise ValueError(f"--n must be at least 1, got {n}")
+        raise ConfigError(f"--n must be at least 1, got {n}")
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"the val fraction must be in [0, 1), got {val_fraction}")
+        raise ConfigError(f"the val fraction must be in [0, 1), got {val_fraction}")
     n_val = int(round(n * val_fraction))
     if val_fraction > 0 and n_val == 0 and n > 1:
         n_val = 1
@@ -578,4 +591,4 @@ def write_dataset(root: str | os.PathLike, *, n: int = 200, seed: int = 0, size:
         if not (cv2.imwrite(str(image_path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
                 and cv2.imwrite(str(label_path), label, [cv2.IMWRITE_PNG_COMPRESSION, 1])):
             raise OSError(f"could not write {image_path} / {label_path}; check the folder is writable")
-    return SynthSummary(root=Path(root), train=n_train, val=n_val, size=tuple(size), seed=int(seed))
+    return SynthSummary(root=Path(root), train=n_train, val=n_val, size=(int(size[0]), int(size[1])), seed=int(seed))

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .artifacts import ArtifactInfo, info_from_sidecar, read_sidecar, write_atomic
+from .artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactInfo, load_onnx, open_pipeline, write_atomic
 from .errors import EngineLoadError, InputError
-from .export import INPUT_NAME, OUTPUT_NAME, read_metadata
 from .sizes import format_size
 
 if TYPE_CHECKING:
@@ -59,13 +58,14 @@ class TritonModel:
 
 
 def _engine_model(path: Path) -> TritonModel:
-    sidecar = read_sidecar(path)
+    pipeline = open_pipeline(path)
+    sidecar = pipeline.sidecar or {}
     if sidecar.get("backend", "tensorrt") != "tensorrt":
         raise EngineLoadError(f"{path}: its sidecar says it was built for {sidecar['backend']}, not TensorRT; "
                               "Triton's tensorrt_plan platform needs a TensorRT engine")
     if path.stat().st_size == 0:
         raise EngineLoadError(f"{path}: the engine file is empty; rebuild it with 'bisenet-rt build'")
-    info = info_from_sidecar(sidecar)
+    info = pipeline.info
     io = sidecar.get("io") or []  # read back from the engine by 'bisenet-rt build'
     found = sorted((t.get("mode"), t.get("name"), t.get("dtype")) for t in io)
     if io and found != [("input", INPUT_NAME, "uint8"), ("output", OUTPUT_NAME, "uint8")]:
@@ -94,11 +94,7 @@ def _onnx_model(path: Path) -> TritonModel:
     import onnx
     from onnx.external_data_helper import uses_external_data
 
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises its own DecodeError types
-        raise EngineLoadError(f"{path}: not a readable ONNX file ({exc.__class__.__name__}); "
-                              "re-export it with 'bisenet-rt export'") from None
+    proto = load_onnx(path)
     if any(uses_external_data(t) for t in proto.graph.initializer):
         raise EngineLoadError(f"{path}: keeps its weights in external data files, which a one-file Triton model "
                               "cannot carry; re-export it with 'bisenet-rt export' (one self-contained file)")
@@ -110,14 +106,8 @@ def _onnx_model(path: Path) -> TritonModel:
         raise EngineLoadError(f"{path}: not a bisenet-rt pipeline graph (inputs {[i[:2] for i in inputs]}, outputs "
                               f"{[o[:2] for o in outputs]}); Triton needs the uint8 '{INPUT_NAME}' -> '{OUTPUT_NAME}' "
                               "graph: 'bisenet-rt export -o PATH.onnx' without --plain")
-    meta = read_metadata(proto)
-    sidecar = read_sidecar(path, required=False)
-    if sidecar is not None:
-        info = info_from_sidecar(sidecar)
-    elif meta:
-        info = ArtifactInfo.from_metadata(meta)
-    else:
-        raise EngineLoadError(f"{path}: no bisenet-rt metadata; export the graph with 'bisenet-rt export'")
+    pipeline = open_pipeline(path)
+    info, sidecar = pipeline.info, pipeline.sidecar
     notes = []
     contrib = sorted({n.domain for n in proto.graph.node} - {"", "ai.onnx"})
     if contrib:

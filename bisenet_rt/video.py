@@ -175,7 +175,7 @@ class _Encoder:
             self.output.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"{self.output}: cannot create its folder ({exc.strerror}); choose another -o path") from None
-        self.writer = cv2.VideoWriter(str(self.output), cv2.VideoWriter_fourcc(*self.codec), self.fps, self.size)
+        self.writer = cv2.VideoWriter(str(self.output), cv2.VideoWriter.fourcc(*self.codec), self.fps, self.size)
         if not self.writer.isOpened():
             self.writer = None
             raise InputError(f"{self.output}: cannot be written with the {self.codec!r} codec; check the folder is "
@@ -252,6 +252,7 @@ def _infer_in_order(segmenter: "Segmenter", frames: queue.Queue, results: queue.
                 return False
             ended = True
         else:
+            assert isinstance(frame, np.ndarray)  # the reader queues frames and the _END marker only
             in_flight.append((frame, segmenter.submit(frame)))
         if in_flight and (ended or len(in_flight) >= segmenter.depth):
             done_frame, pending = in_flight.popleft()
@@ -283,7 +284,7 @@ def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, outpu
     output = Path(output)
     camera = isinstance(source, int)
     name = f"camera {source}" if camera else str(source)
-    if not camera and output.resolve() == Path(source).resolve():
+    if not isinstance(source, int) and output.resolve() == Path(source).resolve():
         raise InputError(f"{output}: the output would overwrite the input video; choose another -o path")
     frames: queue.Queue = queue.Queue(maxsize=queue_size)
     results: queue.Queue = queue.Queue(maxsize=queue_size)

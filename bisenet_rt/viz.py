@@ -5,6 +5,7 @@ import numpy as np
 
 from .classes import CITYSCAPES_PALETTE, IGNORE_INDEX
 from .classes import palette as class_palette
+from .errors import ConfigError
 
 __all__ = ["colorize", "overlay"]
 
@@ -33,7 +34,7 @@ def overlay(frame: np.ndarray, labels: np.ndarray, palette: np.ndarray | None = 
     if frame.shape[:2] != labels.shape:
         raise ValueError(f"frame {frame.shape[:2]} and labels {labels.shape} differ in size")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
     import cv2
 
     # cv2.addWeighted rounds to nearest in one pass over uint8 (video overlays run beside inference).

@@ -19,6 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_folder(tmp_path_factory):
+    """Caches the code writes by default (OpenVINO, calibration, timing) go to a folder of the run, not the user's."""
+    from bisenet_rt.settings import CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("user_cache")))
+        yield
+
+
 def make_confident_model(seed: int = 0, num_classes: int = 19):
     """A seeded BiSeNetV2 (no aux heads, eval mode) whose logits are far from ties."""
     import torch

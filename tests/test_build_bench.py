@@ -77,9 +77,10 @@ def test_bench_bad_arguments(capsys):
 def test_newest_artifact_skips_export_sources(built, exported, tmp_path):
     import shutil
 
-    from bisenet_rt.segmenter import newest_artifact
+    from bisenet_rt.artifacts import newest_artifact
 
     shutil.copy(built, tmp_path / built.name)
     shutil.copy(exported["fp32"], tmp_path / "bisenetv2_fp32.src.onnx")  # written after the artifact
+    (tmp_path / ".bisenetv2_fp32.tmp99.xml").write_text("")  # a builder's temporary name, also newer
     assert newest_artifact(tmp_path) == tmp_path / built.name
     assert newest_artifact(tmp_path / "none") is None

@@ -19,10 +19,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from bisenet_rt.artifacts import read_metadata
 from bisenet_rt.classes import MEAN_RGB
 from bisenet_rt.cli import main
 from bisenet_rt.errors import ExportError
-from bisenet_rt.export import ExportConfig, read_metadata
+from bisenet_rt.export import ExportConfig
 from bisenet_rt.pipeline import preprocess, reference_labels, reference_logits
 from conftest import street_frame
 

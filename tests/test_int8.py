@@ -94,7 +94,7 @@ def _in_float_stage(node) -> bool:
 
 
 def test_metadata_says_int8(int8):
-    from bisenet_rt.export import read_metadata
+    from bisenet_rt.artifacts import read_metadata
     from bisenet_rt.quantize import DEFAULT_METHOD
 
     meta = read_metadata(int8["proto"])
@@ -196,7 +196,7 @@ def test_pre_and_post_processing_stay_float(int8):
 
 
 def test_onnxruntime_runs_the_model_convs_in_int8(int8, confident_model):
-    from bisenet_rt.build.int8 import ort_kernel_counts
+    from bisenet_rt.builders.int8 import ort_kernel_counts
 
     kernels = ort_kernel_counts(int8["int8"])
     n_float = _n_float_stage_convs(confident_model)
@@ -229,7 +229,7 @@ def demo_eval(tmp_path_factory):
     import onnx
 
     from bisenet_rt import Segmenter
-    from bisenet_rt.build.choice import host_facts, int8_weights
+    from bisenet_rt.builders.choice import host_facts, int8_weights
     from bisenet_rt.data import open_dataset
     from bisenet_rt.evaluate import evaluate
     from bisenet_rt.export import ExportConfig, export_onnx
@@ -391,7 +391,7 @@ def test_calibration_files_spread_over_the_folder(tmp_path):
 def test_build_int8_cli(tmp_path, confident_model, calib_dir, capsys):
     from bisenet_rt import Segmenter
     from bisenet_rt.artifacts import read_sidecar
-    from bisenet_rt.build.choice import host_facts, int8_weights
+    from bisenet_rt.builders.choice import host_facts, int8_weights
     from bisenet_rt.cli import main
     from bisenet_rt.export import ExportConfig, export_onnx
     from bisenet_rt.host import cpu_features
@@ -400,13 +400,14 @@ def test_build_int8_cli(tmp_path, confident_model, calib_dir, capsys):
     plain = tmp_path / "plain.onnx"
     export_onnx(confident_model, plain, ExportConfig(model_size=SMALL, plain=True))
     engines = tmp_path / "engines"
-    common = ["build", "--precision", "int8", "--backend", "onnxruntime", "--engines-dir", str(engines)]
+    common = ["build", "--precision", "int8", "--backend", "onnxruntime", "--engines-dir", str(engines),
+              "--cache-dir", str(tmp_path / "cache")]
     assert main(common + ["--onnx", str(plain), "--calib", str(calib_dir), "--calib-count", "2"]) == 0
     out = engines / "bisenetv2_int8.onnx"
     sidecar = read_sidecar(out)
     assert sidecar["info"]["precision"] == "int8" and sidecar["info"]["model_size"] == "512x256"
     assert sidecar["cpu_conv_kernels"]["QLinearConv"] > 0 and sidecar["quantization"]["calibration_frames"] == 2
-    assert len(list((engines / "calibration").glob("*.json"))) == 1
+    assert len(list((tmp_path / "cache" / "calibration").glob("*.json"))) == 1
     expected, target = int8_weights(host_facts(), "onnxruntime")  # auto: the grid for this CPU's class
     assert (sidecar["quantization"]["weight_range"], sidecar["quantization"]["target"]) == (expected.value, target)
     assert f"{expected.value} weights, for {target}" in capsys.readouterr().err

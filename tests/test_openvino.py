@@ -156,8 +156,8 @@ def test_fp16_graph_runs(exported):
 
 @pytest.mark.skipif(BF16, reason="this CPU has BF16; the refusal is tested on CPUs without it")
 def test_bf16_refused_without_cpu_support(exported, tmp_path):
-    from bisenet_rt.build import BuildConfig
-    from bisenet_rt.build.openvino import build_ir
+    from bisenet_rt.builders import BuildConfig
+    from bisenet_rt.builders.openvino import build_ir
 
     with pytest.raises(BackendUnavailableError, match="BF16"):
         Segmenter(exported["fp32"], backend="openvino", precision="bf16", cache_dir=None)
@@ -191,8 +191,8 @@ def test_bf16_agrees_with_fp32_where_the_decision_is_clear(exported, confident_m
 
 @pytest.mark.skipif(not BF16, reason="this CPU has no BF16 arithmetic (OpenVINO does not report BF16)")
 def test_bf16_ir_build_records_bf16(exported, tmp_path):
-    from bisenet_rt.build import BuildConfig
-    from bisenet_rt.build.openvino import build_ir
+    from bisenet_rt.builders import BuildConfig
+    from bisenet_rt.builders.openvino import build_ir
 
     out = build_ir(BuildConfig(precision="bf16", backend="openvino", onnx=exported["fp32"]), tmp_path / "bf16.xml")
     with Segmenter(out, cache_dir=None) as seg:
@@ -202,8 +202,8 @@ def test_bf16_ir_build_records_bf16(exported, tmp_path):
 
 
 def test_int8_build_needs_a_qdq_graph(tmp_path):
-    from bisenet_rt.build import BuildConfig
-    from bisenet_rt.build.openvino import build_ir
+    from bisenet_rt.builders import BuildConfig
+    from bisenet_rt.builders.openvino import build_ir
 
     with pytest.raises(BuildError, match="Q/DQ"):
         build_ir(BuildConfig(precision="int8", backend="openvino"), tmp_path / "int8.xml")
@@ -214,8 +214,8 @@ def test_auto_picks_the_measured_cpu_path():
     and without a precision asked for, auto builds OpenVINO BF16 where the CPU has BF16 (as OpenVINO reports
     it), else FP32 on the faster FP32 engine; a precision asked for is kept."""
     from bisenet_rt.backends import backend_class
-    from bisenet_rt.build import resolve_backend
-    from bisenet_rt.build.choice import CPU_FP32_BACKEND
+    from bisenet_rt.builders import resolve_backend
+    from bisenet_rt.builders.choice import CPU_FP32_BACKEND
 
     if backend_class("tensorrt").availability() is None:
         pytest.skip("TensorRT is usable here, so auto picks it")

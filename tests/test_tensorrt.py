@@ -144,13 +144,14 @@ def test_check_names_the_failed_call():
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory, exported):
     """fp32 and fp16 engines of the exported pipeline graphs, with a small frame-size profile."""
-    from bisenet_rt.build import BuildConfig
-    from bisenet_rt.build.tensorrt import build_engine
+    from bisenet_rt.builders import BuildConfig
+    from bisenet_rt.builders.tensorrt import build_engine
 
     out = tmp_path_factory.mktemp("engines")
     paths = {}
     for precision in ("fp32", "fp16"):
         config = BuildConfig(precision=precision, backend="tensorrt", onnx=exported[precision], engines_dir=out,
+                             cache_dir=out / "cache",
                              min_size=MIN_SIZE, max_size=MAX_SIZE, max_batch=MAX_BATCH, opt_level=1)
         paths[precision] = build_engine(config, out / f"{precision}.engine")
     return paths
@@ -186,7 +187,7 @@ def test_build_writes_engine_sidecar_and_timing_cache(engines):
         {"name": "frames", "mode": "input", "shape": [-1, -1, -1, 3], "dtype": "uint8"},
         {"name": "labels", "mode": "output", "shape": [-1, -1, -1], "dtype": "uint8"}]
     assert sidecar["rebuild_command"].startswith("bisenet-rt build --backend tensorrt --precision fp16 --onnx ")
-    assert (engines["fp16"].parent / "timing.cache").stat().st_size > 0
+    assert (engines["fp16"].parent / "cache" / "tensorrt" / "timing.cache").stat().st_size > 0
 
 
 @needs_trt
@@ -342,8 +343,8 @@ def test_close_is_idempotent_and_final(engines, street_batch):
 def test_fixed_size_graph_builds_without_a_profile(confident_model, tmp_path, street_batch):
     """A graph exported with a fixed frame size and batch builds for exactly that and runs."""
     from bisenet_rt import Segmenter
-    from bisenet_rt.build import BuildConfig
-    from bisenet_rt.build.tensorrt import build_engine
+    from bisenet_rt.builders import BuildConfig
+    from bisenet_rt.builders.tensorrt import build_engine
     from bisenet_rt.errors import BuildError
     from bisenet_rt.export import ExportConfig, export_onnx
 

@@ -1,7 +1,7 @@
 """The TensorRT parser-rule check: it accepts every graph the TensorRT builder gets and rejects the
 patterns the parser rejects (or that break static shapes), naming node, op, dtype and rule.
 
-TensorRT is not installed here; `bisenet_rt.build.trt_conformance` is the proof. Its rules cite the
+TensorRT is not installed here; `bisenet_rt.builders.trt_conformance` is the proof. Its rules cite the
 parser's source; these tests hold it to them on small hand-made graphs, one rule at a time.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bisenet_rt.build.trt_conformance import RULES, SUPPORTED_TYPES, check_tensorrt, require_tensorrt
+from bisenet_rt.builders.trt_conformance import RULES, SUPPORTED_TYPES, check_tensorrt, require_tensorrt
 from bisenet_rt.errors import BuildError
 from bisenet_rt.export import ExportConfig, export_onnx
 from conftest import street_frame
@@ -246,8 +246,8 @@ def test_require_tensorrt_raises_one_line_build_error():
 
 def test_tensorrt_build_checks_the_graph_before_tensorrt(tmp_path):
     """`build --backend tensorrt --onnx BAD` stops at the check, without TensorRT (it is not installed here)."""
-    from bisenet_rt.build import BuildConfig
-    from bisenet_rt.build.tensorrt import _source
+    from bisenet_rt.builders import BuildConfig
+    from bisenet_rt.builders.tensorrt import _source
     from bisenet_rt.export import _metadata
 
     model = _model([_cast("frames", "f", TensorProto.FLOAT, "pre/to_float"),

@@ -18,7 +18,7 @@ import pytest
 from conftest import DATA, REPO
 
 NAMES_FILE = DATA / "tensorrt_11.4_binding_names.txt"
-TRT_FILES = [REPO / "bisenet_rt" / "build" / "tensorrt.py", REPO / "bisenet_rt" / "backends" / "tensorrt.py"]
+TRT_FILES = [REPO / "bisenet_rt" / "builders" / "tensorrt.py", REPO / "bisenet_rt" / "backends" / "tensorrt.py"]
 CUDA_FILES = [REPO / "bisenet_rt" / "cuda.py", REPO / "bisenet_rt" / "backends" / "tensorrt.py"]
 
 #: Variables and `self.` attributes that hold TensorRT objects in TRT_FILES.

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailableError, EngineLoadError
+from ..errors import BackendUnavailableError, ConfigError, EngineLoadError
 from .base import Backend
 
 __all__ = ["Backend", "BACKENDS", "backend_class", "open_backend", "backend_for_path"]
@@ -34,7 +34,7 @@ _BY_SUFFIX: dict[str, str] = {
 def backend_class(name: str) -> type[Backend]:
     """The Backend class registered under `name`."""
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
     module, cls = BACKENDS[name].split(":")
     return getattr(importlib.import_module(module), cls)
 

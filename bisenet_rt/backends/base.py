@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..artifacts import ArtifactInfo
-from ..errors import BisenetError, EngineLoadError
+from ..errors import BisenetError, EngineLoadError, UnsupportedError
 from ..frames import check_out, check_size
 from ..submission import DEFAULT_DEPTH, Pending, ThreadSubmitter
 
@@ -106,7 +106,7 @@ class Backend(abc.ABC):
 
     def infer_device(self, frames: Any, labels: Any, *, stream: int | None = None) -> None:
         """Run on device buffers (objects with `__cuda_array_interface__`) without host copies."""
-        raise NotImplementedError(f"the {self.name} backend works on host arrays only; device buffers need a "
+        raise UnsupportedError(f"the {self.name} backend works on host arrays only; device buffers need a "
                                   "TensorRT engine ('bisenet-rt build --backend tensorrt')")
 
     def last_device_time_ms(self) -> float | None:

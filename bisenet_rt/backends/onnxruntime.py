@@ -7,11 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import ArtifactInfo, info_from_sidecar, read_sidecar
-from ..errors import BackendUnavailableError, EngineLoadError
-from ..export import INPUT_NAME, OUTPUT_NAME, read_metadata
-from ..precision import Precision
+from ..artifacts import INPUT_NAME, OUTPUT_NAME, open_pipeline
+from ..errors import BackendUnavailableError, ConfigError, EngineLoadError
 from ..host import cpu_name, physical_cores
+from ..precision import Precision
 from .base import Backend
 
 __all__ = ["OnnxRuntimeBackend", "session_options", "QDQ_DISABLED_OPTIMIZERS"]
@@ -47,32 +46,15 @@ class OnnxRuntimeBackend(Backend):
         super().__init__(path)
         #: Why this INT8 artifact loses accuracy on this CPU (also logged at load), or None.
         self.fit_warning: str | None = None
-        import onnx
         import onnxruntime as ort
 
-        try:
-            proto = onnx.load(str(self.path), load_external_data=False)
-        except Exception as exc:  # protobuf raises its own DecodeError types
-            raise EngineLoadError(f"{self.path}: not a readable ONNX file ({exc.__class__.__name__}); "
-                                  "re-export it with 'bisenet-rt export'") from None
-        sidecar = read_sidecar(self.path, required=False)
-        meta = read_metadata(proto)
-        if sidecar is not None:
-            self._info = info_from_sidecar(sidecar)
-        elif meta:
-            self._info = ArtifactInfo.from_metadata(meta)
-        else:
-            raise EngineLoadError(f"{self.path}: no bisenet-rt metadata; export the graph with 'bisenet-rt export'")
-        inputs = [(i.name, i.type.tensor_type.elem_type) for i in proto.graph.input]
-        if meta.get("graph") == "plain" or inputs != [(INPUT_NAME, onnx.TensorProto.UINT8)]:
-            raise EngineLoadError(f"{self.path}: this is a plain model graph (float input {inputs}); the Segmenter needs "
-                                  "the pipeline graph: 'bisenet-rt export -o PATH.onnx' without --plain")
-        del proto
+        pipeline = open_pipeline(self.path)
+        self._info = pipeline.info
         if self._info.precision is Precision.INT8:
             from ..host import cpu_features
             from ..quantize import cpu_fit_warning
 
-            self.fit_warning = cpu_fit_warning(meta.get("quantization"), cpu_features(), self.path.name)
+            self.fit_warning = cpu_fit_warning(pipeline.quantization, cpu_features(), self.path.name)
             if self.fit_warning and device != "cuda":
                 _log.warning(self.fit_warning)
         available = ort.get_available_providers()
@@ -87,7 +69,7 @@ class OnnxRuntimeBackend(Backend):
         elif device == "cpu":
             providers = []
         else:
-            raise ValueError(f"unknown device {device!r} for onnxruntime; choose 'cpu', 'cuda' or 'auto'")
+            raise ConfigError(f"unknown device {device!r} for onnxruntime; choose 'cpu', 'cuda' or 'auto'")
         providers.append("CPUExecutionProvider")
         try:
             disabled = list(QDQ_DISABLED_OPTIMIZERS) if self._info.precision is Precision.INT8 else None

@@ -6,27 +6,24 @@ inference precision is always set explicitly, and BF16 is used only when asked f
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..artifacts import ArtifactInfo, info_from_sidecar, read_sidecar
-from ..errors import BackendUnavailableError, EngineLoadError, InputError
-from ..export import INPUT_NAME, read_metadata
-from ..precision import Precision
-from ..segmenter import ENGINES_DIR
+from ..artifacts import INPUT_NAME, ArtifactInfo, open_pipeline
+from ..errors import BackendUnavailableError, ConfigError, EngineLoadError, InputError
 from ..host import physical_cores
+from ..precision import Precision
+from ..settings import cache_dir as user_cache_dir
 from .base import Backend
 
 __all__ = ["OpenVINOBackend", "openvino_version", "cpu_capabilities", "supports_bf16", "tune_graph",
-           "inference_precision", "HINTS", "OV_PRECISION", "DEFAULT_CACHE_DIR"]
+           "inference_precision", "HINTS", "OV_PRECISION", "USER_CACHE"]
 
 _log = logging.getLogger(__name__)
 #: `hint` -> OpenVINO PERFORMANCE_HINT.
@@ -38,8 +35,18 @@ _NHWC = [0, 2, 3, 1]  # transpose order NCHW -> NHWC
 _NCHW = [0, 3, 1, 2]  # and back
 _REBUILD = "rebuild it with 'bisenet-rt build --backend openvino'"
 _REEXPORT = "open the exported graph ('bisenet-rt export -o PATH.onnx'), not an ONNX Runtime-optimized one"
-#: Where compiled models are cached so a second start skips compilation (None disables the cache).
-DEFAULT_CACHE_DIR = ENGINES_DIR / "ov_cache"
+
+
+class _UserCache:
+    """The default `cache_dir`: the user's cache folder (`bisenet_rt.settings.cache_dir('openvino')`)."""
+
+    def __repr__(self) -> str:
+        return "USER_CACHE"
+
+
+#: Compiled models are cached so a second start skips compilation; this default puts them in the user's
+#: cache folder, a path puts them there, None disables the cache.
+USER_CACHE = _UserCache()
 
 
 def openvino_version() -> str:
@@ -190,14 +197,14 @@ class OpenVINOBackend(Backend):
     suffixes = (".xml", ".onnx")
 
     def __init__(self, path: str | os.PathLike, *, precision: str | Precision | None = None, hint: str = "latency",
-                 threads: int | None = None, cache_dir: str | os.PathLike | None = DEFAULT_CACHE_DIR) -> None:
+                 threads: int | None = None, cache_dir: str | os.PathLike | None | _UserCache = USER_CACHE) -> None:
         super().__init__(path)
         import openvino as ov
 
         if hint not in HINTS:
-            raise ValueError(f"unknown hint {hint!r} for openvino; choose one of: {', '.join(HINTS)}")
+            raise ConfigError(f"unknown hint {hint!r} for openvino; choose one of: {', '.join(HINTS)}")
         if threads is not None and threads < 1:
-            raise ValueError(f"threads must be at least 1, got {threads}")
+            raise ConfigError(f"threads must be at least 1, got {threads}")
         self._hint = hint
         core = ov.Core()
         self._quantization: str | None = None  # the INT8 graph's quantization metadata, read with the info
@@ -217,12 +224,14 @@ class OpenVINOBackend(Backend):
             "PERFORMANCE_HINT": HINTS[hint],
             "INFERENCE_NUM_THREADS": threads or physical_cores(),
         }
+        if isinstance(cache_dir, _UserCache):
+            cache_dir = user_cache_dir("openvino")
         if cache_dir is not None:
             try:
                 Path(cache_dir).mkdir(parents=True, exist_ok=True)
                 config["CACHE_DIR"] = str(cache_dir)
             except OSError as exc:
-                print(f"openvino: compiled-model cache disabled ({cache_dir}: {exc.strerror})", file=sys.stderr)
+                _log.warning("openvino: compiled-model cache disabled (%s: %s)", cache_dir, exc.strerror)
         try:
             self._compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as exc:
@@ -251,33 +260,15 @@ class OpenVINOBackend(Backend):
 
     # -- loading -----------------------------------------------------------------------------------
     def _read_info(self) -> ArtifactInfo:
-        if self.path.suffix.lower() == ".xml":
-            if not self.path.with_suffix(".bin").is_file():
-                raise EngineLoadError(f"{self.path}: its weights file {self.path.with_suffix('.bin').name} is missing; "
-                                      f"{_REBUILD}")
-            sidecar = read_sidecar(self.path)
-            quantization = sidecar.get("quantization")
-            self._quantization = json.dumps(quantization) if quantization is not None else None
-            return info_from_sidecar(sidecar)
-        import onnx
-
-        try:
-            proto = onnx.load(str(self.path), load_external_data=False)
-        except Exception as exc:  # protobuf raises its own DecodeError types
-            raise EngineLoadError(f"{self.path}: not a readable ONNX file ({exc.__class__.__name__}); "
-                                  "re-export it with 'bisenet-rt export'") from None
-        meta = read_metadata(proto)
-        self._quantization = meta.get("quantization")
-        sidecar = read_sidecar(self.path, required=False)
-        inputs = [(i.name, i.type.tensor_type.elem_type) for i in proto.graph.input]
-        if meta.get("graph") == "plain" or (meta and inputs != [(INPUT_NAME, onnx.TensorProto.UINT8)]):
-            raise EngineLoadError(f"{self.path}: this is a plain model graph (float input {inputs}); the Segmenter "
-                                  "needs the pipeline graph: 'bisenet-rt export -o PATH.onnx' without --plain")
-        if sidecar is not None:
-            return info_from_sidecar(sidecar).with_profile(None, None, None)
-        if meta:
-            return ArtifactInfo.from_metadata(meta)
-        raise EngineLoadError(f"{self.path}: no bisenet-rt metadata; export the graph with 'bisenet-rt export'")
+        is_ir = self.path.suffix.lower() == ".xml"
+        if is_ir and not self.path.with_suffix(".bin").is_file():
+            raise EngineLoadError(f"{self.path}: its weights file {self.path.with_suffix('.bin').name} is missing; "
+                                  f"{_REBUILD}")
+        pipeline = open_pipeline(self.path)
+        self._quantization = pipeline.quantization
+        if is_ir or pipeline.sidecar is None:
+            return pipeline.info
+        return pipeline.info.with_profile(None, None, None)  # another backend's limits; OpenVINO takes any size
 
     def _read_model(self, core: Any) -> Any:
         try:

@@ -14,15 +14,13 @@ import dataclasses
 import functools
 import logging
 import os
-import sys
 import threading
 from typing import Any
 
 import numpy as np
 
-from ..artifacts import ArtifactInfo, info_from_sidecar, read_sidecar
+from ..artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactInfo, open_pipeline
 from ..errors import BisenetError, EngineLoadError
-from ..export import INPUT_NAME, OUTPUT_NAME
 from ..frames import check_size
 from .base import Backend
 
@@ -88,7 +86,7 @@ def trt_logger() -> Any:
             if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
                 self.errors.append(msg)
             elif severity == trt.ILogger.WARNING:
-                print(f"TensorRT warning: {msg}", file=sys.stderr)
+                _log.warning("TensorRT: %s", msg)
 
         def take_errors(self) -> str:
             """The errors logged since the last call, joined for a message ('' when none)."""
@@ -159,9 +157,13 @@ class _Lane:
         from .. import cuda
 
         self.backend = backend
-        self.context = self.stream = self.graph = None
-        self.events: tuple[Any, Any] | None = None
-        self.host_in = self.host_out = self.dev_in = self.dev_out = None
+        # CUDA and TensorRT handles (cuda.Stream, cuda.CudaGraph, cuda.PinnedBuffer / DeviceBuffer, an
+        # IExecutionContext); typed loosely because tensorrt ships no type information
+        self.graph: Any = None
+        self.host_in: Any = None
+        self.host_out: Any = None
+        self.dev_in: Any = None
+        self.dev_out: Any = None
         self.shape: tuple[int, ...] | None = None
         self.bound: tuple[int, int] | None = None
         self.graph_key: tuple | None = None
@@ -169,12 +171,12 @@ class _Lane:
         self.timed = False
         self.last_stream: int | None = None
         self.job: "_TrtPending | None" = None  # the submission whose labels are still in this lane's buffers
-        self.context = backend._engine.create_execution_context()
+        self.context: Any = backend._engine.create_execution_context()
         if self.context is None:
             raise EngineLoadError(f"{backend.path}: TensorRT could not create an execution context "
                                   f"({trt_logger().take_errors() or 'out of GPU memory?'})")
-        self.stream = cuda.Stream()
-        self.events = (cuda.Event(), cuda.Event())
+        self.stream: Any = cuda.Stream()
+        self.events: tuple[Any, Any] = (cuda.Event(), cuda.Event())
 
     # -- host frames -------------------------------------------------------------------------------
     def start(self, batch: np.ndarray, out: np.ndarray | None) -> int:
@@ -321,10 +323,11 @@ class _Lane:
         finally:
             self.drop_graph()
             self.context = None
-            for buffer in (self.host_in, self.host_out, self.dev_in, self.dev_out, *(self.events or ())):
+            for buffer in (self.host_in, self.host_out, self.dev_in, self.dev_out, *self.events):
                 if buffer is not None:
                     buffer.close()
-            self.host_in = self.host_out = self.dev_in = self.dev_out = self.events = None
+            self.host_in = self.host_out = self.dev_in = self.dev_out = None
+            self.events = (None, None)
             if self.stream is not None:
                 self.stream.close()
                 self.stream = None
@@ -346,6 +349,7 @@ class _TrtPending:
             if self._lane.job is self:
                 self._lane.finish_job()
             self.finish()
+        assert self._labels is not None  # finish() collected them
         return self._labels
 
     def done(self) -> bool:
@@ -379,7 +383,8 @@ class TensorRTBackend(Backend):
     def __init__(self, path: str | os.PathLike, *, cuda_graphs: bool = True) -> None:
         super().__init__(path)
         # Everything _close() frees, set first so a failed load still closes cleanly.
-        self._engine = self._runtime = None
+        self._engine: Any = None
+        self._runtime: Any = None
         self._lanes: list[_Lane] = []
         self._next_lane = 0
         self._lock = threading.RLock()
@@ -392,8 +397,9 @@ class TensorRTBackend(Backend):
 
         from .. import cuda
 
-        sidecar = read_sidecar(self.path)
-        self._info: ArtifactInfo = info_from_sidecar(sidecar)
+        pipeline = open_pipeline(self.path)
+        sidecar = pipeline.sidecar or {}
+        self._info: ArtifactInfo = pipeline.info
         _check_compatible(sidecar, self.path)
         logger = trt_logger()
         logger.take_errors()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,13 +57,13 @@ class TorchBackend(Backend):
         model = load_checkpoint(self.path).to(self._device)
         if self._precision is Precision.FP16:
             model = model.half()
-        self._model = torch.compile(model) if compile else model
-        self._graphed = None
+        self._model: Any = torch.compile(model) if compile else model  # a module, or the compiled callable
+        self._graphed: Any = None
         self._lock = threading.Lock()
         if self._device.type == "cuda" and cuda_graphs and not compile:
             from ..torch_pipeline import GraphedPipeline
 
-            self._graphed = GraphedPipeline(self._model, self._model_size)
+            self._graphed = GraphedPipeline(model, self._model_size)
         self._info = ArtifactInfo(classes=class_names(model.num_classes), model_size=self._model_size,
                                   precision=self._precision, source_sha256=file_sha256(self.path))
 

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from ..sizes import parse_size
 
-__all__ = ["size_arg", "model_size_arg", "precision_arg"]
+__all__ = ["size_arg", "model_size_arg", "precision_arg", "newest_artifact_or_fail"]
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -34,3 +36,17 @@ def precision_arg(text: str) -> str:
         return Precision.parse(text).value
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def newest_artifact_or_fail(option: str, build_hint: str = "'bisenet-rt build'") -> Path:
+    """The newest artifact in the engines folder, said on stderr; none -> one line naming `option` to pass."""
+    from ..artifacts import newest_artifact
+    from ..errors import EngineLoadError
+    from ..settings import engines_dir
+
+    found = newest_artifact()
+    if found is None:
+        raise EngineLoadError(f"no {option} given and no artifact under {engines_dir()}/; build one with "
+                              f"{build_hint} or pass {option} PATH")
+    print(f"using {found} (newest under {engines_dir()}/)", file=sys.stderr)
+    return found

@@ -24,13 +24,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="latency: one call at a time (the paper's); throughput: --depth frames in flight, frames/s")
     p.add_argument("--depth", type=int, default=2, help="throughput mode: submissions in flight (default 2)")
     p.add_argument("--json", type=Path, metavar="PATH", help="write the report here")
-    p.add_argument("--engines-dir", type=Path, default=Path("engines"), help="where to look for / build artifacts")
+    p.add_argument("--engines-dir", type=Path, help="where to look for / build artifacts (default engines/, or "
+                   "$BISENET_RT_ENGINES)")
 
 
-def _default_engine(engines_dir: Path) -> Path:
-    from ..build import BuildConfig, build
-    from ..segmenter import newest_artifact
+def _default_engine(engines_dir: Path | None) -> Path:
+    from ..artifacts import newest_artifact
+    from ..builders import BuildConfig, build
+    from ..settings import engines_dir as default_engines_dir
 
+    engines_dir = engines_dir or default_engines_dir()
     found = newest_artifact(engines_dir)
     if found is not None:
         print(f"bench: using the newest artifact {found}", file=sys.stderr)

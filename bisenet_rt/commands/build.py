@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 from pathlib import Path
 
 from ._common import model_size_arg, precision_arg, size_arg
@@ -19,7 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "openvino"],
                    help="auto: TensorRT where TensorRT and a GPU are present, else the fastest CPU path")
     p.add_argument("-o", "--output", type=Path, help="artifact path (default engines/bisenetv2_<precision>.<ext>)")
-    p.add_argument("--engines-dir", type=Path, default=Path("engines"), help="where artifacts go (default engines/)")
+    p.add_argument("--engines-dir", type=Path, help="where artifacts go (default engines/, or $BISENET_RT_ENGINES)")
+    p.add_argument("--cache-dir", type=Path, help="calibration ranges and TensorRT timing cache (default: the user's "
+                   "cache folder, ~/.cache/bisenet-rt, or $BISENET_RT_CACHE)")
     p.add_argument("--model-size", type=model_size_arg, default=(1024, 512), metavar="WxH")
     p.add_argument("--max-batch", type=int, default=1, help="TensorRT profile: largest batch (default 1)")
     p.add_argument("--min-size", type=size_arg, default=(2048, 1024), metavar="WxH",
@@ -35,13 +39,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..build import BuildConfig, build
+    from ..builders import BuildConfig, build
 
+    folders = {k: v for k, v in (("engines_dir", args.engines_dir), ("cache_dir", args.cache_dir)) if v is not None}
     config = BuildConfig(precision=args.precision, backend=args.backend, weights=args.weights, onnx=args.onnx,
-                         output=args.output, engines_dir=args.engines_dir, model_size=args.model_size,
+                         output=args.output, model_size=args.model_size, **folders,
                          max_batch=args.max_batch, min_size=args.min_size, max_size=args.max_size,
                          opt_level=args.opt_level, calib=args.calib, calib_count=args.calib_count,
                          int8_target=args.int8_target)
-    path = build(config)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the artifact's path, for scripts
+        path = build(config)
     print(path)
     return 0

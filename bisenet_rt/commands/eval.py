@@ -5,6 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import ConfigError
+from ._common import newest_artifact_or_fail
+
 HELP = "mIoU / per-class IoU / pixel accuracy of artifacts on a dataset split (several side by side)"
 
 
@@ -27,19 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import open_dataset
-    from ..errors import EngineLoadError
     from ..evaluate import evaluate, format_table, write_report
-    from ..segmenter import ENGINES_DIR, Segmenter, newest_artifact
+    from ..segmenter import Segmenter
 
     if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be at least 1, got {args.limit}")
-    engines = args.engine
-    if not engines:
-        newest = newest_artifact()
-        if newest is None:
-            raise EngineLoadError(f"no --engine given and no artifact under {ENGINES_DIR}/; build one with "
-                                  "'bisenet-rt build' or pass --engine PATH")
-        engines = [newest]
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    engines = args.engine or [newest_artifact_or_fail("--engine")]
     dataset = open_dataset(args.data, args.split, kind=args.kind, skip_bad=args.skip_bad,
                            num_classes=args.num_classes, progress=not args.no_progress)
     if dataset.skipped:

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import size_arg
+from ..errors import ConfigError
+from ._common import newest_artifact_or_fail, size_arg
 
 HELP = "write a Triton Inference Server model repository (config.pbtxt + model.plan/model.onnx)"
 
@@ -45,21 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import EngineLoadError
-    from ..segmenter import ENGINES_DIR, newest_artifact
     from ..triton import describe_artifact, export_triton
 
     if args.onnx is not None and args.onnx.suffix.lower() != ".onnx":
-        raise ValueError(f"--onnx {args.onnx}: expected a .onnx file; give engines with --engine")
+        raise ConfigError(f"--onnx {args.onnx}: expected a .onnx file; give engines with --engine")
     if args.engine is not None and args.engine.suffix.lower() == ".onnx":
-        raise ValueError(f"--engine {args.engine}: this is an ONNX graph; give it with --onnx")
-    artifact = args.engine or args.onnx
-    if artifact is None:
-        artifact = newest_artifact()
-        if artifact is None:
-            raise EngineLoadError(f"no --engine or --onnx given and no artifact under {ENGINES_DIR}/; build one with "
-                                  "'bisenet-rt build' or export one with 'bisenet-rt export -o PATH.onnx'")
-        print(f"using {artifact} (newest under {ENGINES_DIR}/)", file=sys.stderr)
+        raise ConfigError(f"--engine {args.engine}: this is an ONNX graph; give it with --onnx")
+    artifact = args.engine or args.onnx or newest_artifact_or_fail(
+        "--engine or --onnx", "'bisenet-rt build' or 'bisenet-rt export -o PATH.onnx'")
     model = describe_artifact(artifact)
     for note in model.notes:
         print(f"note: {note}", file=sys.stderr)

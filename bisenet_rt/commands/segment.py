@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from ..errors import EngineLoadError, InputError
+from ..errors import InputError
+from ._common import newest_artifact_or_fail
 
 if TYPE_CHECKING:
     import numpy as np
@@ -166,16 +167,7 @@ def segment_images(segmenter: "Segmenter", plan: list[tuple[Path, Path]], out_di
 
 
 def _artifact(engine: Path | None) -> Path:
-    from ..segmenter import ENGINES_DIR, newest_artifact
-
-    if engine is not None:
-        return engine
-    found = newest_artifact()
-    if found is None:
-        raise EngineLoadError(f"no --engine given and no artifact under {ENGINES_DIR}/; build one with "
-                              "'bisenet-rt build', or pass --engine PATH (an exported .onnx works too)")
-    print(f"using {found} (newest under {ENGINES_DIR}/)", file=sys.stderr)
-    return found
+    return engine if engine is not None else newest_artifact_or_fail("--engine")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import ConfigError
 from ._common import model_size_arg
 
 HELP = "train BiSeNetV2 (booster recipe) on a Cityscapes-layout tree or list file"
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from ..train import DEFAULT_SCALES, TrainConfig, train
 
     if args.qat_int8_weight is not None and not args.qat:
-        raise ValueError("--qat-int8-weight weighs the int8 pass of a --qat fine-tune; add --qat or drop it")
+        raise ConfigError("--qat-int8-weight weighs the int8 pass of a --qat fine-tune; add --qat or drop it")
 
     config = TrainConfig(data=args.data, out=args.out, iters=args.iters, batch=args.batch, crop=args.crop,
                          scales=tuple(args.scales) if args.scales else DEFAULT_SCALES, lr=args.lr,

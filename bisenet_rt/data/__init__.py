@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .base import LabelEncoding, SegmentationDataset, train_id_encoding
 
 __all__ = ["SegmentationDataset", "LabelEncoding", "open_dataset", "KINDS", "train_id_encoding"]
@@ -42,7 +42,7 @@ def open_dataset(root: str | os.PathLike, split: str = "val", *, kind: str = "au
     """
     root = Path(root)
     if kind not in KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r}; choose one of {', '.join(KINDS)}")
+        raise ConfigError(f"unknown dataset kind {kind!r}; choose one of {', '.join(KINDS)}")
     if not root.exists():
         raise DataError(f"{root}: no such file or folder; expected {_layouts()}")
     if kind == "auto":

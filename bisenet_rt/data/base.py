@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..classes import IGNORE_INDEX
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 __all__ = ["SegmentationDataset", "LabelEncoding", "train_id_encoding"]
 
@@ -32,7 +32,7 @@ class LabelEncoding:
 def train_id_encoding(num_classes: int) -> LabelEncoding:
     """Labels already in train ids 0..num_classes-1, with 255 = ignore."""
     if not 1 <= num_classes < IGNORE_INDEX:
-        raise ValueError(f"num_classes must be in 1..{IGNORE_INDEX - 1}, got {num_classes}")
+        raise ConfigError(f"num_classes must be in 1..{IGNORE_INDEX - 1}, got {num_classes}")
     lut = np.full(256, IGNORE_INDEX, np.uint8)
     lut[:num_classes] = np.arange(num_classes)
     valid = np.zeros(256, bool)
@@ -77,13 +77,13 @@ class SegmentationDataset:
 
             pairs = tqdm(files, desc="checking frames", unit="frame", leave=False)
         for image, label in pairs:
-            problem = self._check_pair(image, label)
-            if problem is None and skip_bad:
+            problem = self._check_pair(image, label)  # also refuses a missing label (None)
+            if problem is None and label is not None and skip_bad:
                 problem = self._check_contents(image, label)
-            if problem is None:
+            if problem is None and label is not None:
                 good.append((image, label))
             elif skip_bad:
-                self.problems.append(problem)
+                self.problems.append(problem or f"{image}: no label file found for it")
             else:
                 raise DataError(f"{problem} (pass --skip-bad / skip_bad=True to skip bad frames)")
         self.files: list[tuple[Path, Path]] = good
@@ -168,7 +168,7 @@ class SegmentationDataset:
     def subset(self, limit: int) -> "SegmentationDataset":
         """The first `limit` frames (for quick runs); the rest of the dataset's facts are unchanged."""
         if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+            raise ConfigError(f"limit must be at least 1, got {limit}")
         clone = object.__new__(SegmentationDataset)
         clone.__dict__.update(self.__dict__)
         clone.files = self.files[:limit]

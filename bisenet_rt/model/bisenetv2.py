@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+
 __all__ = ["BiSeNetV2", "AUX_HEAD_NAMES"]
 
 #: Names of the booster heads, in the order `forward` returns them in training.
@@ -186,7 +188,7 @@ class BiSeNetV2(nn.Module):
     def __init__(self, num_classes: int = 19, *, aux_heads: bool = True) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+            raise ConfigError(f"num_classes must be at least 1, got {num_classes}")
         self.num_classes = num_classes
         self.detail = DetailBranch()
         self.segment = SemanticBranch()
@@ -237,4 +239,6 @@ class BiSeNetV2(nn.Module):
                 nn.init.zeros_(m.bias)
         for m in self.modules():
             if isinstance(m, (GatherExpansionS1, GatherExpansionS2)):
-                nn.init.zeros_(m.conv2[1].weight)
+                bn = m.conv2[1]
+                assert isinstance(bn, nn.BatchNorm2d)
+                nn.init.zeros_(bn.weight)

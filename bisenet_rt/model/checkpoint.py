@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 import zipfile
@@ -12,6 +13,8 @@ from ..errors import CheckpointError
 from .bisenetv2 import AUX_HEAD_NAMES, BiSeNetV2
 
 __all__ = ["load_checkpoint", "load_state_dict", "file_sha256", "save_checkpoint", "model_and_sha"]
+
+_log = logging.getLogger(__name__)
 
 _CLASSIFIER_BIAS = "head.conv_out.1.bias"
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
@@ -113,12 +116,10 @@ def save_checkpoint(model: BiSeNetV2, path: str | os.PathLike, *, half: bool = F
 def model_and_sha(weights: str | os.PathLike | None, *, num_classes: int = 19) -> tuple[BiSeNetV2, str]:
     """The inference model from `weights` and the file's sha256, or a random one ("random-init").
 
-    Random weights get a printed warning: their predictions mean nothing (speed does not depend on them).
+    Random weights get a logged warning: their predictions mean nothing (speed does not depend on them).
     """
-    import sys
-
     if weights is None:
-        print("warning: no --weights given; using random weights, so predictions are meaningless "
-              "(timings are still valid)", file=sys.stderr)
+        _log.warning("no --weights given; using random weights, so predictions are meaningless "
+                     "(timings are still valid)")
         return BiSeNetV2(num_classes, aux_heads=False).eval(), "random-init"
     return load_checkpoint(weights), file_sha256(weights)

@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 
 from ..classes import IGNORE_INDEX, MEAN_RGB
+from ..errors import ConfigError
 from ..sizes import check_model_size
 
 __all__ = ["AugmentConfig", "TrainAugment", "sample_rng", "DEFAULT_SCALES", "IMAGE_PAD_BGR"]
@@ -39,13 +40,13 @@ class AugmentConfig:
         try:
             object.__setattr__(self, "crop", check_model_size(self.crop))
         except ValueError as exc:
-            raise ValueError(f"bad crop size: {exc}") from None
+            raise ConfigError(f"bad crop size: {exc}") from None
         scales = tuple(float(s) for s in self.scales)
         if not scales or any(not s > 0 for s in scales):
-            raise ValueError(f"scales must be a non-empty list of positive factors, got {self.scales}")
+            raise ConfigError(f"scales must be a non-empty list of positive factors, got {self.scales}")
         object.__setattr__(self, "scales", scales)
         if not 0.0 <= self.flip_prob <= 1.0:
-            raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob}")
+            raise ConfigError(f"flip_prob must be in [0, 1], got {self.flip_prob}")
 
 
 class TrainAugment:

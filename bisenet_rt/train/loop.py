@@ -8,6 +8,7 @@ scheduler, gradient scaler, iteration and RNG states, so `resume` continues the 
 """
 from __future__ import annotations
 
+import logging
 import dataclasses
 import json
 import math
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from ..classes import DEFAULT_MODEL_SIZE, IGNORE_INDEX
-from ..errors import CheckpointError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..model import BiSeNetV2, load_checkpoint, save_checkpoint
 from ..sizes import check_model_size, format_size
 from .augment import DEFAULT_SCALES, AugmentConfig, TrainAugment, sample_rng
@@ -33,6 +34,8 @@ from .qat import INT8_LOSS_WEIGHT, Int8FakeQuant, float_labels
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate_model", "export_inference_model", "STATE_NAME",
            "MODEL_NAME", "LOG_NAME", "SUMMARY_NAME"]
+
+_log = logging.getLogger(__name__)
 
 STATE_NAME = "train_state.pt"
 MODEL_NAME = "model.pth"
@@ -91,26 +94,26 @@ class TrainConfig:
         self.eval_size = check_model_size(self.eval_size)
         for name in ("iters", "batch", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("workers", "eval_every", "save_every"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if self.eval_limit is not None and self.eval_limit < 1:
-            raise ValueError(f"eval_limit must be at least 1, got {self.eval_limit}")
+            raise ConfigError(f"eval_limit must be at least 1, got {self.eval_limit}")
         if self.warmup_iters is None:
             self.warmup_iters = min(1000, self.iters // 10)
         if not 0 <= self.warmup_iters <= self.iters:
-            raise ValueError(f"warmup_iters must be in [0, iters={self.iters}], got {self.warmup_iters}")
+            raise ConfigError(f"warmup_iters must be in [0, iters={self.iters}], got {self.warmup_iters}")
         if self.stop_at is not None and not 1 <= self.stop_at <= self.iters:
-            raise ValueError(f"stop_at must be in [1, iters={self.iters}], got {self.stop_at}")
+            raise ConfigError(f"stop_at must be in [1, iters={self.iters}], got {self.stop_at}")
         if self.weights is not None and self.resume is not None:
-            raise ValueError("weights and resume exclude each other: resume continues a run with its own weights")
+            raise ConfigError("weights and resume exclude each other: resume continues a run with its own weights")
         if not self.qat_int8_weight > 0:
-            raise ValueError(f"qat_int8_weight must be positive, got {self.qat_int8_weight}")
+            raise ConfigError(f"qat_int8_weight must be positive, got {self.qat_int8_weight}")
         if self.qat and self.weights is None and self.resume is None:
-            raise ValueError("qat fine-tunes a trained model: give its checkpoint as weights (or resume a QAT run)")
+            raise ConfigError("qat fine-tunes a trained model: give its checkpoint as weights (or resume a QAT run)")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able values (paths as strings, tuples as lists)."""
@@ -157,7 +160,7 @@ class _Dist:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda, but PyTorch sees no CUDA GPU here; use --device cpu")
+            raise ConfigError("--device cuda, but PyTorch sees no CUDA GPU here; use --device cpu")
         dev = torch.device("cuda", local_rank) if device == "cuda" else torch.device("cpu")
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
@@ -246,7 +249,7 @@ def _worker_init(_: int) -> None:
 
 def _open_split(root: Path | None, split: str) -> Any:
     if root is None:
-        raise ValueError("no dataset given; pass --data ROOT (a Cityscapes-layout tree or a list file)")
+        raise ConfigError("no dataset given; pass --data ROOT (a Cityscapes-layout tree or a list file)")
     from ..data import open_dataset
 
     return open_dataset(root, split)
@@ -327,7 +330,7 @@ def _load_state(path: Path, config: TrainConfig, world: int) -> dict[str, Any]:
     if state["world"] != world:
         differ.append(f"{state['world']} processes (saved) vs {world} (now)")
     if differ:
-        raise ValueError(f"{path}: the resumed run must repeat the original options; differing: " + "; ".join(differ))
+        raise ConfigError(f"{path}: the resumed run must repeat the original options; differing: " + "; ".join(differ))
     return state
 
 
@@ -344,7 +347,7 @@ class _Logger:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if line:
-            print(line, flush=True)
+            _log.info(line)
 
     def close(self) -> None:
         if self._file is not None:
@@ -380,7 +383,7 @@ class _Run:
         self.fake_quant: Int8FakeQuant | None = None
         if config.qat:
             if dist.world > 1:
-                raise ValueError("qat fine-tuning runs in one process; start it without torchrun")
+                raise ConfigError("qat fine-tuning runs in one process; start it without torchrun")
             self.fake_quant = Int8FakeQuant(self.model, keep_float=[self.model.head.conv_out[-1]])
         elif dist.world > 1:
             if dist.device.type == "cuda":
@@ -389,6 +392,7 @@ class _Run:
                 self.net, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
         self.optimizer = build_optimizer(self.model, lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
+        assert config.warmup_iters is not None  # TrainConfig.__post_init__ fills in the default
         self.scheduler = WarmupPolyLR(self.optimizer, max_iters=config.iters, warmup_iters=config.warmup_iters)
         self.amp = dist.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -430,8 +434,9 @@ class _Run:
         self.scaler.update()
         self.scheduler.step()
 
-    def _qat_step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> dict[str, Any]:
+    def _qat_step(self, x: torch.Tensor, y: torch.Tensor, lr: float | torch.Tensor) -> dict[str, Any]:
         """A float pass trained on the labels and a fake-int8 pass trained to label as the float pass does."""
+        assert self.fake_quant is not None  # step() takes this path only in a QAT run
         self.model.eval()  # frozen BN statistics and no dropout: both passes are the inference function
         self.fake_quant.enabled = False
         with torch.autocast(device_type=self.dist.device.type, dtype=torch.float16, enabled=self.amp):
@@ -516,16 +521,16 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
         run.calibrate(train_set)
         start, end = run.start, config.stop_at or config.iters
         if end < start:
-            raise ValueError(f"stop_at={end} lies before the resumed iteration {start}")
+            raise ConfigError(f"stop_at={end} lies before the resumed iteration {start}")
         if val_set is None and dist.main and (config.eval_every or end == config.iters):
             val_set = _load_val(config.data)
         log = _Logger(out / LOG_NAME if dist.main else None, append=state is not None)
         if dist.main:
             kind = "quantization-aware fine-tune" if config.qat else "aux heads"
-            print(f"training BiSeNetV2 ({run.num_classes} classes, {kind}) on {len(train_set)} frames: iterations "
-                  f"{start}..{end} of {config.iters}, batch {config.batch} x {dist.world} process(es), crop "
-                  f"{format_size(config.crop)}, scales {list(config.scales)}, lr {config.lr}, warm-up "
-                  f"{config.warmup_iters}, device {dist.device}{', AMP' if run.amp else ''}", flush=True)
+            _log.info(f"training BiSeNetV2 ({run.num_classes} classes, {kind}) on {len(train_set)} frames: iterations "
+                      f"{start}..{end} of {config.iters}, batch {config.batch} x {dist.world} process(es), crop "
+                      f"{format_size(config.crop)}, scales {list(config.scales)}, lr {config.lr}, warm-up "
+                      f"{config.warmup_iters}, device {dist.device}{', AMP' if run.amp else ''}")
 
         def evaluate(iteration: int, limit: int | None = None) -> dict[str, Any] | None:
             metrics = run.evaluate(val_set, limit=limit)
@@ -572,8 +577,8 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
                        "last_loss": last_loss, "eval": metrics, "world": dist.world, "device": str(dist.device),
                        "config": config.to_json(), "torch": torch.__version__, "argv": sys.argv}
             (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
-            print(f"done: {iteration - start} iterations in {_format_eta(wall)}; model {out / MODEL_NAME}, "
-                  f"state {out / STATE_NAME}" + (f", demo {demo}" if demo else ""), flush=True)
+            _log.info(f"done: {iteration - start} iterations in {_format_eta(wall)}; model {out / MODEL_NAME}, "
+                      f"state {out / STATE_NAME}" + (f", demo {demo}" if demo else ""))
         log.close()
         return TrainResult(out=out, model=out / MODEL_NAME, state=out / STATE_NAME, iteration=iteration,
                            wall_s=wall, first_loss=first_loss, last_loss=last_loss, metrics=metrics, demo=demo)
@@ -588,7 +593,7 @@ def _load_val(root: Path | None) -> Any:
     try:
         return _open_split(root, "val")
     except (DataError, FileNotFoundError) as exc:
-        print(f"note: no val split to evaluate on ({exc})", file=sys.stderr)
+        _log.warning(f"no val split to evaluate on ({exc})")
         return None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 __all__ = ["param_groups", "build_optimizer", "WarmupPolyLR", "lr_factor"]
 
 
@@ -14,7 +16,8 @@ def param_groups(model: nn.Module, *, weight_decay: float) -> list[dict]:
     Decaying BN scales and biases only shrinks them towards zero without regularising anything
     useful, which is why the paper restricts weight decay to the convolution kernels.
     """
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad:
@@ -29,7 +32,7 @@ def build_optimizer(model: nn.Module, *, lr: float = 5e-2, momentum: float = 0.9
                     weight_decay: float = 5e-4) -> torch.optim.SGD:
     """SGD with momentum over `param_groups(model)`."""
     if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+        raise ConfigError(f"lr must be positive, got {lr}")
     return torch.optim.SGD(param_groups(model, weight_decay=weight_decay), lr=lr, momentum=momentum)
 
 
@@ -53,16 +56,16 @@ class WarmupPolyLR(torch.optim.lr_scheduler.LRScheduler):
     def __init__(self, optimizer: torch.optim.Optimizer, *, max_iters: int, warmup_iters: int = 0,
                  warmup_ratio: float = 0.1, power: float = 0.9, last_epoch: int = -1) -> None:
         if max_iters < 1:
-            raise ValueError(f"max_iters must be at least 1, got {max_iters}")
+            raise ConfigError(f"max_iters must be at least 1, got {max_iters}")
         if not 0 <= warmup_iters <= max_iters:
-            raise ValueError(f"warmup_iters must be in [0, max_iters={max_iters}], got {warmup_iters}")
+            raise ConfigError(f"warmup_iters must be in [0, max_iters={max_iters}], got {warmup_iters}")
         self.max_iters = max_iters
         self.warmup_iters = warmup_iters
         self.warmup_ratio = warmup_ratio
         self.power = power
         super().__init__(optimizer, last_epoch)
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | torch.Tensor]:
         factor = lr_factor(self.last_epoch, max_iters=self.max_iters, warmup_iters=self.warmup_iters,
                            warmup_ratio=self.warmup_ratio, power=self.power)
         return [base * factor for base in self.base_lrs]

@@ -60,6 +60,12 @@ def _percentile(values: torch.Tensor, q: float) -> torch.Tensor:
     return values.kthvalue(k).values
 
 
+
+def _running_var(bn: nn.BatchNorm2d) -> torch.Tensor:
+    """The BN's running variance (the models here always track running statistics)."""
+    assert bn.running_var is not None
+    return bn.running_var
+
 class Int8FakeQuant:
     """Fake int8 quantization of a BiSeNetV2's activations and conv weights (hooks); off until `enabled` is set.
 
@@ -82,7 +88,8 @@ class Int8FakeQuant:
                 continue
             if isinstance(module, nn.Conv2d):
                 self._handles.append(module.register_forward_pre_hook(self._input_hook(name + ":in")))
-                module.forward = self._conv_forward(module, after if isinstance(after, nn.BatchNorm2d) else None)
+                module.forward = self._conv_forward(  # type: ignore[method-assign]  # per-instance override
+module, after if isinstance(after, nn.BatchNorm2d) else None)
                 self._convs.append(module)
             followed = ((isinstance(module, nn.Conv2d) and isinstance(after, nn.BatchNorm2d))
                         or (isinstance(module, nn.BatchNorm2d) and isinstance(after, nn.ReLU)))
@@ -105,7 +112,7 @@ class Int8FakeQuant:
             weight = conv.weight
             if self.enabled and self._samples is None:
                 fold = torch.ones(weight.shape[0], device=weight.device) if bn is None else (
-                    bn.weight / torch.sqrt(bn.running_var + bn.eps))
+                    bn.weight / torch.sqrt(_running_var(bn) + bn.eps))
                 fold = torch.where(fold == 0, torch.ones_like(fold), fold)  # a dead channel: nothing to fold
                 folded = weight * fold.view(-1, 1, 1, 1)
                 scale = (folded.detach().abs().amax(dim=(1, 2, 3)) / _QMAX).clamp_min(1e-12).float()
@@ -130,7 +137,7 @@ class Int8FakeQuant:
             self.amax[key] = amax
         scale = float(amax.clamp_min(1e-8)) / _QMAX
         out = torch.fake_quantize_per_tensor_affine(x.float(), scale, 0, -_QMAX, _QMAX).to(x.dtype)
-        out._fake_quantized = True
+        setattr(out, "_fake_quantized", True)  # marks what this hook produced (read by the next hook)
         return out
 
     def _input_hook(self, key: str):

@@ -6,19 +6,19 @@ Q/DQ ONNX as their `--onnx` source (written as engines/bisenetv2_int8.src.onnx).
 """
 from __future__ import annotations
 
+import logging
 import collections
 import dataclasses
 import importlib
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from ..artifacts import ArtifactInfo, write_atomic, write_sidecar
+from ..artifacts import load_onnx, open_pipeline, read_metadata, write_atomic, write_sidecar
 from ..errors import BuildError
-from ..export import read_metadata
 from ..precision import Precision
 from ..prepost import PostForm
 from ..quantize import FLOAT_STAGE
@@ -26,6 +26,8 @@ from . import BUILDERS, BuildConfig, base_sidecar
 from .choice import host_facts, int8_weights
 
 __all__ = ["build_int8", "int8_source", "ort_kernel_counts"]
+
+_log = logging.getLogger(__name__)
 
 #: Kernels of the convolutions and the classifier (a MatMul), int8 and float.
 _KERNELS = ("QLinearConv", "Conv", "FusedConv", "MatMulIntegerToFloat", "MatMul")
@@ -38,21 +40,17 @@ def int8_source(config: BuildConfig, path: Path, backend: str, post: PostForm = 
     `--weights` (or random weights) and is exported at `--model-size`. `post` is the post-processing
     form of the graph made here; its weight grid fits `backend` and `--int8-target` (`choice.int8_weights`).
     """
-    import onnx
 
     from ..model import model_and_sha
     from ..quantize import calibration_files, quantize_pipeline
 
-    model_or_plain = None
+    model_or_plain: Any = None  # the model, or the plain graph given as --onnx
     sha = "random-init"
     if config.onnx is not None:
         if not Path(config.onnx).is_file():
             raise BuildError(f"--onnx {config.onnx}: no such file; export one with "
                              "'bisenet-rt export --plain -o PATH.onnx'")
-        try:
-            proto = onnx.load(str(config.onnx))
-        except Exception as exc:  # protobuf's DecodeError and friends
-            raise BuildError(f"--onnx {config.onnx}: not a readable ONNX file ({exc.__class__.__name__})") from None
+        proto = load_onnx(config.onnx, external_data=True, error=BuildError)
         meta = read_metadata(proto)
         if meta.get("graph") == "pipeline":
             if meta.get("precision") == Precision.INT8.value:
@@ -65,13 +63,12 @@ def int8_source(config: BuildConfig, path: Path, backend: str, post: PostForm = 
     if model_or_plain is None:
         model_or_plain, sha = model_and_sha(config.weights)
     weights, target = int8_weights(host_facts(), backend, config.int8_target)
-    print(f"int8: {len(frames)} calibration frames from {config.calib}; {weights.value} weights, for {target}",
-          file=sys.stderr)
-    proto = quantize_pipeline(model_or_plain, frames, cache_dir=config.engines_dir / "calibration",
+    _log.info(f"int8: {len(frames)} calibration frames from {config.calib}; {weights.value} weights, for {target}")
+    proto = quantize_pipeline(model_or_plain, frames, cache_dir=config.cache_dir / "calibration",
                               model_size=None if config.onnx is not None else config.model_size, source_sha256=sha,
                               post=post, weights=weights, target=target)
     write_atomic(path, proto.SerializeToString())
-    print(f"wrote the Q/DQ graph {path}", file=sys.stderr)
+    _log.info(f"wrote the Q/DQ graph {path}")
     return path
 
 
@@ -96,7 +93,6 @@ def ort_kernel_counts(path: Path) -> dict[str, int]:
 
 def build_int8(config: BuildConfig, backend: str, output: Path) -> Path:
     """Quantize (or take an int8 `--onnx`) and build the artifact for `backend`; returns its path."""
-    import onnx
     import onnxruntime as ort
 
     started = time.perf_counter()
@@ -109,16 +105,16 @@ def build_int8(config: BuildConfig, backend: str, output: Path) -> Path:
     if src.resolve() != output.resolve():
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, output)
-    meta = read_metadata(onnx.load(str(output), load_external_data=False))
-    info = ArtifactInfo.from_metadata(meta)
+    pipeline = open_pipeline(output, sidecar=False)
     kernels = ort_kernel_counts(output)
     float_convs = kernels.get("Conv", 0) + kernels.get("FusedConv", 0)
-    print(f"ONNX Runtime runs {kernels.get('QLinearConv', 0)} convolutions in int8 (QLinearConv), the classifier as "
+    _log.info(f"ONNX Runtime runs {kernels.get('QLinearConv', 0)} convolutions in int8 (QLinearConv), the classifier as "
           f"{'an int8 MatMulIntegerToFloat' if kernels.get('MatMulIntegerToFloat') else 'a float MatMul'}, and "
-          f"{float_convs} float conv(s) ({FLOAT_STAGE})", file=sys.stderr)
+          f"{float_convs} float conv(s) ({FLOAT_STAGE})")
     elapsed = time.perf_counter() - started
-    write_sidecar(output, base_sidecar(info, "onnxruntime", output, elapsed, onnxruntime_version=ort.__version__,
-                                       quantization=json.loads(meta.get("quantization", "null")),
+    write_sidecar(output, base_sidecar(pipeline.info, "onnxruntime", output, elapsed,
+                                       onnxruntime_version=ort.__version__,
+                                       quantization=json.loads(pipeline.quantization or "null"),
                                        cpu_conv_kernels=kernels))
-    print(f"wrote {output} in {elapsed:.1f} s", file=sys.stderr)
+    _log.info(f"wrote {output} in {elapsed:.1f} s")
     return output

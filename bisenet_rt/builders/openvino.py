@@ -5,19 +5,23 @@ so the IR holds FP32 weights and the sidecar says 'bf16'. It is refused where th
 """
 from __future__ import annotations
 
+import logging
+import json
 import os
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..artifacts import ArtifactInfo, write_sidecar
+from ..artifacts import ArtifactInfo, Pipeline, write_sidecar
 from ..errors import BackendUnavailableError, BuildError
 from ..precision import Precision
 from . import BuildConfig, base_sidecar, read_pipeline, source_onnx
 
 __all__ = ["build_ir"]
+
+_log = logging.getLogger(__name__)
 
 #: The graph each precision is built from.
 _GRAPH = {Precision.FP32: Precision.FP32, Precision.BF16: Precision.FP32, Precision.FP16: Precision.FP16}
@@ -34,21 +38,22 @@ def build_ir(config: BuildConfig, output: Path) -> Path:
     if output.suffix.lower() != ".xml":
         raise BuildError(f"-o {output}: OpenVINO IR is written as NAME.xml (with NAME.bin beside it)")
     capabilities = cpu_capabilities()
-    if config.precision is Precision.BF16 and "BF16" not in capabilities:
+    if config.chosen_precision is Precision.BF16 and "BF16" not in capabilities:
         raise BackendUnavailableError("--precision bf16 needs a CPU with BF16 instructions (AVX512_BF16 or AMX); "
                                       f"OpenVINO reports only {', '.join(capabilities)} here. Build fp32 instead: "
                                       "'bisenet-rt build --backend openvino --precision fp32'")
-    if config.precision is Precision.INT8 and config.onnx is None:
+    if config.chosen_precision is Precision.INT8 and config.onnx is None:
         raise BuildError("--precision int8 on OpenVINO runs a Q/DQ graph: pass one with --onnx PATH.onnx")
     started = time.perf_counter()
-    graph_precision = _GRAPH.get(config.precision, config.precision)
+    graph_precision = _GRAPH.get(config.chosen_precision, config.chosen_precision)
     src = source_onnx(config, graph_precision)
-    proto, graph_info = read_pipeline(src)
+    pipeline = read_pipeline(src)
+    graph_info = pipeline.info
     if graph_info.precision is not graph_precision:
-        raise BuildError(f"{src} is a {graph_info.precision} graph; --precision {config.precision} is built from a "
+        raise BuildError(f"{src} is a {graph_info.precision} graph; --precision {config.chosen_precision} is built from a "
                          f"{graph_precision} graph")
     try:
-        compute = inference_precision(graph_info.precision, config.precision, capabilities)
+        compute = inference_precision(graph_info.precision, config.chosen_precision, capabilities)
     except BackendUnavailableError as exc:
         raise BuildError(str(exc)) from None
     try:
@@ -58,26 +63,20 @@ def build_ir(config: BuildConfig, output: Path) -> Path:
     rewrites = tune_graph(model)
     _write_ir(model, output)
     _check_runs(output, compute)
-    info = ArtifactInfo(classes=graph_info.classes, model_size=graph_info.model_size, precision=config.precision,
+    info = ArtifactInfo(classes=graph_info.classes, model_size=graph_info.model_size, precision=config.chosen_precision,
                         source_sha256=graph_info.source_sha256)
     elapsed = time.perf_counter() - started
     write_sidecar(output, base_sidecar(info, "openvino", src, elapsed, openvino_version=openvino_version(),
                                        cpu=cpu_name(), cpu_capabilities=list(capabilities),
                                        inference_precision=compute.value, graph_precision=graph_info.precision.value,
-                                       graph_rewrites=rewrites, quantization=_quantization(proto)))
-    print(f"wrote {output} (+ {output.with_suffix('.bin').name}; runs in {compute}) in {elapsed:.1f} s",
-          file=sys.stderr)
+                                       graph_rewrites=rewrites, quantization=_quantization(pipeline)))
+    _log.info(f"wrote {output} (+ {output.with_suffix('.bin').name}; runs in {compute}) in {elapsed:.1f} s")
     return output
 
 
-def _quantization(proto: object) -> object:
-    """The INT8 graph's quantization metadata (weight grid, target CPU class), or None for a float graph."""
-    import json
-
-    from ..export import read_metadata
-
-    text = read_metadata(proto).get("quantization")
-    return json.loads(text) if text else None
+def _quantization(pipeline: Pipeline) -> Any:
+    """The INT8 graph's quantization facts (weight grid, target CPU class), or None for a float graph."""
+    return json.loads(pipeline.quantization) if pipeline.quantization else None
 
 
 def _write_ir(model: object, output: Path) -> None:

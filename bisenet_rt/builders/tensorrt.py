@@ -7,6 +7,7 @@ on), so one code path serves both.
 """
 from __future__ import annotations
 
+import logging
 import dataclasses
 import sys
 import threading
@@ -16,13 +17,15 @@ from typing import Any
 
 from ..artifacts import ArtifactInfo, write_atomic, write_sidecar
 from ..errors import BuildError
-from ..export import INPUT_NAME
+from ..artifacts import INPUT_NAME
 from ..precision import Precision
 from ..sizes import format_size
 from . import BuildConfig, base_sidecar, read_pipeline, source_onnx
 from .trt_conformance import require_tensorrt
 
 __all__ = ["build_engine", "TIMING_CACHE", "WORKSPACE_BYTES"]
+
+_log = logging.getLogger(__name__)
 
 #: File under engines/ holding the builder's kernel timings, reused by every later build.
 TIMING_CACHE = "timing.cache"
@@ -51,14 +54,14 @@ def build_engine(config: BuildConfig, output: Path) -> Path:
     parser = trt.OnnxParser(network, logger)  # owns the weights: stays alive until the build is done
     _parse(parser, src)
     builder_config = _builder_config(builder, config, dynamic)
-    cache_path = config.engines_dir / TIMING_CACHE
+    cache_path = config.cache_dir / "tensorrt" / TIMING_CACHE
     _use_timing_cache(builder_config, cache_path)
     logger.take_errors()  # a timing cache set aside above logs errors that are not the build's
     monitor = _progress_monitor()
     builder_config.progress_monitor = monitor
-    print(f"building {output} from {src} ({config.precision}, batch 1..{config.max_batch}, frames "
+    _log.info(f"building {output} from {src} ({config.chosen_precision}, batch 1..{config.max_batch}, frames "
           f"{format_size(config.min_size)} .. {format_size(config.max_size)}, optimization level {config.opt_level}); "
-          "this takes minutes", file=sys.stderr)
+          "this takes minutes")
     started = time.perf_counter()
     try:
         serialized = builder.build_serialized_network(network, builder_config)
@@ -78,14 +81,14 @@ def build_engine(config: BuildConfig, output: Path) -> Path:
         info, "tensorrt", src, elapsed, tensorrt_version=str(trt.__version__), gpu=gpu_facts(), io=io,
         profile=profile, builder_optimization_level=config.opt_level, workspace_bytes=WORKSPACE_BYTES,
         timing_cache=str(cache_path), rebuild_command=rebuild_command(config, output)))
-    print(f"wrote {output} in {elapsed:.0f} s (timing cache: {cache_path})", file=sys.stderr)
+    _log.info(f"wrote {output} in {elapsed:.0f} s (timing cache: {cache_path})")
     return output
 
 
 def rebuild_command(config: BuildConfig, output: Path) -> str:
     """The `bisenet-rt build` command line that builds this engine again (for load-time errors)."""
     source = f" --onnx {config.onnx}" if config.onnx else (f" --weights {config.weights}" if config.weights else "")
-    return (f"bisenet-rt build --backend tensorrt --precision {config.precision}{source} "
+    return (f"bisenet-rt build --backend tensorrt --precision {config.chosen_precision}{source} "
             f"--model-size {format_size(config.model_size)} --max-batch {config.max_batch} "
             f"--min-size {format_size(config.min_size)} --max-size {format_size(config.max_size)} "
             f"--opt-level {config.opt_level} -o {output}")
@@ -93,21 +96,23 @@ def rebuild_command(config: BuildConfig, output: Path) -> str:
 
 def _source(config: BuildConfig) -> tuple[Path, ArtifactInfo]:
     """The pipeline ONNX to build from and what it is; its precision must be the one asked for."""
-    if config.precision is Precision.INT8 and config.onnx is None:
+    if config.chosen_precision is Precision.INT8 and config.onnx is None:
         raise BuildError(_INT8_HINT)
-    if config.precision not in (Precision.FP32, Precision.FP16, Precision.INT8):
+    if config.chosen_precision not in (Precision.FP32, Precision.FP16, Precision.INT8):
         raise BuildError(f"TensorRT builds fp32 and fp16 (from the typed export) or int8 (from a Q/DQ ONNX); "
-                         f"{config.precision} is not one of them")
-    src = source_onnx(config, config.precision)
-    proto, info = read_pipeline(src)
+                         f"{config.chosen_precision} is not one of them")
+    src = source_onnx(config, config.chosen_precision)
+    pipeline = read_pipeline(src)
+    proto, info = pipeline.graph, pipeline.info
+    assert proto is not None  # read_pipeline keeps the graph
     require_tensorrt(proto, str(src))
-    if config.precision is Precision.INT8:
+    if config.chosen_precision is Precision.INT8:
         if not any(node.op_type == "QuantizeLinear" for node in proto.graph.node):
             raise BuildError(f"{src} has no QuantizeLinear nodes, so it is not an INT8 graph; {_INT8_HINT}")
         return src, dataclasses.replace(info, precision=Precision.INT8)
-    if info.precision is not config.precision:
-        raise BuildError(f"{src} is a {info.precision} graph but --precision {config.precision} was asked for; "
-                         f"TensorRT takes the precision from the graph: export with --precision {config.precision}")
+    if info.precision is not config.chosen_precision:
+        raise BuildError(f"{src} is a {info.precision} graph but --precision {config.chosen_precision} was asked for; "
+                         f"TensorRT takes the precision from the graph: export with --precision {config.chosen_precision}")
     return src, info
 
 
@@ -159,7 +164,7 @@ def _use_timing_cache(builder_config: Any, path: Path) -> None:
     if cache is not None and builder_config.set_timing_cache(cache, False):
         return
     if data:
-        print(f"{path} does not fit this TensorRT or GPU; starting a new timing cache", file=sys.stderr)
+        _log.warning(f"{path} does not fit this TensorRT or GPU; starting a new timing cache")
         cache = builder_config.create_timing_cache(b"")
         if cache is not None and builder_config.set_timing_cache(cache, False):
             return

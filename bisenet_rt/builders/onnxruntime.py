@@ -1,7 +1,7 @@
 """Build step for ONNX Runtime: apply ORT's graph optimisations once and save the optimized model."""
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
 
@@ -13,6 +13,8 @@ from . import BuildConfig, base_sidecar, read_pipeline, source_onnx
 
 __all__ = ["build_optimized_onnx"]
 
+_log = logging.getLogger(__name__)
+
 
 def build_optimized_onnx(config: BuildConfig, output: Path) -> Path:
     """Export (if needed) and optimize the pipeline graph for ONNX Runtime; write it with a sidecar.
@@ -23,14 +25,14 @@ def build_optimized_onnx(config: BuildConfig, output: Path) -> Path:
     """
     import onnxruntime as ort
 
-    if config.precision not in (Precision.FP32, Precision.FP16):
-        raise BuildError(f"the onnxruntime build takes fp32 or fp16; {config.precision} needs its own route "
+    if config.chosen_precision not in (Precision.FP32, Precision.FP16):
+        raise BuildError(f"the onnxruntime build takes fp32 or fp16; {config.chosen_precision} needs its own route "
                          "(see 'bisenet-rt build --help')")
     started = time.perf_counter()
-    src = source_onnx(config, config.precision, PostForm.SEPARABLE)
-    _, info = read_pipeline(src)
-    if info.precision is not config.precision:
-        raise BuildError(f"{src} is a {info.precision} graph but --precision {config.precision} was asked for")
+    src = source_onnx(config, config.chosen_precision, PostForm.SEPARABLE)
+    info = read_pipeline(src).info
+    if info.precision is not config.chosen_precision:
+        raise BuildError(f"{src} is a {info.precision} graph but --precision {config.chosen_precision} was asked for")
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     tmp = output.with_name(f".{output.name}.opt")
@@ -46,5 +48,5 @@ def build_optimized_onnx(config: BuildConfig, output: Path) -> Path:
     elapsed = time.perf_counter() - started
     write_sidecar(output, base_sidecar(info, "onnxruntime", src, elapsed, onnxruntime_version=ort.__version__,
                                        optimization_level="extended"))
-    print(f"wrote {output} in {elapsed:.1f} s", file=sys.stderr)
+    _log.info(f"wrote {output} in {elapsed:.1f} s")
     return output

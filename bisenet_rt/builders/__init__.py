@@ -6,28 +6,31 @@ except to check what it made.
 """
 from __future__ import annotations
 
+import logging
 import dataclasses
 import datetime
 import importlib
 import platform
-import sys
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import ArtifactInfo
+from ..artifacts import ArtifactInfo, Pipeline, open_pipeline
 from ..classes import DEFAULT_MODEL_SIZE
-from ..errors import BackendUnavailableError, BuildError
+from ..errors import BuildError, ConfigError, EngineLoadError
 from ..precision import Precision
 from ..prepost import PostForm
+from ..settings import cache_dir, engines_dir
 
 __all__ = ["BuildConfig", "build", "resolve_backend", "default_output", "source_onnx", "read_pipeline", "base_sidecar",
            "BUILDERS", "INT8_TARGETS"]
 
+_log = logging.getLogger(__name__)
+
 #: backend name -> "module:function(onnx_path, config) -> Path"; imported only when used.
 BUILDERS: dict[str, str] = {
-    "tensorrt": "bisenet_rt.build.tensorrt:build_engine",
-    "onnxruntime": "bisenet_rt.build.onnxruntime:build_optimized_onnx",
-    "openvino": "bisenet_rt.build.openvino:build_ir",
+    "tensorrt": "bisenet_rt.builders.tensorrt:build_engine",
+    "onnxruntime": "bisenet_rt.builders.onnxruntime:build_optimized_onnx",
+    "openvino": "bisenet_rt.builders.openvino:build_ir",
 }
 _SUFFIX = {"tensorrt": ".engine", "onnxruntime": ".onnx", "openvino": ".xml"}
 #: `--int8-target` choices: the CPU class the INT8 weight grid is chosen for (see `choice.int8_weights`).
@@ -43,7 +46,8 @@ class BuildConfig:
     weights: Path | None = None
     onnx: Path | None = None
     output: Path | None = None
-    engines_dir: Path = Path("engines")
+    engines_dir: Path = dataclasses.field(default_factory=engines_dir)
+    cache_dir: Path = dataclasses.field(default_factory=cache_dir)  # calibration ranges, TensorRT timing cache
     model_size: tuple[int, int] = DEFAULT_MODEL_SIZE
     max_batch: int = 1
     min_size: tuple[int, int] = (2048, 1024)
@@ -57,16 +61,24 @@ class BuildConfig:
         if self.precision is not None:
             object.__setattr__(self, "precision", Precision.parse(self.precision))
         if self.weights is not None and self.onnx is not None:
-            raise ValueError("give --weights or --onnx, not both")
+            raise ConfigError("give --weights or --onnx, not both")
         if self.max_batch < 1:
-            raise ValueError(f"--max-batch must be at least 1, got {self.max_batch}")
+            raise ConfigError(f"--max-batch must be at least 1, got {self.max_batch}")
         if self.min_size[0] > self.max_size[0] or self.min_size[1] > self.max_size[1]:
-            raise ValueError(f"--min-size {self.min_size[0]}x{self.min_size[1]} is larger than "
+            raise ConfigError(f"--min-size {self.min_size[0]}x{self.min_size[1]} is larger than "
                              f"--max-size {self.max_size[0]}x{self.max_size[1]}")
         if self.int8_target not in INT8_TARGETS:
-            raise ValueError(f"--int8-target must be one of {', '.join(INT8_TARGETS)}, got {self.int8_target!r}")
+            raise ConfigError(f"--int8-target must be one of {', '.join(INT8_TARGETS)}, got {self.int8_target!r}")
         if not 0 <= self.opt_level <= 5:
-            raise ValueError(f"--opt-level must be 0..5 (TensorRT builder optimization level), got {self.opt_level}")
+            raise ConfigError(f"--opt-level must be 0..5 (TensorRT builder optimization level), got {self.opt_level}")
+
+    @property
+    def chosen_precision(self) -> Precision:
+        """The precision to build: set, or resolved from auto by `build` before any builder runs."""
+        if self.precision is None:
+            raise BuildError("no precision chosen: call bisenet_rt.builders.build(config), which resolves auto, "
+                             "or set BuildConfig(precision=...)")
+        return self.precision
 
 
 def resolve_backend(requested: str, precision: Precision | str | None = None) -> tuple[str, Precision, str]:
@@ -96,21 +108,16 @@ def source_onnx(config: BuildConfig, graph_precision: Precision, post: PostForm 
     model, sha = model_and_sha(config.weights)
     export_onnx(model, path, ExportConfig(precision=graph_precision, model_size=config.model_size, post=post),
                 source_sha256=sha)
-    print(f"exported {path}", file=sys.stderr)
+    _log.info(f"exported {path}")
     return path
 
 
-def read_pipeline(src: Path) -> tuple[Any, ArtifactInfo]:
-    """Load a pipeline ONNX a builder starts from and its bisenet-rt facts; refuse anything else."""
-    import onnx
-
-    from ..export import read_metadata
-
-    proto = onnx.load(str(src), load_external_data=False)
-    meta = read_metadata(proto)
-    if not meta or meta.get("graph") != "pipeline":
-        raise BuildError(f"{src}: not a bisenet-rt pipeline graph; export one with 'bisenet-rt export -o PATH.onnx'")
-    return proto, ArtifactInfo.from_metadata(meta)
+def read_pipeline(src: Path) -> Pipeline:
+    """Open the pipeline ONNX a builder starts from, graph included (`open_pipeline`'s checks, as a BuildError)."""
+    try:
+        return open_pipeline(src, keep_graph=True, sidecar=False)
+    except EngineLoadError as exc:
+        raise BuildError(str(exc)) from None
 
 
 def base_sidecar(info: ArtifactInfo, backend: str, onnx_path: Path, build_seconds: float, **extra: Any) -> dict[str, Any]:
@@ -128,10 +135,10 @@ def base_sidecar(info: ArtifactInfo, backend: str, onnx_path: Path, build_second
 def build(config: BuildConfig) -> Path:
     """Build the artifact `config` asks for and return its path (the sidecar lies next to it)."""
     backend, precision, why = resolve_backend(config.backend, config.precision)
-    print(f"backend: {backend}, precision: {precision} ({why})", file=sys.stderr)
+    _log.info(f"backend: {backend}, precision: {precision} ({why})")
     config = dataclasses.replace(config, precision=precision)
-    output = Path(config.output) if config.output else default_output(backend, config.precision, config.engines_dir)
-    if config.precision is Precision.INT8:  # quantize (Q/DQ) first; every backend builds from that graph
+    output = Path(config.output) if config.output else default_output(backend, precision, config.engines_dir)
+    if precision is Precision.INT8:  # quantize (Q/DQ) first; every backend builds from that graph
         from .int8 import build_int8
 
         return build_int8(config, backend, output)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, ConfigError
 from ..host import CpuFeatures
 from ..precision import Precision
 from ..quantize import WeightRange
@@ -76,7 +76,7 @@ def choose_backend(facts: HostFacts, requested: str = "auto",
     precision = Precision.FP32 if precision is None else Precision.parse(precision)
     if requested != "auto":
         if requested not in BUILD_BACKENDS:
-            raise ValueError(f"unknown backend {requested!r}; choose one of: auto, {', '.join(BUILD_BACKENDS)}")
+            raise ConfigError(f"unknown backend {requested!r}; choose one of: auto, {', '.join(BUILD_BACKENDS)}")
         if not facts.usable(requested):
             raise BackendUnavailableError(f"cannot build for {requested}: {facts.missing[requested]}. On this machine "
                                           f"use: bisenet-rt build --backend {_fallback(facts, requested)}")
@@ -112,4 +112,4 @@ def int8_weights(facts: HostFacts, backend: str, target: str = "auto") -> tuple[
         return WeightRange.FULL, where
     if target in ("avx2", "auto"):
         return WeightRange.REDUCED, "CPUs with only AVX2 (no VNNI), where 8-bit weights saturate; any CPU or TensorRT runs it"
-    raise ValueError(f"unknown int8 target {target!r}; choose auto, vnni or avx2")
+    raise ConfigError(f"unknown int8 target {target!r}; choose auto, vnni or avx2")

@@ -1,0 +1,34 @@
+"""Where bisenet-rt keeps what it builds and what it caches, with the environment overrides honoured everywhere.
+
+Built artifacts go to the engines folder (`engines/` under the working directory, or `$BISENET_RT_ENGINES`);
+caches that only save time (OpenVINO's compiled models, INT8 calibration ranges, TensorRT's timing
+cache) go to the user's cache folder (`$BISENET_RT_CACHE`, else `$XDG_CACHE_HOME/bisenet-rt`, else
+`~/.cache/bisenet-rt`). Both are read when asked for, not at import, so a changed environment counts.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["ENGINES_ENV", "CACHE_ENV", "engines_dir", "cache_dir"]
+
+#: Environment variable naming the engines folder.
+ENGINES_ENV = "BISENET_RT_ENGINES"
+#: Environment variable naming the cache folder.
+CACHE_ENV = "BISENET_RT_CACHE"
+
+
+def engines_dir() -> Path:
+    """Where `bisenet-rt build` writes artifacts and where a command without `--engine` looks for one."""
+    return Path(os.environ.get(ENGINES_ENV) or "engines")
+
+
+def cache_dir(kind: str | None = None) -> Path:
+    """The cache folder, or its subfolder for one `kind` of cache ("openvino", "calibration", "tensorrt")."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        base = Path(root)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg) if xdg else Path.home() / ".cache") / "bisenet-rt"
+    return base / kind if kind else base
