@@ -7,11 +7,13 @@ Engines carry a JSON sidecar next to them (`model.engine` -> `model.engine.json`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .atomic import write_atomic
 from .classes import DEFAULT_MODEL_SIZE
 from .errors import EngineLoadError
 from .precision import Precision
@@ -21,7 +23,8 @@ if TYPE_CHECKING:
     import onnx
 
 __all__ = ["ArtifactInfo", "Pipeline", "open_pipeline", "load_onnx", "read_metadata", "newest_artifact",
-           "sidecar_path", "read_sidecar", "write_sidecar", "write_atomic", "info_from_sidecar",
+           "sidecar_path", "read_sidecar", "write_sidecar", "write_atomic", "info_from_sidecar", "artifact_sha256",
+           "artifact_files",
            "INPUT_NAME", "OUTPUT_NAME", "METADATA_PREFIX", "ARTIFACT_SUFFIXES"]
 
 #: The pipeline graph's one input (N x H x W x 3 BGR uint8) and one output (N x H x W uint8 labels).
@@ -85,18 +88,29 @@ def sidecar_path(artifact: str | os.PathLike) -> Path:
     return artifact.with_name(artifact.name + ".json")
 
 
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write bytes through a temporary file and a rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+def artifact_files(artifact: str | os.PathLike) -> list[Path]:
+    """The files one artifact is made of: an OpenVINO IR's .xml and .bin, else the file itself."""
+    artifact = Path(artifact)
+    return [artifact, artifact.with_suffix(".bin")] if artifact.suffix.lower() == ".xml" else [artifact]
+
+
+def artifact_sha256(artifact: str | os.PathLike) -> str:
+    """SHA-256 over the artifact's files, in order: what its sidecar describes."""
+    digest = hashlib.sha256()
+    for part in artifact_files(artifact):
+        with open(part, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_sidecar(artifact: str | os.PathLike, sidecar: dict[str, Any]) -> Path:
-    """Write the JSON sidecar of an artifact atomically."""
+    """Write the JSON sidecar of an artifact atomically, last, with the artifact's own hash in it.
+
+    Artifact then sidecar: a build cut off in between leaves a sidecar that does not match, which
+    `read_sidecar` refuses, instead of a new artifact described by the old facts.
+    """
+    sidecar = {**sidecar, "artifact_sha256": artifact_sha256(artifact)}
     return write_atomic(sidecar_path(artifact), (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode())
 
 
@@ -111,8 +125,14 @@ def read_sidecar(artifact: str | os.PathLike, *, required: bool = True) -> dict[
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise EngineLoadError(f"{path}: unreadable metadata ({exc}); rebuild with 'bisenet-rt build'") from None
-    if not isinstance(data, dict) or "info" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("info"), dict):
         raise EngineLoadError(f"{path}: not a bisenet-rt sidecar (no 'info' section); rebuild with 'bisenet-rt build'")
+    expected = data.get("artifact_sha256")
+    if expected is not None and all(p.is_file() for p in artifact_files(artifact)):
+        if artifact_sha256(artifact) != expected:
+            raise EngineLoadError(f"{artifact}: does not match its metadata file {path.name} (the artifact was "
+                                  "replaced, or a build was cut off between the two); rebuild it with "
+                                  "'bisenet-rt build'")
     return data
 
 
@@ -184,7 +204,14 @@ def open_pipeline(path: str | os.PathLike, *, keep_graph: bool = False, sidecar:
     inputs = [(i.name, i.type.tensor_type.elem_type) for i in proto.graph.input]
     if meta.get("graph") == "plain" or inputs != [(INPUT_NAME, onnx.TensorProto.UINT8)]:
         raise EngineLoadError(f"{path}: this is a plain model graph (float input {inputs}); {_PLAIN}")
+    outputs = [(o.name, o.type.tensor_type.elem_type, len(o.type.tensor_type.shape.dim)) for o in proto.graph.output]
+    if outputs != [(OUTPUT_NAME, onnx.TensorProto.UINT8, 3)]:
+        raise EngineLoadError(f"{path}: its outputs {[o[0] for o in outputs]} are not the pipeline's one uint8 "
+                              f"N x H x W label map '{OUTPUT_NAME}'; {_REEXPORT}")
     stored = read_sidecar(path, required=False) if sidecar else None
+    if stored is not None and meta and info_from_sidecar(stored).classes != ArtifactInfo.from_metadata(meta).classes:
+        raise EngineLoadError(f"{path}: its sidecar {sidecar_path(path).name} names other classes than the graph "
+                              "does; rebuild it with 'bisenet-rt build'")
     if stored is not None:
         info = info_from_sidecar(stored)
     elif meta:

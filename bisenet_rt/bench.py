@@ -202,7 +202,6 @@ def format_table(rep: dict[str, Any]) -> str:
 
 def write_report(rep: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write the JSON report (creating folders)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rep, indent=2) + "\n")
-    return path
+    from .atomic import write_atomic
+
+    return write_atomic(path, (json.dumps(rep, indent=2) + "\n").encode())

@@ -5,11 +5,16 @@ Each subcommand lives in `bisenet_rt.commands.<name>` with `add_arguments(parser
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import pkgutil
+import signal
 import sys
-from typing import Sequence
+import threading
+import traceback
+from typing import Any, Iterator, Sequence
 
 from . import __version__
 from .errors import BisenetError
@@ -32,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(prog="bisenet-rt", description="Real-time BiSeNetV2 semantic segmentation.")
     parser.add_argument("--version", action="version", version=f"bisenet-rt {__version__}")
+    parser.add_argument("--debug", action="store_true", help=f"show the traceback behind an error (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in _command_modules():
@@ -68,20 +74,59 @@ def _show_library_logs() -> None:
         logger.setLevel(logging.INFO)
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, systemd), handled like Ctrl-C: work stops cleanly, nothing is left half-written."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises _Terminated in the main thread (if nobody else handles SIGTERM)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+#: Set (to anything but 0) to see the traceback behind an error message.
+DEBUG_ENV = "BISENET_RT_DEBUG"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code. User errors print one line, never a traceback."""
+    """Run the CLI; returns the exit code. User errors print one line, never a traceback (--debug shows it)."""
     _show_library_logs()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args._argv = argv  # the exact command, for reports
+    debug = args.debug or os.environ.get(DEBUG_ENV, "0") not in ("", "0")
     try:
-        return int(args._run(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args._run(args) or 0)
+    except _Terminated:
+        print("bisenet-rt: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("bisenet-rt: interrupted", file=sys.stderr)
         return 130
     except BisenetError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"bisenet-rt {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the file system refused: a folder named as a file, a read-only mount, a full disk
+        if debug:
+            traceback.print_exc()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"bisenet-rt {args.command}: error: {where}{exc.strerror or exc}; check the path and its permissions",
+              file=sys.stderr)
         return 1
 
 

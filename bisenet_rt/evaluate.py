@@ -130,6 +130,6 @@ def report(results: Sequence[EvalResult], dataset: Any) -> dict[str, Any]:
 
 def write_report(path: str | os.PathLike, results: Sequence[EvalResult], dataset: Any) -> Path:
     """Write the JSON report atomically."""
-    from .artifacts import write_atomic
+    from .atomic import write_atomic
 
     return write_atomic(path, (json.dumps(report(results, dataset), indent=2) + "\n").encode())

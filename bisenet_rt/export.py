@@ -11,12 +11,12 @@ import dataclasses
 import json
 import os
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .artifacts import INPUT_NAME, OUTPUT_NAME
+from .atomic import write_atomic
 from .classes import DEFAULT_MODEL_SIZE, MEAN_RGB, STD_RGB, class_names
 from .errors import ExportError
 from .precision import Precision
@@ -284,9 +284,5 @@ def export_onnx(model: "torch.nn.Module", path: str | os.PathLike | None, config
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(proto.SerializeToString())
-        os.replace(tmp, path)
+        write_atomic(path, proto.SerializeToString())
     return proto

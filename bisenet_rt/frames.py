@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputError, InputTypeError
+from .settings import MAX_FRAME_ENV, max_frame_size
 
 __all__ = ["as_batch", "array_batch", "check_size", "check_out"]
 
@@ -60,6 +61,10 @@ def _check_single(frame: np.ndarray, what: str) -> np.ndarray:
         raise InputError(f"{what} has {c} channels{hint}; {_EXPECTED}")
     if h == 0 or w == 0:
         raise InputError(f"{what} is empty (shape {frame.shape}); {_EXPECTED}")
+    limit_w, limit_h = max_frame_size()
+    if w > limit_w or h > limit_h:
+        raise InputError(f"{what} is {w}x{h}, larger than the frame-size limit {limit_w}x{limit_h}; downscale it, or "
+                         f"raise the limit with {MAX_FRAME_ENV}=WxH")
     return frame
 
 

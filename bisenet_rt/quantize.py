@@ -404,6 +404,8 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
                 ranges = _load_ranges(path, method)
             else:
                 ranges = _calibrate(prepared, reader, method, Path(tmp))
+                check_ranges([np.asarray(ranges[k].range_value, np.float64) for k in ranges.keys()],
+                             "the calibration of these frames")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_tensors_data(ranges, path)
             extra["TensorQuantOverrides"] = _relu_ranges_for_producers(prepared, ranges)
@@ -462,12 +464,32 @@ def _load_ranges(path: Path, method: str) -> Any:
 
     try:
         ranges = load_tensors_data(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BuildError(f"calibration cache {path} is unreadable ({exc}); delete it to calibrate again") from None
-    if ranges.calibration_method != _ort_method(method):
-        raise BuildError(f"calibration cache {path} holds {ranges.calibration_method.name} ranges, not {method}; "
+        held = ranges.calibration_method
+        bounds = [np.asarray(ranges[name].range_value, np.float64) for name in ranges.keys()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BuildError(f"calibration cache {path} is unreadable ({exc.__class__.__name__}: {exc}); delete it to "
+                         "calibrate again") from None
+    if held != _ort_method(method):
+        raise BuildError(f"calibration cache {path} holds {getattr(held, 'name', held)} ranges, not {method}; "
                          "delete it to calibrate again")
+    check_ranges(bounds, str(path))
     return ranges
+
+
+#: The largest activation magnitude a calibrated range may claim (normalized inputs keep this network's
+#: activations orders of magnitude below it); beyond it a range is corrupt and would round every value to 0.
+MAX_RANGE = 1e6
+
+
+def check_ranges(bounds: Sequence[np.ndarray], where: str) -> None:
+    """Refuse calibration ranges that are not finite, not (low, high) pairs, or absurdly wide."""
+    for value in bounds:
+        if value.size != 2 or not np.all(np.isfinite(value)) or value[0] > value[1]:
+            raise BuildError(f"calibration ranges in {where} include {value.tolist()}, not a finite (low, high) "
+                             "pair; delete the cache to calibrate again")
+        if np.max(np.abs(value)) > MAX_RANGE:
+            raise BuildError(f"calibration ranges in {where} include {value.tolist()}, beyond +-{MAX_RANGE:g}; "
+                             "the cache is corrupt: delete it to calibrate again")
 
 
 def _relu_ranges_for_producers(prepared: "onnx.ModelProto", ranges: Any) -> dict[str, list[dict[str, Any]]]:

@@ -3,19 +3,25 @@
 Built artifacts go to the engines folder (`engines/` under the working directory, or `$BISENET_RT_ENGINES`);
 caches that only save time (OpenVINO's compiled models, INT8 calibration ranges, TensorRT's timing
 cache) go to the user's cache folder (`$BISENET_RT_CACHE`, else `$XDG_CACHE_HOME/bisenet-rt`, else
-`~/.cache/bisenet-rt`). Both are read when asked for, not at import, so a changed environment counts.
+`~/.cache/bisenet-rt`). Frames above a size limit (`$BISENET_RT_MAX_FRAME`, default 8192x8192) are refused. All of these are read
+when asked for, not at import, so a changed environment counts.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["ENGINES_ENV", "CACHE_ENV", "engines_dir", "cache_dir"]
+__all__ = ["ENGINES_ENV", "CACHE_ENV", "MAX_FRAME_ENV", "DEFAULT_MAX_FRAME", "engines_dir", "cache_dir",
+           "max_frame_size"]
 
 #: Environment variable naming the engines folder.
 ENGINES_ENV = "BISENET_RT_ENGINES"
 #: Environment variable naming the cache folder.
 CACHE_ENV = "BISENET_RT_CACHE"
+#: Environment variable with the largest frame (WxH) the Segmenter accepts.
+MAX_FRAME_ENV = "BISENET_RT_MAX_FRAME"
+#: The default limit: 8K video (7680x4320) and 45-megapixel stills fit; a 20000x20000 mistake does not.
+DEFAULT_MAX_FRAME = (8192, 8192)
 
 
 def engines_dir() -> Path:
@@ -32,3 +38,17 @@ def cache_dir(kind: str | None = None) -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME")
         base = (Path(xdg) if xdg else Path.home() / ".cache") / "bisenet-rt"
     return base / kind if kind else base
+
+
+def max_frame_size() -> tuple[int, int]:
+    """The largest frame (width, height) the Segmenter takes; bigger ones are refused before any allocation."""
+    from .errors import ConfigError
+    from .sizes import parse_size
+
+    text = os.environ.get(MAX_FRAME_ENV)
+    if not text:
+        return DEFAULT_MAX_FRAME
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise ConfigError(f"{MAX_FRAME_ENV}={text!r}: {exc}") from None

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactInfo, load_onnx, open_pipeline, write_atomic
+from .artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactInfo, load_onnx, open_pipeline
+from .atomic import replacing, write_atomic
 from .errors import EngineLoadError, InputError
 from .sizes import format_size
 
@@ -238,10 +239,8 @@ def export_triton(artifact: str | os.PathLike | TritonModel, repo: str | os.Path
     text = model_config_text(model, name=name, max_batch=max_batch, instances=instances,
                              kind="KIND_GPU" if device == "gpu" else "KIND_CPU", queue_delay_us=queue_delay_us,
                              input_dims=input_dims, output_dims=output_dims)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.copyfile(model.path, tmp)  # a copy, not a link: the folder is usually mounted into a container
-    os.replace(tmp, target)
+    with replacing(target) as tmp:
+        shutil.copyfile(model.path, tmp)  # a copy, not a link: the folder is usually mounted into a container
     write_atomic(model_dir / "labels.txt", ("\n".join(model.info.classes) + "\n").encode())
     write_atomic(model_dir / "config.pbtxt", text.encode())
     return model_dir

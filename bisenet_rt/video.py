@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .atomic import commit, remove_stale, temp_name
 from .errors import InputError
 from .viz import overlay
 
@@ -163,6 +164,7 @@ class _Encoder:
         self.output, self.fps, self.codec = output, fps, codec
         self.palette, self.alpha, self.show_fps = palette, alpha, show_fps
         self.writer: Any = None
+        self.partial: Path | None = None
         self.size: tuple[int, int] | None = None
         self._last: float | None = None
         self._rate: float | None = None
@@ -175,7 +177,9 @@ class _Encoder:
             self.output.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"{self.output}: cannot create its folder ({exc.strerror}); choose another -o path") from None
-        self.writer = cv2.VideoWriter(str(self.output), cv2.VideoWriter.fourcc(*self.codec), self.fps, self.size)
+        remove_stale(self.output)
+        self.partial = temp_name(self.output)  # the video is written here and renamed over -o once finalized
+        self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter.fourcc(*self.codec), self.fps, self.size)
         if not self.writer.isOpened():
             self.writer = None
             raise InputError(f"{self.output}: cannot be written with the {self.codec!r} codec; check the folder is "
@@ -209,10 +213,17 @@ class _Encoder:
         cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), max(1, int(1.5 * scale)),
                     cv2.LINE_AA)
 
-    def close(self) -> None:
+    def close(self, keep: bool) -> None:
+        """Finalize the container; `keep` renames it over the output path, else it is removed (the old file stays)."""
         if self.writer is not None:
             self.writer.release()
             self.writer = None
+        if self.partial is not None and self.partial.exists():
+            if keep:
+                commit(self.partial, self.output)
+            else:
+                self.partial.unlink()
+        self.partial = None
 
 
 def _writer(encoder: _Encoder, results: queue.Queue, stop: threading.Event, shared: _Shared, bar: Any) -> None:
@@ -317,7 +328,9 @@ def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, outpu
         writer.join()  # the writer must finish before the file is finalized
         stop.set()  # the reader may still wait on a full queue
         reader.join(timeout=_READER_JOIN_S)  # a capture blocked in read() (a stalled camera) is left to its daemon
-        encoder.close()
+        # the frames written so far become a complete (shorter) video, also after Ctrl-C, SIGTERM or an inference
+        # error; only then does it replace the output path: an encoder failure or no frame keeps the old file
+        encoder.close(keep=shared.write_error is None and shared.written > 0)
         bar.close()
     if shared.write_error is not None:
         raise shared.write_error

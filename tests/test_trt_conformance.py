@@ -252,7 +252,8 @@ def test_tensorrt_build_checks_the_graph_before_tensorrt(tmp_path):
 
     model = _model([_cast("frames", "f", TensorProto.FLOAT, "pre/to_float"),
                     helper.make_node("ArgMax", ["f"], ["ids"], axis=3, keepdims=0, name="post/argmax"),
-                    _cast("ids", "labels", TensorProto.UINT8, "post/to_uint8")], [_frames()], [_out()])
+                    _cast("ids", "labels", TensorProto.UINT8, "post/to_uint8")], [_frames()],
+                   [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", "H", "W"])])
     for key, value in _metadata(ExportConfig(), 3, "test").items():
         model.metadata_props.add(key=key, value=value)
     path = tmp_path / "bad.onnx"

@@ -44,6 +44,9 @@ class _UserCache:
         return "USER_CACHE"
 
 
+#: Kernels OpenVINO's CPU plugin keeps per input shape it has seen (its default, 5000, grows memory with every
+#: new frame size; a video stream or camera has one size, so a small cache costs nothing there).
+RUNTIME_CACHE = 16
 #: Compiled models are cached so a second start skips compilation; this default puts them in the user's
 #: cache folder, a path puts them there, None disables the cache.
 USER_CACHE = _UserCache()
@@ -197,7 +200,8 @@ class OpenVINOBackend(Backend):
     suffixes = (".xml", ".onnx")
 
     def __init__(self, path: str | os.PathLike, *, precision: str | Precision | None = None, hint: str = "latency",
-                 threads: int | None = None, cache_dir: str | os.PathLike | None | _UserCache = USER_CACHE) -> None:
+                 threads: int | None = None, cache_dir: str | os.PathLike | None | _UserCache = USER_CACHE,
+                 runtime_cache: int = RUNTIME_CACHE) -> None:
         super().__init__(path)
         import openvino as ov
 
@@ -223,6 +227,7 @@ class OpenVINOBackend(Backend):
             "INFERENCE_PRECISION_HINT": OV_PRECISION[self._compute],
             "PERFORMANCE_HINT": HINTS[hint],
             "INFERENCE_NUM_THREADS": threads or physical_cores(),
+            "CPU_RUNTIME_CACHE_CAPACITY": str(runtime_cache),
         }
         if isinstance(cache_dir, _UserCache):
             cache_dir = user_cache_dir("openvino")
@@ -238,6 +243,7 @@ class OpenVINOBackend(Backend):
             raise EngineLoadError(f"{self.path}: OpenVINO cannot load it ({_first_line(exc)}); "
                                   f"{_REBUILD if is_ir else _REEXPORT}") from None
         self._check_io(self._compiled.inputs)
+        self._check_output(self._compiled.outputs)
         self._cpu = str(core.get_property("CPU", "FULL_DEVICE_NAME"))
         #: Why this INT8 artifact loses accuracy on this CPU (also logged at load), or None.
         self.fit_warning: str | None = None
@@ -277,6 +283,13 @@ class OpenVINOBackend(Backend):
             raise EngineLoadError(f"{self.path}: OpenVINO cannot read it ({_first_line(exc)}); {_REEXPORT}") from None
         self._check_io(model.inputs)
         return model
+
+    def _check_output(self, outputs: Any) -> None:
+        found = [(p.get_any_name(), p.get_element_type().get_type_name(), p.get_partial_shape().rank.get_length())
+                 for p in outputs]
+        if len(found) != 1 or found[0][1:] != ("u8", 3):
+            raise EngineLoadError(f"{self.path}: expected one uint8 N x H x W label map as output (the pipeline graph), "
+                                  f"found {found}; {_REBUILD}")
 
     def _check_io(self, inputs: Any) -> None:
         found = [(p.get_any_name(), p.get_element_type().get_type_name()) for p in inputs]

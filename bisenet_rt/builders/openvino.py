@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..artifacts import ArtifactInfo, Pipeline, write_sidecar
+from ..atomic import commit, remove_stale, temp_name
 from ..errors import BackendUnavailableError, BuildError
 from ..precision import Precision
 from . import BuildConfig, base_sidecar, read_pipeline, source_onnx
@@ -84,11 +84,12 @@ def _write_ir(model: object, output: Path) -> None:
     import openvino as ov
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp{os.getpid()}.xml")
+    remove_stale(output)
+    tmp = temp_name(output)
     try:
         ov.save_model(model, str(tmp), compress_to_fp16=False)  # weights stay as the graph has them
-        os.replace(tmp.with_suffix(".bin"), output.with_suffix(".bin"))
-        os.replace(tmp, output)
+        commit(tmp.with_suffix(".bin"), output.with_suffix(".bin"))
+        commit(tmp, output)  # the sidecar, written after, holds both files' hash: a pair cut in two is refused
     except (OSError, RuntimeError) as exc:
         raise BuildError(f"could not write {output}: {exc}") from None
     finally:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from ..sizes import parse_size
 
-__all__ = ["size_arg", "model_size_arg", "precision_arg", "newest_artifact_or_fail"]
+__all__ = ["size_arg", "model_size_arg", "precision_arg", "newest_artifact_or_fail", "check_writable"]
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -50,3 +51,23 @@ def newest_artifact_or_fail(option: str, build_hint: str = "'bisenet-rt build'")
                               f"{build_hint} or pass {option} PATH")
     print(f"using {found} (newest under {engines_dir()}/)", file=sys.stderr)
     return found
+
+
+def check_writable(path: str | os.PathLike, option: str, *, folder: bool = False) -> Path:
+    """Refuse an output path that cannot be written, before any work starts: one line saying why."""
+    from ..errors import InputError
+
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise InputError(f"{option} {path}: exists and is not a folder; give a folder")
+        if not folder and path.is_dir():
+            raise InputError(f"{option} {path}: is a folder; give a file name")
+    probe = path if folder and path.is_dir() else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(f"{option} {path}: {probe} is a file, so nothing can be written under it")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: {probe} is not writable (permissions or a read-only mount)")
+    return path

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import size_arg
+from ._common import check_writable, size_arg
 
 HELP = "time artifacts end to end (frame in, labels out), the paper's protocol"
 
@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = BenchConfig(iters=args.iters, warmup=args.warmup, batch=args.batch, size=args.size, rounds=args.rounds,
                          mode=args.mode)
+    if args.json:
+        check_writable(args.json, "--json")
     paths = args.engine or [_default_engine(args.engines_dir)]
     segmenters = [Segmenter(p, backend=args.backend, depth=args.depth) for p in paths]
     try:

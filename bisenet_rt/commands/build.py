@@ -6,7 +6,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from ._common import model_size_arg, precision_arg, size_arg
+from ._common import check_writable, model_size_arg, precision_arg, size_arg
 
 HELP = "build a TensorRT engine / optimized ONNX Runtime model / OpenVINO IR under engines/"
 
@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..builders import BuildConfig, build
 
+    if args.output is not None:
+        check_writable(args.output, "-o")
     folders = {k: v for k, v in (("engines_dir", args.engines_dir), ("cache_dir", args.cache_dir)) if v is not None}
     config = BuildConfig(precision=args.precision, backend=args.backend, weights=args.weights, onnx=args.onnx,
                          output=args.output, model_size=args.model_size, **folders,

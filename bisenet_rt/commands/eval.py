@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._common import newest_artifact_or_fail
+from ._common import check_writable, newest_artifact_or_fail
 
 HELP = "mIoU / per-class IoU / pixel accuracy of artifacts on a dataset split (several side by side)"
 
@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    if args.json:
+        check_writable(args.json, "--json")
     engines = args.engine or [newest_artifact_or_fail("--engine")]
     dataset = open_dataset(args.data, args.split, kind=args.kind, skip_bad=args.skip_bad,
                            num_classes=args.num_classes, progress=not args.no_progress)

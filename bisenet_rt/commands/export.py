@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..classes import DEFAULT_MODEL_SIZE
-from ._common import model_size_arg, precision_arg, size_arg
+from ._common import check_writable, model_size_arg, precision_arg, size_arg
 
 HELP = "export the model (with in-graph pre/post-processing) to ONNX"
 
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = ExportConfig(precision=args.precision, model_size=args.model_size, plain=args.plain, post=args.post,
                           frame_size=args.frame_size, batch=args.batch)
+    check_writable(args.output, "-o")
     model, sha = model_and_sha(args.weights)
     export_onnx(model, args.output, config, source_sha256=sha)
     kind = "plain model" if args.plain else "pipeline"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from ..errors import InputError
-from ._common import newest_artifact_or_fail
+from ._common import check_writable, newest_artifact_or_fail
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,7 +84,7 @@ def write_png(path: Path, image: "np.ndarray") -> None:
     """Encode and write a PNG atomically (uint8, one or three channels)."""
     import cv2
 
-    from ..artifacts import write_atomic
+    from ..atomic import write_atomic
 
     ok, buf = cv2.imencode(".png", image)
     if not ok:
@@ -92,12 +92,17 @@ def write_png(path: Path, image: "np.ndarray") -> None:
     write_atomic(path, buf.tobytes())
 
 
-def _plan_images(inputs: Iterable[Path]) -> list[tuple[Path, Path]]:
-    """(image, output stem relative to OUT) for image files and folders among the inputs."""
+def _plan_images(inputs: Iterable[Path], exclude: Path) -> list[tuple[Path, Path]]:
+    """(image, output stem relative to OUT) for image files and folders among the inputs.
+
+    Images under `exclude` (the output folder, when it lies inside an input folder) are left out, so a
+    second run does not segment the first run's outputs.
+    """
+    skip = exclude.resolve()
     plan = []
     for item in inputs:
         if item.is_dir():
-            found = find_images(item)
+            found = [p for p in find_images(item) if not p.resolve().is_relative_to(skip)]
             if not found:
                 print(f"warning: {item}: no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} images in this folder",
                       file=sys.stderr)
@@ -190,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
                          "give a folder")
     if out.is_file() and not to_file:
         raise InputError(f"-o {out} is an existing file; give a folder")
-    plan = _plan_images(images)
+    check_writable(out, "-o", folder=not to_file)
+    plan = _plan_images(images, exclude=out)
     sources: list[tuple[Path | int, Path]] = [(v, out if to_file else out / f"{v.stem}.mp4") for v in videos]
     if args.camera is not None:
         sources.append((args.camera, out if to_file else out / f"camera{args.camera}.mp4"))

@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=None, metavar="N",
                    help="linear warm-up iterations (default min(1000, iters/10))")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="DataLoader worker processes (default 2)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="check every frame first; leave out (and count) missing, mismatched or out-of-range labels")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: cuda if present")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of the initialisation, sampling and augmentation (default 0)")
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
                          device=args.device, seed=args.seed, eval_every=args.eval_every, eval_size=args.eval_size,
                          eval_limit=args.eval_limit, save_every=args.save_every, log_every=args.log_every,
                          resume=args.resume, weights=args.weights, stop_at=args.stop_at, export_demo=args.export_demo,
-                         qat=args.qat, **({} if args.qat_int8_weight is None else {"qat_int8_weight": args.qat_int8_weight}))
+                         qat=args.qat, skip_bad=args.skip_bad, **({} if args.qat_int8_weight is None else {"qat_int8_weight": args.qat_int8_weight}))
     result = train(config)
     if result.metrics is not None:
         print(f"val mIoU {100 * result.metrics['miou']:.2f}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..atomic import write_atomic
 from ..classes import class_names
 from ..errors import DataError
 from .base import SegmentationDataset, train_id_encoding
@@ -58,7 +59,7 @@ def write_list(path: str | os.PathLike, pairs: list[tuple[str | os.PathLike, str
         except ValueError:
             return str(p)
 
-    path.write_text("".join(f"{rel(i)},{rel(l)}\n" for i, l in pairs), encoding="utf-8")
+    write_atomic(path, "".join(f"{rel(i)},{rel(l)}\n" for i, l in pairs).encode("utf-8"))
     return path
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import multiprocessing
+import pickle
 import os
 import sys
 import time
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from ..classes import DEFAULT_MODEL_SIZE, IGNORE_INDEX
+from ..atomic import write_atomic
 from ..errors import CheckpointError, ConfigError, DataError
 from ..model import BiSeNetV2, load_checkpoint, save_checkpoint
 from ..sizes import check_model_size, format_size
@@ -86,6 +88,7 @@ class TrainConfig:
     export_demo: Path | None = None
     qat: bool = False
     qat_int8_weight: float = INT8_LOSS_WEIGHT
+    skip_bad: bool = False  # check every frame first and leave out (and count) bad ones
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -108,6 +111,11 @@ class TrainConfig:
             raise ConfigError(f"stop_at must be in [1, iters={self.iters}], got {self.stop_at}")
         if self.weights is not None and self.resume is not None:
             raise ConfigError("weights and resume exclude each other: resume continues a run with its own weights")
+        for name in ("lr", "momentum", "weight_decay", "qat_int8_weight"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
         if not self.qat_int8_weight > 0:
             raise ConfigError(f"qat_int8_weight must be positive, got {self.qat_int8_weight}")
         if self.qat and self.weights is None and self.resume is None:
@@ -247,12 +255,15 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def _open_split(root: Path | None, split: str) -> Any:
+def _open_split(root: Path | None, split: str, skip_bad: bool = False) -> Any:
     if root is None:
         raise ConfigError("no dataset given; pass --data ROOT (a Cityscapes-layout tree or a list file)")
     from ..data import open_dataset
 
-    return open_dataset(root, split)
+    dataset = open_dataset(root, split, skip_bad=skip_bad)
+    if dataset.skipped:
+        _log.warning(f"skipped {dataset.skipped} bad {split} frame(s); first: {dataset.problems[0]}")
+    return dataset
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -300,9 +311,10 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from ..atomic import replacing
+
+    with replacing(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _resolve_resume(path: Path) -> Path:
@@ -318,8 +330,10 @@ def _resolve_resume(path: Path) -> Path:
 def _load_state(path: Path, config: TrainConfig, world: int) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot read the training state ({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, AttributeError, IndexError, KeyError) as exc:
+        detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        raise CheckpointError(f"{path}: cannot read the training state ({detail}); it is empty, corrupt, or not one "
+                              f"this project wrote: resume from the {STATE_NAME} of a run") from None
     if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
         raise CheckpointError(f"{path}: not a bisenet-rt training state (a public-layout model checkpoint cannot "
                               f"be resumed; resume from the {STATE_NAME} written next to it)")
@@ -510,7 +524,7 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
     dist = _Dist.from_env(config.device)
     try:
         if train_set is None:
-            train_set = _open_split(config.data, "train")
+            train_set = _open_split(config.data, "train", config.skip_bad)
         if len(train_set) == 0:
             raise DataError(f"the training split of {config.data} has no frames")
         state = _load_state(_resolve_resume(config.resume), config, dist.world) if config.resume else None
@@ -576,7 +590,7 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
             summary = {"iteration": iteration, "iters": config.iters, "wall_s": wall, "first_loss": first_loss,
                        "last_loss": last_loss, "eval": metrics, "world": dist.world, "device": str(dist.device),
                        "config": config.to_json(), "torch": torch.__version__, "argv": sys.argv}
-            (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+            write_atomic(out / SUMMARY_NAME, (json.dumps(summary, indent=2) + "\n").encode())
             _log.info(f"done: {iteration - start} iterations in {_format_eta(wall)}; model {out / MODEL_NAME}, "
                       f"state {out / STATE_NAME}" + (f", demo {demo}" if demo else ""))
         log.close()
