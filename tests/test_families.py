@@ -1,0 +1,89 @@
+"""Checkpoint families: MMSeg checkpoints load as they are and match the real MMSeg model; the family travels on."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import DATA
+from bisenet_rt.families import COINCHEUNG, MMSEG, BGAUpsample, BGAVariant
+from bisenet_rt.model import BiSeNetV2, load_checkpoint, save_checkpoint
+from bisenet_rt.model.mmseg_layout import from_mmseg
+
+_spec = importlib.util.spec_from_file_location("make_reference_fixtures", DATA / "make_reference_fixtures.py")
+fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fixtures)
+
+
+def mmseg_state() -> dict[str, torch.Tensor]:
+    """The state dict the real MMSeg model was filled with for the reference logits (aux heads included)."""
+    layout = json.loads(fixtures.LAYOUT.read_text())["keys"]
+    return {k: torch.from_numpy(fixtures.deterministic_tensor(k, tuple(shape))) for k, shape, _ in layout}
+
+
+@pytest.fixture(scope="module")
+def mmseg_checkpoint(tmp_path_factory):
+    """An MMSeg checkpoint file as MMSeg's runner writes it: meta + state_dict, auxiliary heads included."""
+    path = tmp_path_factory.mktemp("mmseg") / "bisenetv2_mmseg.pth"
+    torch.save({"meta": {"mmseg_version": "1.2.2", "dataset_meta": {"classes": ["road"] * 19}},
+                "state_dict": mmseg_state()}, path)
+    return path
+
+
+def test_every_non_aux_mmseg_key_maps_to_ours_with_its_shape():
+    state = mmseg_state()
+    ours, unknown = from_mmseg(state)
+    expected = BiSeNetV2(19, aux_heads=False, bga=MMSEG.bga).state_dict()
+    assert unknown == []
+    assert len(ours) == sum(1 for k in state if not k.startswith("auxiliary_head.")) == len(expected)
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in expected.items()}
+
+
+def test_mmseg_checkpoint_matches_the_real_mmseg_logits(mmseg_checkpoint):
+    from bisenet_rt.pipeline import reference_logits
+
+    reference = np.load(fixtures.REFERENCE)
+    model = load_checkpoint(mmseg_checkpoint)
+    assert model.family is MMSEG and model.bga_variant == MMSEG.bga
+    logits = reference_logits(model, torch.from_numpy(reference["frame"])[None], fixtures.FRAME_SIZE).numpy()
+    scale = float(np.abs(reference["logits"]).max())
+    # Same operations in the same order as MMSeg: only float rounding of other kernels may differ.
+    assert np.abs(logits - reference["logits"]).max() <= 1e-5 * scale
+    assert (logits.argmax(1) == reference["logits"].argmax(1)).all()
+
+
+def test_the_variant_and_the_normalization_both_matter(mmseg_checkpoint):
+    """With CoinCheung's BGA or normalization the same weights give other logits, so the test above can fail."""
+    from bisenet_rt.pipeline import reference_logits
+
+    reference = np.load(fixtures.REFERENCE)
+    frame = torch.from_numpy(reference["frame"])[None]
+    mmseg = load_checkpoint(mmseg_checkpoint)
+    nearest = BiSeNetV2(19, aux_heads=False, bga=BGAVariant(BGAUpsample.NEAREST, pointwise_bias=True)).eval()
+    nearest.load_state_dict(mmseg.state_dict())
+    nearest.family = MMSEG
+    wrong_norm = BiSeNetV2(19, aux_heads=False, bga=MMSEG.bga).eval()
+    wrong_norm.load_state_dict(mmseg.state_dict())
+    wrong_norm.family = COINCHEUNG
+    scale = float(np.abs(reference["logits"]).max())
+    for model in (nearest, wrong_norm):
+        logits = reference_logits(model, frame, fixtures.FRAME_SIZE).numpy()
+        assert np.abs(logits - reference["logits"]).max() > 1e-2 * scale
+
+
+def test_our_checkpoint_of_an_mmseg_network_keeps_its_family(tmp_path, mmseg_checkpoint):
+    model = load_checkpoint(mmseg_checkpoint, aux_heads=True)
+    again = load_checkpoint(save_checkpoint(model, tmp_path / "tuned.pth"))
+    assert again.family is MMSEG
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in again.state_dict().items())
+
+
+def test_mmseg_checkpoint_of_another_network_names_the_keys(tmp_path):
+    state = mmseg_state()
+    state["backbone.layer1.conv.weight"] = torch.zeros(3)
+    torch.save({"meta": {}, "state_dict": state}, tmp_path / "other.pth")
+    with pytest.raises(Exception, match="MMSegmentation checkpoint, but not of BiSeNetV2.*backbone.layer1.conv.weight"):
+        load_checkpoint(tmp_path / "other.pth")
