@@ -13,6 +13,7 @@ from typing import Any
 
 from .classes import DEFAULT_MODEL_SIZE
 from .errors import EngineLoadError
+from .families import DEFAULT_FAMILY, FAMILIES
 from .precision import Precision
 from .sizes import format_size, parse_size
 
@@ -30,6 +31,7 @@ class ArtifactInfo:
     min_size: tuple[int, int] | None = None  # smallest frame (w, h) the artifact accepts; None = any
     max_size: tuple[int, int] | None = None  # largest frame (w, h); None = any
     max_batch: int | None = None
+    family: str = DEFAULT_FAMILY.name  # checkpoint family (`families`): normalization and published protocol
 
     @property
     def num_classes(self) -> int:
@@ -44,7 +46,8 @@ class ArtifactInfo:
             return cls(classes=classes, model_size=parse_size(meta.get("model_size", format_size(DEFAULT_MODEL_SIZE))),
                        precision=Precision.parse(meta.get("precision", "fp32")),
                        source_sha256=meta.get("source_sha256", "unknown"), min_size=frame, max_size=frame,
-                       max_batch=int(meta["batch"]) if meta.get("batch") else None)
+                       max_batch=int(meta["batch"]) if meta.get("batch") else None,
+                       family=meta.get("family", DEFAULT_FAMILY.name))
         except (KeyError, ValueError, TypeError) as exc:
             raise EngineLoadError(f"artifact metadata is incomplete or invalid ({exc}); re-export it with "
                                   "'bisenet-rt export' or 'bisenet-rt build'") from None
@@ -59,7 +62,8 @@ class ArtifactInfo:
             "precision": self.precision.value, "source_sha256": self.source_sha256,
             "min_size": format_size(self.min_size) if self.min_size else None,
             "max_size": format_size(self.max_size) if self.max_size else None,
-            "max_batch": self.max_batch,
+            "max_batch": self.max_batch, "family": self.family,
+            **({"normalization": FAMILIES[self.family].normalization.metadata()} if self.family in FAMILIES else {}),
         }
 
 
@@ -105,7 +109,8 @@ def info_from_sidecar(data: dict[str, Any]) -> ArtifactInfo:
     raw = data["info"]
     try:
         info = ArtifactInfo.from_metadata({"classes": json.dumps(raw["classes"]), "model_size": raw["model_size"],
-                                           "precision": raw["precision"], "source_sha256": raw.get("source_sha256", "unknown")})
+                                           "precision": raw["precision"], "source_sha256": raw.get("source_sha256", "unknown"),
+                                           "family": raw.get("family", DEFAULT_FAMILY.name)})
         return info.with_profile(parse_size(raw["min_size"]) if raw.get("min_size") else None,
                                  parse_size(raw["max_size"]) if raw.get("max_size") else None, raw.get("max_batch"))
     except (KeyError, TypeError, ValueError) as exc:

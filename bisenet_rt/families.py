@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from .classes import CITYSCAPES_CLASSES, MEAN_RGB, MMSEG_MEAN_RGB, MMSEG_STD_RGB
 from .errors import EngineLoadError
 
 __all__ = ["ChannelOrder", "Normalization", "BGAUpsample", "BGAVariant", "CheckpointFamily", "COINCHEUNG", "MMSEG",
-           "FAMILIES", "DEFAULT_FAMILY", "family_named", "family_for_bga"]
+           "FAMILIES", "DEFAULT_FAMILY", "family_named", "family_for_bga", "family_of"]
 
 
 class ChannelOrder(str, enum.Enum):
@@ -135,3 +136,8 @@ def family_for_bga(bga: BGAVariant) -> CheckpointFamily:
         if family.bga == bga:
             return family
     return DEFAULT_FAMILY
+
+
+def family_of(model: Any) -> CheckpointFamily:
+    """The family of a model's weights (set by the loader), or the default family for a model without one."""
+    return getattr(model, "family", None) or DEFAULT_FAMILY

@@ -8,17 +8,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .classes import DEFAULT_MODEL_SIZE
-from .families import DEFAULT_FAMILY, ChannelOrder, Normalization
+from .families import DEFAULT_FAMILY, ChannelOrder, Normalization, family_of
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["preprocess", "postprocess", "reference_logits", "reference_labels", "normalization_of"]
-
-
-def normalization_of(model: "torch.nn.Module") -> Normalization:
-    """The normalization the model's weights expect: its checkpoint family's (the default family's if it has none)."""
-    return getattr(model, "family", DEFAULT_FAMILY).normalization
+__all__ = ["preprocess", "postprocess", "reference_logits", "reference_labels"]
 
 
 def preprocess(frames: "torch.Tensor", model_size: tuple[int, int] = DEFAULT_MODEL_SIZE,
@@ -56,7 +51,7 @@ def reference_logits(model: "torch.nn.Module", frames: "torch.Tensor",
 
     with torch.inference_mode():
         param = next(model.parameters())
-        x = preprocess(frames.to(param.device), model_size, normalization_of(model)).to(param.dtype)
+        x = preprocess(frames.to(param.device), model_size, family_of(model).normalization).to(param.dtype)
         return model(x)
 
 

@@ -22,7 +22,8 @@ from .mmseg_layout import from_mmseg, is_mmseg_layout
 __all__ = ["load_checkpoint", "load_state_dict", "read_checkpoint", "file_sha256", "save_checkpoint", "model_and_sha"]
 
 _CLASSIFIER_BIAS = "head.conv_out.1.bias"
-_POINTWISE_BIAS = "bga.left1.2.bias"
+#: A key only networks with the MMSeg BGA variant have (bias of the BGA's detail pointwise conv).
+POINTWISE_BIAS = "bga.left1.2.bias"
 _BN_COUNTER = "num_batches_tracked"
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -110,7 +111,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], Checkpoint
             raise CheckpointError(f"{path}: an MMSegmentation checkpoint, but not of BiSeNetV2 with an FCN decode "
                                   f"head; keys with no BiSeNetV2 counterpart: {shown}")
         return state, MMSEG
-    return state, MMSEG if _POINTWISE_BIAS in state else COINCHEUNG
+    return state, MMSEG if POINTWISE_BIAS in state else COINCHEUNG
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:

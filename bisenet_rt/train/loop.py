@@ -24,7 +24,9 @@ from torch import nn
 
 from ..classes import DEFAULT_MODEL_SIZE, IGNORE_INDEX
 from ..errors import CheckpointError, DataError
+from ..families import MMSEG
 from ..model import BiSeNetV2, load_checkpoint, save_checkpoint
+from ..model.checkpoint import POINTWISE_BIAS as _POINTWISE_BIAS
 from ..sizes import check_model_size, format_size
 from .augment import DEFAULT_SCALES, AugmentConfig, TrainAugment, sample_rng
 from .losses import OhemCrossEntropy
@@ -371,10 +373,12 @@ class _Run:
         torch.manual_seed(config.seed)
         self.model = BiSeNetV2(num_classes, aux_heads=True)
         if state is not None:
+            if _POINTWISE_BIAS in state["model"]:  # a run started from MMSeg weights
+                self.model = BiSeNetV2(num_classes, aux_heads=True, bga=MMSEG.bga)
             self.model.load_state_dict(state["model"])
         elif config.weights is not None:
-            start = load_checkpoint(config.weights, aux_heads=True, num_classes=num_classes)
-            self.model.load_state_dict(start.state_dict())
+            # The start's own network: its BGA variant and its family's normalization go on training.
+            self.model = load_checkpoint(config.weights, aux_heads=True, num_classes=num_classes)
         self.model.to(dist.device).train()
         self.net: nn.Module = self.model
         self.fake_quant: Int8FakeQuant | None = None
@@ -408,7 +412,7 @@ class _Run:
         from ..pipeline import preprocess
 
         _check_labels(labels, self.num_classes)
-        x = preprocess(images.to(self.dist.device, non_blocking=True), self.config.crop)
+        x = preprocess(images.to(self.dist.device, non_blocking=True), self.config.crop, self.model.family.normalization)
         y = labels.to(self.dist.device, non_blocking=True).long()
         lr = self.scheduler.get_last_lr()[0]
         if self.fake_quant is not None:
@@ -457,7 +461,7 @@ class _Run:
             return
         picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
         batches = (preprocess(torch.from_numpy(np.ascontiguousarray(frames[int(i)][0]))[None].to(self.dist.device),
-                              self.config.eval_size) for i in picks)
+                              self.config.eval_size, self.model.family.normalization) for i in picks)
         self.model.eval()
         self.fake_quant.calibrate(batches, self.model)
         self.model.train()
