@@ -11,6 +11,7 @@ import numpy as np
 from .backends import Backend, open_backend
 from .classes import palette
 from .errors import EngineLoadError, InputError
+from .families import CheckpointFamily, family_named
 from .frames import as_batch
 from .precision import Precision
 from .submission import DEFAULT_DEPTH, Pending
@@ -136,6 +137,11 @@ class Segmenter:
     @property
     def precision(self) -> Precision:
         return self._backend.info.precision
+
+    @property
+    def family(self) -> CheckpointFamily:
+        """The checkpoint family of the weights inside: their normalization and published protocol."""
+        return family_named(self._backend.info.family)
 
     @property
     def backend(self) -> str:

@@ -87,3 +87,34 @@ def test_mmseg_checkpoint_of_another_network_names_the_keys(tmp_path):
     torch.save({"meta": {}, "state_dict": state}, tmp_path / "other.pth")
     with pytest.raises(Exception, match="MMSegmentation checkpoint, but not of BiSeNetV2.*backbone.layer1.conv.weight"):
         load_checkpoint(tmp_path / "other.pth")
+
+
+def test_exported_pipeline_normalizes_for_mmseg_and_says_so(tmp_path, mmseg_checkpoint):
+    """The in-graph preprocessing uses MMSeg's mean/std: ONNX Runtime labels equal the real MMSeg arg-max."""
+    import onnx
+    import onnxruntime as ort
+
+    from bisenet_rt.classes import MMSEG_MEAN_RGB, MMSEG_STD_RGB
+    from bisenet_rt.export import ExportConfig, export_onnx, read_metadata
+
+    reference = np.load(fixtures.REFERENCE)
+    path = tmp_path / "mmseg.onnx"
+    export_onnx(load_checkpoint(mmseg_checkpoint), path, ExportConfig(model_size=fixtures.FRAME_SIZE))
+    meta = read_metadata(onnx.load(str(path)))
+    assert meta["family"] == "mmseg" and meta["channel_order"] == "rgb"
+    assert json.loads(meta["mean_rgb"]) == list(MMSEG_MEAN_RGB) and json.loads(meta["std_rgb"]) == list(MMSEG_STD_RGB)
+    assert json.loads(meta["value_range"]) == 255.0
+    assert meta["scored_size"] == "2048x1024" and json.loads(meta["published_miou"]) == MMSEG.published_miou
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    labels = session.run(None, {"frames": reference["frame"][None]})[0]
+    # The reference's smallest top-1/top-2 margin is far above float rounding, so every label must agree.
+    assert (labels == reference["logits"].argmax(1)).all()
+
+
+def test_segmenter_on_an_mmseg_pth_reports_its_family(mmseg_checkpoint):
+    from bisenet_rt import Segmenter
+
+    reference = np.load(fixtures.REFERENCE)
+    with Segmenter(mmseg_checkpoint, device="cpu", model_size=fixtures.FRAME_SIZE) as seg:
+        assert seg.family is MMSEG and seg.runner.info.family == "mmseg"
+        assert (seg(reference["frame"]) == reference["logits"].argmax(1)[0]).all()
