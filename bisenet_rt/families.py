@@ -97,6 +97,15 @@ class CheckpointFamily:
         """The family's class names when the count matches, generic names otherwise (a fine-tuned head)."""
         return self.classes if num_classes == len(self.classes) else class_names(num_classes)
 
+    def protocol_note(self, model_size: tuple[int, int]) -> str:
+        """One line on how a run at `model_size` relates to the published accuracy of these weights."""
+        w, h = self.scored_size
+        published = f"{self.title} weights: {self.published_miou:.2f} mIoU published at {w}x{h} (Cityscapes val)"
+        if tuple(model_size) == self.scored_size:
+            return f"{published}; this run uses that protocol"
+        return (f"{published}; this run resizes to {model_size[0]}x{model_size[1]}, so expect a different mIoU "
+                f"(--model-size {w}x{h} reproduces the published protocol)")
+
     def metadata(self) -> dict[str, str]:
         """ONNX metadata entries (without the `bisenet_rt.` prefix): family, normalization and protocol."""
         w, h = self.scored_size

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ._common import model_size_arg
+
 HELP = "mIoU / per-class IoU / pixel accuracy of artifacts on a dataset split (several side by side)"
 
 
@@ -17,6 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", type=Path, action="append", default=None, metavar="PATH",
                    help="artifact to score (.engine, .onnx, .xml, .pth); repeat to compare several on the same "
                         "frames (default: the newest artifact under engines/)")
+    p.add_argument("--model-size", type=model_size_arg, action="append", default=None, metavar="WxH",
+                   help="checkpoints (.pth): the size frames are resized to, repeat to score each size side by side "
+                        "(e.g. --model-size 1024x512 --model-size 2048x1024: the paper's speed protocol and the "
+                        "published accuracy protocol; default 1024x512); built artifacts keep the size they were "
+                        "exported at")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write a JSON report here")
     p.add_argument("--skip-bad", action="store_true",
                    help="check every frame first; skip (and count) missing, mismatched or out-of-range labels")
@@ -44,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                            num_classes=args.num_classes, progress=not args.no_progress)
     if dataset.skipped:
         print(f"skipped {dataset.skipped} bad frame(s); first: {dataset.problems[0]}", file=sys.stderr)
-    segmenters = [Segmenter(path) for path in engines]
+    segmenters = _open(engines, args.model_size)
     try:
         results = evaluate(segmenters, dataset, progress=not args.no_progress, limit=args.limit)
     finally:
@@ -54,6 +61,30 @@ def run(args: argparse.Namespace) -> int:
     print(f"{dataset.kind} {dataset.split}: {frames} frames from {dataset.root}"
           + (f" ({dataset.skipped} skipped)" if dataset.skipped else ""))
     print(format_table(results))
+    for seg in segmenters:
+        print(f"{seg.path.name}: {seg.family.protocol_note(seg.model_size)}", file=sys.stderr)
     if args.json:
         print(f"wrote {write_report(args.json, results, dataset)}", file=sys.stderr)
     return 0
+
+
+def _open(engines: list[Path], model_sizes: list[tuple[int, int]] | None) -> list:
+    """One Segmenter per artifact, and per model size for checkpoints (the PyTorch reference runs any size)."""
+    from ..backends.torch import TorchBackend
+    from ..segmenter import Segmenter
+
+    segmenters = []
+    try:
+        for path in engines:
+            if Path(path).suffix.lower() in TorchBackend.suffixes and model_sizes:
+                segmenters += [Segmenter(path, model_size=size) for size in model_sizes]
+            else:
+                segmenters.append(Segmenter(path))
+                if model_sizes:
+                    print(f"note: {path} keeps the model size it was exported at; --model-size applies to "
+                          "checkpoints (.pth)", file=sys.stderr)
+    except BaseException:
+        for seg in segmenters:
+            seg.close()
+        raise
+    return segmenters
