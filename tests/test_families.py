@@ -118,3 +118,19 @@ def test_segmenter_on_an_mmseg_pth_reports_its_family(mmseg_checkpoint):
     with Segmenter(mmseg_checkpoint, device="cpu", model_size=fixtures.FRAME_SIZE) as seg:
         assert seg.family is MMSEG and seg.runner.info.family == "mmseg"
         assert (seg(reference["frame"]) == reference["logits"].argmax(1)[0]).all()
+
+
+def test_eval_scores_a_checkpoint_at_two_model_sizes_and_states_the_protocol(tmp_path, mmseg_checkpoint, capsys):
+    from bisenet_rt.cli import main
+    from bisenet_rt.synth import write_dataset
+
+    write_dataset(tmp_path / "synth", n=2, seed=1, size=(256, 128), val_fraction=0.5, progress=False)
+    report = tmp_path / "report.json"
+    assert main(["eval", "--data", str(tmp_path / "synth"), "--engine", str(mmseg_checkpoint), "--model-size",
+                 "128x64", "--model-size", "256x128", "--no-progress", "--json", str(report)]) == 0
+    out, err = capsys.readouterr()
+    assert "bisenetv2_mmseg.pth@128x64" in out and "bisenetv2_mmseg.pth@256x128" in out
+    assert "73.21 mIoU published at 2048x1024" in err and "--model-size 2048x1024 reproduces" in err
+    results = json.loads(report.read_text())["results"]
+    assert [r["model_size"] for r in results] == ["128x64", "256x128"]
+    assert results[1]["agreement_with_first"] < 1.0  # the size changes the labels

@@ -5,7 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import model_size_arg
+from typing import TYPE_CHECKING
+
+from ..backends import backend_for_path
+from ._common import model_size_arg, open_segmenter
+
+if TYPE_CHECKING:
+    from ..segmenter import Segmenter
 
 HELP = "mIoU / per-class IoU / pixel accuracy of artifacts on a dataset split (several side by side)"
 
@@ -36,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import open_dataset
     from ..errors import EngineLoadError
     from ..evaluate import evaluate, format_table, write_report
-    from ..segmenter import ENGINES_DIR, Segmenter, newest_artifact
+    from ..segmenter import ENGINES_DIR, newest_artifact
 
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
@@ -68,21 +74,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(engines: list[Path], model_sizes: list[tuple[int, int]] | None) -> list:
-    """One Segmenter per artifact, and per model size for checkpoints (the PyTorch reference runs any size)."""
-    from ..backends.torch import TorchBackend
-    from ..segmenter import Segmenter
 
-    segmenters = []
+def _open(engines: list[Path], model_sizes: list[tuple[int, int]] | None) -> list["Segmenter"]:
+    """One Segmenter per artifact, and per model size for checkpoints (the PyTorch reference runs any size)."""
+    segmenters: list["Segmenter"] = []
     try:
         for path in engines:
-            if Path(path).suffix.lower() in TorchBackend.suffixes and model_sizes:
-                segmenters += [Segmenter(path, model_size=size) for size in model_sizes]
-            else:
-                segmenters.append(Segmenter(path))
-                if model_sizes:
-                    print(f"note: {path} keeps the model size it was exported at; --model-size applies to "
-                          "checkpoints (.pth)", file=sys.stderr)
+            if model_sizes and backend_for_path(path) == "torch":
+                segmenters += [open_segmenter(path, model_size=size) for size in model_sizes]
+            else:  # a built artifact: its export size (open_segmenter notes a --model-size it cannot apply)
+                segmenters.append(open_segmenter(path, model_size=model_sizes[0] if model_sizes else None))
     except BaseException:
         for seg in segmenters:
             seg.close()
