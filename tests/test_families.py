@@ -24,6 +24,12 @@ def mmseg_state() -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(fixtures.deterministic_tensor(k, tuple(shape))) for k, shape, _ in layout}
 
 
+def coincheung_state() -> dict[str, torch.Tensor]:
+    """The state dict CoinCheung/BiSeNet's own model was filled with for its reference logits (aux heads included)."""
+    layout = json.loads(fixtures.COINCHEUNG_LAYOUT.read_text())["keys"]
+    return {k: torch.from_numpy(fixtures.deterministic_tensor(k, tuple(shape))) for k, shape in layout.items()}
+
+
 @pytest.fixture(scope="module")
 def mmseg_checkpoint(tmp_path_factory):
     """An MMSeg checkpoint file as MMSeg's runner writes it: meta + state_dict, auxiliary heads included."""
@@ -52,6 +58,18 @@ def test_mmseg_checkpoint_matches_the_real_mmseg_logits(mmseg_checkpoint):
     scale = float(np.abs(reference["logits"]).max())
     # Same operations in the same order as MMSeg: only float rounding of other kernels may differ.
     assert np.abs(logits - reference["logits"]).max() <= 1e-5 * scale
+    assert (logits.argmax(1) == reference["logits"].argmax(1)).all()
+
+
+def test_coincheung_checkpoint_matches_its_own_model_and_demo_preprocessing(tmp_path):
+    from bisenet_rt.pipeline import reference_logits
+
+    reference = np.load(fixtures.COINCHEUNG_REFERENCE)
+    torch.save(coincheung_state(), tmp_path / "model_final_v2_city.pth")
+    model = load_checkpoint(tmp_path / "model_final_v2_city.pth")
+    assert model.family is COINCHEUNG and model.bga_variant == BGAVariant()
+    logits = reference_logits(model, torch.from_numpy(reference["frame"])[None], fixtures.FRAME_SIZE).numpy()
+    assert np.abs(logits - reference["logits"]).max() <= 1e-5 * float(np.abs(reference["logits"]).max())
     assert (logits.argmax(1) == reference["logits"].argmax(1)).all()
 
 

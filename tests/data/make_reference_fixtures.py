@@ -1,10 +1,11 @@
-"""Make the MMSegmentation reference fixtures: the real MMSeg BiSeNetV2's key layout and its logits.
+"""Make the reference fixtures: logits of the real MMSegmentation and CoinCheung/BiSeNet models.
 
 How they were made (a scratch environment outside the repository; bisenet_rt is not needed):
 
     python3 -m venv /tmp/mmseg-venv
     /tmp/mmseg-venv/bin/pip install torch==2.13.0 mmsegmentation==1.2.2 mmengine==0.10.7 mmcv-lite==2.1.0 ftfy regex
-    /tmp/mmseg-venv/bin/python tests/data/make_reference_fixtures.py
+    git clone https://github.com/CoinCheung/BiSeNet /tmp/BiSeNet && git -C /tmp/BiSeNet checkout 6b4b67a8e3eb
+    /tmp/mmseg-venv/bin/python tests/data/make_reference_fixtures.py --coincheung /tmp/BiSeNet
 
 (torch 2.13.0+cpu, numpy 2.4.6, mmsegmentation 1.2.2, mmengine 0.10.7, mmcv-lite 2.1.0: mmseg 1.2.2 refuses
 mmcv 2.2; ftfy and regex are imported by mmseg.utils.) mmcv-lite has no compiled `mmcv.ops`; nothing in
@@ -22,11 +23,20 @@ from the layout file without MMSeg), and writes:
   scores MMSeg computes for it: its `SegDataPreProcessor` (BGR -> RGB, its mean/std), then
   `EncoderDecoder.inference` (whole-image test mode, logits resized to the frame bilinearly).
 
-tests/test_reference.py writes the filled state dict as an MMSeg checkpoint file
-(`{"meta": ..., "state_dict": ...}`), loads it with `bisenet_rt.model.load_checkpoint` and compares.
+For CoinCheung/BiSeNet (commit 6b4b67a8e3eb), its `lib/models/bisenetv2.py` and
+`lib/data/transform_cv2.py` are loaded from the checkout; its model's state dict (booster heads
+included) must have exactly the keys and shapes of `bisenetv2_state_dict_layout.json`; it is filled the
+same way (its constructor's download of pretrained backbone weights is skipped: every weight is
+overwritten), and `coincheung_reference.npz` holds the same frame and the logits of its `tools/demo.py`
+steps: BGR -> RGB, its `ToTensor` with the mean/std demo.py passes, the model in `aux_mode="eval"`.
+
+tests/test_families.py writes the filled state dicts as checkpoint files (MMSeg's as
+`{"meta": ..., "state_dict": ...}`), loads them with `bisenet_rt.model.load_checkpoint` and compares.
 """
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import sys
 import types
@@ -38,6 +48,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 LAYOUT = HERE / "mmseg_bisenetv2_layout.json"
 REFERENCE = HERE / "mmseg_reference.npz"
+COINCHEUNG_LAYOUT = HERE / "bisenetv2_state_dict_layout.json"
+COINCHEUNG_REFERENCE = HERE / "coincheung_reference.npz"
+#: The mean/std CoinCheung's tools/demo.py passes to its ToTensor (RGB, after /255).
+_COINCHEUNG_MEAN, _COINCHEUNG_STD = (0.3257, 0.3690, 0.3223), (0.2112, 0.2148, 0.2115)
 FRAME_SIZE = (64, 32)  # (w, h): both multiples of 32, not square
 _CONFIG = "configs/bisenetv2/bisenetv2_fcn_4xb4-160k_cityscapes-1024x1024.py"
 
@@ -88,9 +102,44 @@ def _stub_mmcv_ops() -> None:
     sys.modules["mmcv.ops"] = ops
 
 
+def _load_file(name: str, path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_coincheung(checkout: Path) -> None:
+    """CoinCheung/BiSeNet's own model and preprocessing on the deterministic weights and frame."""
+    import torch
+
+    models = _load_file("coincheung_bisenetv2", checkout / "lib" / "models" / "bisenetv2.py")
+    transforms = _load_file("coincheung_transform_cv2", checkout / "lib" / "data" / "transform_cv2.py")
+    models.BiSeNetV2.load_pretrain = lambda self: None  # downloads backbone weights; all are overwritten below
+    net = models.BiSeNetV2(19, aux_mode="train")
+    state = net.state_dict()
+    layout = json.loads(COINCHEUNG_LAYOUT.read_text())["keys"]
+    if {k: list(v.shape) for k, v in state.items()} != layout:
+        raise SystemExit(f"CoinCheung's state dict differs from {COINCHEUNG_LAYOUT.name}")
+    net.load_state_dict({k: torch.from_numpy(deterministic_tensor(k, tuple(v.shape))) for k, v in state.items()})
+    net.aux_mode = "eval"
+    net.eval()
+    frame = deterministic_frame()
+    to_tensor = transforms.ToTensor(mean=_COINCHEUNG_MEAN, std=_COINCHEUNG_STD)
+    with torch.no_grad():
+        im = to_tensor(dict(im=frame[:, :, ::-1], lb=None))["im"].unsqueeze(0)
+        logits = net(im)[0].numpy().astype(np.float32)
+    np.savez_compressed(COINCHEUNG_REFERENCE, frame=frame, logits=logits)
+    print(f"CoinCheung/BiSeNet: {len(state)} keys; logits {logits.shape}, |max| {np.abs(logits).max():.3g}")
+
+
 def main() -> None:
     import torch
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--coincheung", type=Path, required=True, help="checkout of CoinCheung/BiSeNet")
+    args = parser.parse_args()
+    make_coincheung(args.coincheung)
     _stub_mmcv_ops()
     import mmseg
     from mmengine.config import Config
