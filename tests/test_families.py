@@ -1,33 +1,18 @@
 """Checkpoint families: MMSeg checkpoints load as they are and match the real MMSeg model; the family travels on."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import DATA
+from conftest import reference_fixtures, reference_state
 from bisenet_rt.families import COINCHEUNG, MMSEG, BGAUpsample, BGAVariant
 from bisenet_rt.model import BiSeNetV2, load_checkpoint, save_checkpoint
 from bisenet_rt.model.mmseg_layout import from_mmseg
 
-_spec = importlib.util.spec_from_file_location("make_reference_fixtures", DATA / "make_reference_fixtures.py")
-fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fixtures)
-
-
-def mmseg_state() -> dict[str, torch.Tensor]:
-    """The state dict the real MMSeg model was filled with for the reference logits (aux heads included)."""
-    layout = json.loads(fixtures.LAYOUT.read_text())["keys"]
-    return {k: torch.from_numpy(fixtures.deterministic_tensor(k, tuple(shape))) for k, shape, _ in layout}
-
-
-def coincheung_state() -> dict[str, torch.Tensor]:
-    """The state dict CoinCheung/BiSeNet's own model was filled with for its reference logits (aux heads included)."""
-    layout = json.loads(fixtures.COINCHEUNG_LAYOUT.read_text())["keys"]
-    return {k: torch.from_numpy(fixtures.deterministic_tensor(k, tuple(shape))) for k, shape in layout.items()}
+fixtures = reference_fixtures()
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +20,12 @@ def mmseg_checkpoint(tmp_path_factory):
     """An MMSeg checkpoint file as MMSeg's runner writes it: meta + state_dict, auxiliary heads included."""
     path = tmp_path_factory.mktemp("mmseg") / "bisenetv2_mmseg.pth"
     torch.save({"meta": {"mmseg_version": "1.2.2", "dataset_meta": {"classes": ["road"] * 19}},
-                "state_dict": mmseg_state()}, path)
+                "state_dict": reference_state("mmseg")}, path)
     return path
 
 
 def test_every_non_aux_mmseg_key_maps_to_ours_with_its_shape():
-    state = mmseg_state()
+    state = reference_state("mmseg")
     ours, unknown = from_mmseg(state)
     expected = BiSeNetV2(19, aux_heads=False, bga=MMSEG.bga).state_dict()
     assert unknown == []
@@ -65,7 +50,7 @@ def test_coincheung_checkpoint_matches_its_own_model_and_demo_preprocessing(tmp_
     from bisenet_rt.pipeline import reference_logits
 
     reference = np.load(fixtures.COINCHEUNG_REFERENCE)
-    torch.save(coincheung_state(), tmp_path / "model_final_v2_city.pth")
+    torch.save(reference_state("coincheung"), tmp_path / "model_final_v2_city.pth")
     model = load_checkpoint(tmp_path / "model_final_v2_city.pth")
     assert model.family is COINCHEUNG and model.bga_variant == BGAVariant()
     logits = reference_logits(model, torch.from_numpy(reference["frame"])[None], fixtures.FRAME_SIZE).numpy()
@@ -100,7 +85,7 @@ def test_our_checkpoint_of_an_mmseg_network_keeps_its_family(tmp_path, mmseg_che
 
 
 def test_mmseg_checkpoint_of_another_network_names_the_keys(tmp_path):
-    state = mmseg_state()
+    state = reference_state("mmseg")
     state["backbone.layer1.conv.weight"] = torch.zeros(3)
     torch.save({"meta": {}, "state_dict": state}, tmp_path / "other.pth")
     with pytest.raises(Exception, match="MMSegmentation checkpoint, but not of BiSeNetV2.*backbone.layer1.conv.weight"):
@@ -112,6 +97,8 @@ def test_exported_pipeline_normalizes_for_mmseg_and_says_so(tmp_path, mmseg_chec
     import onnx
     import onnxruntime as ort
 
+    from bisenet_rt.artifacts import ArtifactInfo, info_from_sidecar
+    from bisenet_rt.build.trt_conformance import check_tensorrt
     from bisenet_rt.classes import MMSEG_MEAN_RGB, MMSEG_STD_RGB
     from bisenet_rt.export import ExportConfig, export_onnx, read_metadata
 
@@ -123,6 +110,12 @@ def test_exported_pipeline_normalizes_for_mmseg_and_says_so(tmp_path, mmseg_chec
     assert json.loads(meta["mean_rgb"]) == list(MMSEG_MEAN_RGB) and json.loads(meta["std_rgb"]) == list(MMSEG_STD_RGB)
     assert json.loads(meta["value_range"]) == 255.0
     assert meta["scored_size"] == "2048x1024" and json.loads(meta["published_miou"]) == MMSEG.published_miou
+    info = ArtifactInfo.from_metadata(meta)
+    assert info.family == "mmseg" and info.classes == MMSEG.classes
+    sidecar = {"info": info.to_json()}  # what every builder writes next to its artifact
+    assert sidecar["info"]["normalization"]["mean_rgb"] == meta["mean_rgb"]
+    assert info_from_sidecar(json.loads(json.dumps(sidecar))).family == "mmseg"
+    assert check_tensorrt(onnx.load(str(path))) == []  # the bilinear BGA upsample is a Resize TensorRT parses
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     labels = session.run(None, {"frames": reference["frame"][None]})[0]
     # The reference's smallest top-1/top-2 margin is far above float rounding, so every label must agree.
