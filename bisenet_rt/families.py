@@ -98,12 +98,13 @@ class CheckpointFamily:
         return self.classes if num_classes == len(self.classes) else class_names(num_classes)
 
     def protocol_note(self, model_size: tuple[int, int]) -> str:
-        """One line on how a run at `model_size` relates to the published accuracy of these weights."""
+        """One line on how a run at `model_size` relates to the published accuracy of this family's weights."""
         w, h = self.scored_size
-        published = f"{self.title} weights: {self.published_miou:.2f} mIoU published at {w}x{h} (Cityscapes val)"
+        published = (f"{self.title} weights: the published ones score {self.published_miou:.2f} mIoU on Cityscapes "
+                     f"val at model size {w}x{h}")
         if tuple(model_size) == self.scored_size:
-            return f"{published}; this run uses that protocol"
-        return (f"{published}; this run resizes to {model_size[0]}x{model_size[1]}, so expect a different mIoU "
+            return f"{published}, the size this run uses"
+        return (f"{published}; this run resizes to {model_size[0]}x{model_size[1]}, so expect another mIoU "
                 f"(--model-size {w}x{h} reproduces the published protocol)")
 
     def metadata(self) -> dict[str, str]:

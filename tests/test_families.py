@@ -17,10 +17,11 @@ fixtures = reference_fixtures()
 
 @pytest.fixture(scope="module")
 def mmseg_checkpoint(tmp_path_factory):
-    """An MMSeg checkpoint file as MMSeg's runner writes it: meta + state_dict, auxiliary heads included."""
+    """An MMSeg checkpoint file as MMSeg's runner writes it: meta (numpy values in it) + state_dict, aux heads included."""
     path = tmp_path_factory.mktemp("mmseg") / "bisenetv2_mmseg.pth"
-    torch.save({"meta": {"mmseg_version": "1.2.2", "dataset_meta": {"classes": ["road"] * 19}},
-                "state_dict": reference_state("mmseg")}, path)
+    meta = {"mmseg_version": "1.2.2", "dataset_meta": {"classes": ("road",) * 19, "palette": np.zeros((19, 3))},
+            "hook_msgs": {"best_score": np.float64(0.7321), "last_ckpt": "iter_160000.pth"}}
+    torch.save({"meta": meta, "state_dict": reference_state("mmseg")}, path)
     return path
 
 
@@ -141,7 +142,8 @@ def test_eval_scores_a_checkpoint_at_two_model_sizes_and_states_the_protocol(tmp
                  "128x64", "--model-size", "256x128", "--no-progress", "--json", str(report)]) == 0
     out, err = capsys.readouterr()
     assert "bisenetv2_mmseg.pth@128x64" in out and "bisenetv2_mmseg.pth@256x128" in out
-    assert "73.21 mIoU published at 2048x1024" in err and "--model-size 2048x1024 reproduces" in err
+    assert "score 73.21 mIoU on Cityscapes val at model size 2048x1024" in err
+    assert "--model-size 2048x1024 reproduces the published protocol" in err
     results = json.loads(report.read_text())["results"]
     assert [r["model_size"] for r in results] == ["128x64", "256x128"]
     assert results[1]["agreement_with_first"] < 1.0  # the size changes the labels

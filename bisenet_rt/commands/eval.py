@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if dataset.skipped:
         print(f"skipped {dataset.skipped} bad frame(s); first: {dataset.problems[0]}", file=sys.stderr)
     segmenters = _open(engines, args.model_size)
+    notes = [f"{seg.path.name}: {seg.family.protocol_note(seg.model_size)}" for seg in segmenters]
     try:
         results = evaluate(segmenters, dataset, progress=not args.no_progress, limit=args.limit)
     finally:
@@ -67,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{dataset.kind} {dataset.split}: {frames} frames from {dataset.root}"
           + (f" ({dataset.skipped} skipped)" if dataset.skipped else ""))
     print(format_table(results))
-    for seg in segmenters:
-        print(f"{seg.path.name}: {seg.family.protocol_note(seg.model_size)}", file=sys.stderr)
+    if dataset.kind == "cityscapes":  # the published numbers are Cityscapes val scores
+        for note in notes:
+            print(note, file=sys.stderr)
     if args.json:
         print(f"wrote {write_report(args.json, results, dataset)}", file=sys.stderr)
     return 0

@@ -67,6 +67,18 @@ def _check_container(path: Path) -> None:
         raise CheckpointError(f"{path}: {what}; download the .pth checkpoint itself")
 
 
+def _numpy_data_globals() -> list[Any]:
+    """numpy's data-only types (scalars, arrays, dtypes), which training checkpoints carry in their metadata
+    (MMSeg's best scores, for one); allowed to the `weights_only` unpickler under both numpy 1 and 2 names."""
+    import numpy as np
+
+    core = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    allowed: list[Any] = [np.ndarray, np.dtype, *{type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDGSUV"}]
+    for package in ("numpy.core", "numpy._core"):
+        allowed += [(core.scalar, f"{package}.multiarray.scalar"), (core._reconstruct, f"{package}.multiarray._reconstruct")]
+    return allowed
+
+
 def _read_error(path: Path, exc: BaseException) -> CheckpointError:
     """A one-line CheckpointError for an exception torch.load raised."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
@@ -98,7 +110,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], Checkpoint
         raise CheckpointError(f"checkpoint not found: {path}")
     _check_container(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_data_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, KeyError,
             AttributeError, TypeError) as exc:
         raise _read_error(path, exc) from None
