@@ -93,19 +93,23 @@ def test_mmseg_checkpoint_of_another_network_names_the_keys(tmp_path):
         load_checkpoint(tmp_path / "other.pth")
 
 
-def test_exported_pipeline_normalizes_for_mmseg_and_says_so(tmp_path, mmseg_checkpoint):
-    """The in-graph preprocessing uses MMSeg's mean/std: ONNX Runtime labels equal the real MMSeg arg-max."""
+def test_exported_pipeline_normalizes_for_mmseg_and_says_so(tmp_path, mmseg_checkpoint, capsys):
+    """`export --weights` an MMSeg file: the in-graph preprocessing uses MMSeg's mean/std, so ONNX Runtime labels
+    equal the real MMSeg arg-max, and the metadata and sidecar info state the family and its protocol."""
     import onnx
     import onnxruntime as ort
 
     from bisenet_rt.artifacts import ArtifactInfo, info_from_sidecar
     from bisenet_rt.build.trt_conformance import check_tensorrt
     from bisenet_rt.classes import MMSEG_MEAN_RGB, MMSEG_STD_RGB
-    from bisenet_rt.export import ExportConfig, export_onnx, read_metadata
+    from bisenet_rt.export import read_metadata
 
     reference = np.load(fixtures.REFERENCE)
+    from bisenet_rt.cli import main
+
     path = tmp_path / "mmseg.onnx"
-    export_onnx(load_checkpoint(mmseg_checkpoint), path, ExportConfig(model_size=fixtures.FRAME_SIZE))
+    assert main(["export", "--weights", str(mmseg_checkpoint), "--model-size", "64x32", "-o", str(path)]) == 0
+    assert "this run resizes to 64x32" in capsys.readouterr().err
     meta = read_metadata(onnx.load(str(path)))
     assert meta["family"] == "mmseg" and meta["channel_order"] == "rgb"
     assert json.loads(meta["mean_rgb"]) == list(MMSEG_MEAN_RGB) and json.loads(meta["std_rgb"]) == list(MMSEG_STD_RGB)
