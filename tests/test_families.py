@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import reference_fixtures, reference_state
-from bisenet_rt.families import COINCHEUNG, MMSEG, BGAUpsample, BGAVariant
+from bisenet_rt.families import COINCHEUNG, MMSEG, BGAUpsample, BGAVariant, ChannelOrder
 from bisenet_rt.model import BiSeNetV2, load_checkpoint, save_checkpoint
 from bisenet_rt.model.mmseg_layout import from_mmseg
 
@@ -151,3 +151,33 @@ def test_eval_scores_a_checkpoint_at_two_model_sizes_and_states_the_protocol(tmp
     results = json.loads(report.read_text())["results"]
     assert [r["model_size"] for r in results] == ["128x64", "256x128"]
     assert results[1]["agreement_with_first"] < 1.0  # the size changes the labels
+
+
+@pytest.mark.parametrize("order", list(ChannelOrder))
+@pytest.mark.parametrize("family", [COINCHEUNG, MMSEG], ids=lambda f: f.name)
+def test_oracle_and_graph_preprocessing_normalize_alike(family, order):
+    """pipeline.preprocess and the graph's multiply-add both compute (pixel - mean) / std in the family's units."""
+    import dataclasses
+
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from bisenet_rt.pipeline import preprocess
+    from bisenet_rt.prepost import FLOAT, preprocess_nodes
+
+    norm = dataclasses.replace(family.normalization, order=order)
+    frame = np.load(fixtures.REFERENCE)["frame"][None]
+    ordered = frame[..., ::-1] if order is ChannelOrder.RGB else frame
+    want = (ordered.astype(np.float64) * (norm.value_range / 255.0) - norm.mean) / norm.std
+    got = preprocess(torch.from_numpy(frame), fixtures.FRAME_SIZE, norm).numpy()
+    np.testing.assert_allclose(got, want.transpose(0, 3, 1, 2), rtol=0, atol=1e-5)
+    pre = preprocess_nodes("frames", "x", fixtures.FRAME_SIZE, FLOAT, norm)
+    w, h = fixtures.FRAME_SIZE
+    graph = helper.make_graph(pre.part.nodes, "pre", [helper.make_tensor_value_info("frames", onnx.TensorProto.UINT8,
+                                                                                    [1, h, w, 3])],
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, h, w])],
+                              initializer=pre.part.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"frames": frame})[0], got, rtol=0, atol=1e-5)
