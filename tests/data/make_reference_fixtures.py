@@ -4,11 +4,13 @@ How they were made (a scratch environment outside the repository; bisenet_rt is 
 
     python3 -m venv /tmp/mmseg-venv
     /tmp/mmseg-venv/bin/pip install torch==2.13.0 mmsegmentation==1.2.2 mmengine==0.10.7 mmcv-lite==2.1.0 ftfy regex
-    git clone https://github.com/CoinCheung/BiSeNet /tmp/BiSeNet && git -C /tmp/BiSeNet checkout 6b4b67a8e3eb
+    git clone https://github.com/CoinCheung/BiSeNet /tmp/BiSeNet
+    git -C /tmp/BiSeNet checkout 6b4b67a8e3eb0cc23b3d7a94843a7c3c11dedca8
     /tmp/mmseg-venv/bin/python tests/data/make_reference_fixtures.py --coincheung /tmp/BiSeNet
 
 (torch 2.13.0+cpu, numpy 2.4.6, mmsegmentation 1.2.2, mmengine 0.10.7, mmcv-lite 2.1.0: mmseg 1.2.2 refuses
-mmcv 2.2; ftfy and regex are imported by mmseg.utils.) mmcv-lite has no compiled `mmcv.ops`; nothing in
+mmcv 2.2; ftfy and regex are imported by mmseg.utils. The CoinCheung files came from a mirror of that
+commit: `git archive 6b4b67a8 lib configs`.) Running it again rewrites identical files. mmcv-lite has no compiled `mmcv.ops`; nothing in
 BiSeNetV2, FCNHead or the data pre-processor uses it, so `mmcv.ops` is replaced by a stub module whose
 members raise if they are ever built.
 
