@@ -9,9 +9,11 @@ and global lighting, cast shadows, blur and sensor noise vary per frame. A frame
 (seed, index), so a dataset is reproducible and frames do not change when `n` does.
 
 Files are named as Cityscapes names them (`synth_000000_<index>_leftImg8bit.png`, city "synth"), and
-labels are written both as Cityscapes *label ids* (`*_gtFine_labelIds.png`) and as train ids
-(`*_gtFine_labelTrainIds.png`), so the Cityscapes reader, the official cityscapesScripts and tools
-that train on train ids read a synthetic tree unchanged.
+labels are written as Cityscapes *label ids* (`*_gtFine_labelIds.png`), as train ids
+(`*_gtFine_labelTrainIds.png`) and as `*_gtFine_instanceIds.png` (no instances are drawn apart, so
+every pixel holds its label id, what Cityscapes writes for crowd regions), so the Cityscapes reader,
+the official cityscapesScripts evaluation and tools that train on train ids read a synthetic tree
+unchanged.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import numpy as np
 from .classes import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_ID_TO_TRAIN_ID
 
 __all__ = ["SYNTH_CLASSES", "SYNTH_CITY", "DEFAULT_FRAME_SIZE", "label_id", "generate_frame", "frame_paths",
-           "train_ids_path", "write_dataset", "SynthSummary"]
+           "sibling_label_path", "write_dataset", "SynthSummary"]
 
 #: Label id for each class name, derived from the Cityscapes table (never re-typed).
 _LABEL_ID: dict[str, int] = {CITYSCAPES_CLASSES[t]: lid for lid, t in CITYSCAPES_LABEL_ID_TO_TRAIN_ID.items()}
@@ -549,11 +551,11 @@ def frame_paths(root: str | os.PathLike, split: str, index: int) -> tuple[Path, 
             root / "gtFine" / split / SYNTH_CITY / f"{stem}{LABEL_IDS_SUFFIX}")
 
 
-def train_ids_path(label_ids_path: Path) -> Path:
-    """The `*_gtFine_labelTrainIds.png` next to a `*_gtFine_labelIds.png`."""
-    from .data.cityscapes import LABEL_IDS_SUFFIX, TRAIN_IDS_SUFFIX
+def sibling_label_path(label_ids_path: Path, suffix: str) -> Path:
+    """Another gtFine file of the same frame (e.g. `cityscapes.TRAIN_IDS_SUFFIX`) next to its `*_gtFine_labelIds.png`."""
+    from .data.cityscapes import LABEL_IDS_SUFFIX
 
-    return label_ids_path.with_name(label_ids_path.name[: -len(LABEL_IDS_SUFFIX)] + TRAIN_IDS_SUFFIX)
+    return label_ids_path.with_name(label_ids_path.name[: -len(LABEL_IDS_SUFFIX)] + suffix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -572,7 +574,7 @@ def write_dataset(root: str | os.PathLike, *, n: int = 200, seed: int = 0, size:
     """Write `n` frames under `root` in the Cityscapes layout: the first ones train, the last `val_fraction` val."""
     import cv2
 
-    from .data.cityscapes import label_id_encoding
+    from .data.cityscapes import INSTANCE_IDS_SUFFIX, TRAIN_IDS_SUFFIX, label_id_encoding
 
     to_train_ids = label_id_encoding().lut
     if n < 1:
@@ -595,6 +597,7 @@ def write_dataset(root: str | os.PathLike, *, n: int = 200, seed: int = 0, size:
         label_path.parent.mkdir(parents=True, exist_ok=True)
         png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
         if not (cv2.imwrite(str(image_path), image, png) and cv2.imwrite(str(label_path), label, png)
-                and cv2.imwrite(str(train_ids_path(label_path)), to_train_ids[label], png)):
+                and cv2.imwrite(str(sibling_label_path(label_path, TRAIN_IDS_SUFFIX)), to_train_ids[label], png)
+                and cv2.imwrite(str(sibling_label_path(label_path, INSTANCE_IDS_SUFFIX)), label.astype(np.uint16), png)):
             raise OSError(f"could not write {image_path} / {label_path}; check the folder is writable")
     return SynthSummary(root=Path(root), train=n_train, val=n_val, size=tuple(size), seed=int(seed))

@@ -16,13 +16,14 @@ from ..errors import DataError
 from .base import LabelEncoding, SegmentationDataset, train_id_encoding
 
 __all__ = ["LAYOUT", "looks_like", "open_cityscapes", "label_id_encoding", "frame_id", "parse_frame_id",
-           "train_id_to_label_id", "IMAGE_SUFFIX", "LABEL_IDS_SUFFIX", "TRAIN_IDS_SUFFIX"]
+           "train_id_to_label_id", "IMAGE_SUFFIX", "LABEL_IDS_SUFFIX", "TRAIN_IDS_SUFFIX", "INSTANCE_IDS_SUFFIX"]
 
 LAYOUT = ("a Cityscapes tree: ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png with labels in "
           "ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png")
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"  # uint16: label id * 1000 + instance, or the label id alone (crowd)
 _MAX_LABEL_ID = 33  # ids 0..33 exist; 255 (-1 as uint8, license plate) is allowed too
 _UNLABELED = 0
 _FRAME_ID = re.compile(r"([^_/]+)_(\d{6})_(\d{6})(?=_|\.|$)")
