@@ -24,7 +24,7 @@ from torch import nn
 
 from ..classes import DEFAULT_MODEL_SIZE, IGNORE_INDEX
 from ..errors import CheckpointError, DataError
-from ..families import MMSEG
+from ..families import MMSEG, BGAVariant
 from ..model import BiSeNetV2, load_checkpoint, save_checkpoint
 from ..model.checkpoint import POINTWISE_BIAS as _POINTWISE_BIAS
 from ..sizes import check_model_size, format_size
@@ -371,10 +371,9 @@ class _Run:
     def __init__(self, config: TrainConfig, dist: _Dist, num_classes: int, state: dict[str, Any] | None) -> None:
         self.config, self.dist, self.num_classes = config, dist, num_classes
         torch.manual_seed(config.seed)
-        self.model = BiSeNetV2(num_classes, aux_heads=True)
+        from_mmseg = state is not None and _POINTWISE_BIAS in state["model"]  # resuming a run from MMSeg weights
+        self.model = BiSeNetV2(num_classes, aux_heads=True, bga=MMSEG.bga if from_mmseg else BGAVariant())
         if state is not None:
-            if _POINTWISE_BIAS in state["model"]:  # a run started from MMSeg weights
-                self.model = BiSeNetV2(num_classes, aux_heads=True, bga=MMSEG.bga)
             self.model.load_state_dict(state["model"])
         elif config.weights is not None:
             # The start's own network: its BGA variant and its family's normalization go on training.
