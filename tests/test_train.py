@@ -290,11 +290,14 @@ def test_mmseg_weights_train_as_their_own_network(tiny_synth, tmp_path, monkeypa
     real = pipeline.preprocess
     monkeypatch.setattr(pipeline, "preprocess", lambda *a, **k: seen.append(a[2:] + tuple(k.values())) or real(*a, **k))
     out = tmp_path / "tuned"
-    assert main(["train", "--data", str(tiny_synth), "--out", str(out), "--iters", "1", "--batch", "2", "--lr", "1e-3",
-                 "--warmup", "0", "--workers", "0", "--weights", str(tmp_path / "mmseg.pth"), *_COMMON]) == 0
+    args = ["train", "--data", str(tiny_synth), "--out", str(out), "--iters", "2", "--batch", "2", "--lr", "1e-3",
+            "--warmup", "0", "--workers", "0", *_COMMON]
+    assert main([*args, "--weights", str(tmp_path / "mmseg.pth"), "--stop-at", "1"]) == 0
+    assert main([*args, "--resume", str(out)]) == 0  # the resumed network is the MMSeg variant too
     assert seen and all(args == (MMSEG.normalization,) for args in seen)
     tuned = load_checkpoint(out / "model.pth")
     assert tuned.family is MMSEG and tuned.bga.left1[2].bias is not None
+    assert sorted(_losses(out)) == [1, 2]
 
 
 def test_qat_fine_tune_trains_float_and_int8_passes_with_frozen_statistics(trained, tiny_synth, tmp_path):
