@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .atomic import write_atomic
 from .classes import DEFAULT_MODEL_SIZE
 from .errors import EngineLoadError
+from .families import DEFAULT_FAMILY, FAMILIES
 from .precision import Precision
 from .sizes import format_size, parse_size
 
@@ -49,6 +50,7 @@ class ArtifactInfo:
     min_size: tuple[int, int] | None = None  # smallest frame (w, h) the artifact accepts; None = any
     max_size: tuple[int, int] | None = None  # largest frame (w, h); None = any
     max_batch: int | None = None
+    family: str = DEFAULT_FAMILY.name  # checkpoint family (`families`): normalization and published protocol
 
     @property
     def num_classes(self) -> int:
@@ -63,7 +65,8 @@ class ArtifactInfo:
             return cls(classes=classes, model_size=parse_size(meta.get("model_size", format_size(DEFAULT_MODEL_SIZE))),
                        precision=Precision.parse(meta.get("precision", "fp32")),
                        source_sha256=meta.get("source_sha256", "unknown"), min_size=frame, max_size=frame,
-                       max_batch=int(meta["batch"]) if meta.get("batch") else None)
+                       max_batch=int(meta["batch"]) if meta.get("batch") else None,
+                       family=meta.get("family", DEFAULT_FAMILY.name))
         except (KeyError, ValueError, TypeError) as exc:
             raise EngineLoadError(f"artifact metadata is incomplete or invalid ({exc}); re-export it with "
                                   "'bisenet-rt export' or 'bisenet-rt build'") from None
@@ -78,7 +81,8 @@ class ArtifactInfo:
             "precision": self.precision.value, "source_sha256": self.source_sha256,
             "min_size": format_size(self.min_size) if self.min_size else None,
             "max_size": format_size(self.max_size) if self.max_size else None,
-            "max_batch": self.max_batch,
+            "max_batch": self.max_batch, "family": self.family,
+            **({"normalization": FAMILIES[self.family].normalization.metadata()} if self.family in FAMILIES else {}),
         }
 
 
@@ -141,7 +145,8 @@ def info_from_sidecar(data: dict[str, Any]) -> ArtifactInfo:
     raw = data["info"]
     try:
         info = ArtifactInfo.from_metadata({"classes": json.dumps(raw["classes"]), "model_size": raw["model_size"],
-                                           "precision": raw["precision"], "source_sha256": raw.get("source_sha256", "unknown")})
+                                           "precision": raw["precision"], "source_sha256": raw.get("source_sha256", "unknown"),
+                                           "family": raw.get("family", DEFAULT_FAMILY.name)})
         return info.with_profile(parse_size(raw["min_size"]) if raw.get("min_size") else None,
                                  parse_size(raw["max_size"]) if raw.get("max_size") else None, raw.get("max_batch"))
     except (KeyError, TypeError, ValueError) as exc:

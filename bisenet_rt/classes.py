@@ -12,6 +12,8 @@ __all__ = [
     "CAMVID_VOID",
     "MEAN_RGB",
     "STD_RGB",
+    "MMSEG_MEAN_RGB",
+    "MMSEG_STD_RGB",
     "IGNORE_INDEX",
     "DEFAULT_MODEL_SIZE",
     "class_names",
@@ -48,9 +50,13 @@ CAMVID_VOID: int = 11
 #: Label value that losses and metrics skip.
 IGNORE_INDEX: int = 255
 
-#: Normalisation the public BiSeNetV2 checkpoints were trained with (RGB order, after /255).
+#: Normalisation the CoinCheung/BiSeNet checkpoints (and ours) were trained with (RGB order, after /255).
 MEAN_RGB: tuple[float, float, float] = (0.3257, 0.3690, 0.3223)
 STD_RGB: tuple[float, float, float] = (0.2112, 0.2148, 0.2115)
+
+#: Normalisation of the MMSegmentation checkpoints (its SegDataPreProcessor: RGB order, on the 0..255 scale).
+MMSEG_MEAN_RGB: tuple[float, float, float] = (123.675, 116.28, 103.53)
+MMSEG_STD_RGB: tuple[float, float, float] = (58.395, 57.12, 57.375)
 
 #: The paper's inference size, (width, height).
 DEFAULT_MODEL_SIZE: tuple[int, int] = (1024, 512)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .sizes import format_size
 from .metrics import ConfusionMatrix, SegmentationScores
 
 __all__ = ["EvalResult", "evaluate", "format_table", "report", "write_report"]
@@ -33,11 +34,12 @@ class EvalResult:
     agreement: float | None  # fraction of all pixels labelled as the first artifact labels them
     seconds: float           # wall time spent in this artifact's inference (informational, not a benchmark)
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    model_size: str = ""     # WxH the frames were resized to
 
     def to_json(self) -> dict[str, Any]:
         return {"artifact": self.artifact, "backend": self.backend, "precision": self.precision, "device": self.device,
                 "versions": self.versions, "agreement_with_first": None if self.agreement is None else
-                round(self.agreement, 6), "inference_seconds": round(self.seconds, 3),
+                round(self.agreement, 6), "inference_seconds": round(self.seconds, 3), "model_size": self.model_size,
                 **self.scores.to_json(confusion=True)}
 
 
@@ -80,12 +82,15 @@ def evaluate(segmenters: Sequence[Any], dataset: Any, *, progress: bool = True,
         results.append(EvalResult(
             artifact=str(seg.path), backend=seg.backend, precision=seg.precision.value, device=seg.device,
             scores=matrices[k].scores(dataset.names), agreement=float(same[k] / total) if k else None,
-            seconds=float(seconds[k]), versions=runner.versions() if runner is not None else {}))
+            seconds=float(seconds[k]), versions=runner.versions() if runner is not None else {},
+            model_size=format_size(seg.model_size) if getattr(seg, "model_size", None) else ""))
     return results
 
 
 def _column_names(results: Sequence[EvalResult]) -> list[str]:
     names = [Path(r.artifact).name for r in results]
+    if len(set(names)) < len(names):  # one checkpoint at several model sizes, or same-named files
+        names = [f"{n}@{r.model_size}" for n, r in zip(names, results)]
     if len(set(names)) < len(names):
         names = [f"{i + 1}:{n}" for i, n in enumerate(names)]
     return names

@@ -17,8 +17,9 @@ import numpy as np
 
 from .artifacts import INPUT_NAME, OUTPUT_NAME
 from .atomic import write_atomic
-from .classes import DEFAULT_MODEL_SIZE, MEAN_RGB, STD_RGB, class_names
+from .classes import DEFAULT_MODEL_SIZE
 from .errors import ExportError
+from .families import DEFAULT_FAMILY, CheckpointFamily, family_of
 from .precision import Precision
 from .prepost import PostForm
 from .sizes import check_model_size, format_size, parse_size
@@ -213,12 +214,14 @@ def _dims(config: ExportConfig) -> list:
     return [config.batch if config.batch is not None else "N", h, w]
 
 
-def build_pipeline(plain: "onnx.ModelProto", config: ExportConfig, num_classes: int) -> "onnx.ModelProto":
+def build_pipeline(plain: "onnx.ModelProto", config: ExportConfig, num_classes: int,
+                   family: CheckpointFamily = DEFAULT_FAMILY) -> "onnx.ModelProto":
     """Wrap a plain graph (FP32, FP16-typed or Q/DQ) with the in-graph pre- and post-processing of `prepost`.
 
     uint8 N x H x W x 3 BGR frames in, uint8 N x H x W class ids out; N, H, W symbolic unless the
     config fixes them. The model's own final x8 upsample moves into the post-processing (same
-    function, laid out per `config.post`). Every node is named; `build.trt_conformance` checks the result.
+    function, laid out per `config.post`); the frames are normalized as the weights' `family` says.
+    Every node is named; `build.trt_conformance` checks the result.
     """
     import onnx
     from onnx import helper
@@ -231,7 +234,7 @@ def build_pipeline(plain: "onnx.ModelProto", config: ExportConfig, num_classes: 
     plain = onnx.ModelProto.FromString(plain.SerializeToString())
     graph = plain.graph
     upsample = _detach_upsample(graph)
-    pre = preprocess_nodes(INPUT_NAME, graph.input[0].name, config.model_size, fdt)
+    pre = preprocess_nodes(INPUT_NAME, graph.input[0].name, config.model_size, fdt, family.normalization)
     post = postprocess_nodes(upsample, OUTPUT_NAME, num_classes, config.model_size, fdt, pre, config.post)
     nodes = pre.part.nodes + list(graph.node) + post.nodes
     _name_nodes(nodes)
@@ -247,12 +250,12 @@ def build_pipeline(plain: "onnx.ModelProto", config: ExportConfig, num_classes: 
     return out
 
 
-def _metadata(config: ExportConfig, num_classes: int, source_sha256: str) -> dict[str, str]:
+def _metadata(config: ExportConfig, num_classes: int, source_sha256: str,
+              family: CheckpointFamily = DEFAULT_FAMILY) -> dict[str, str]:
     meta = {
         "bisenet_rt.graph": "plain" if config.plain else "pipeline",
-        "bisenet_rt.classes": json.dumps(list(class_names(num_classes))),
-        "bisenet_rt.mean_rgb": json.dumps(list(MEAN_RGB)),
-        "bisenet_rt.std_rgb": json.dumps(list(STD_RGB)),
+        "bisenet_rt.classes": json.dumps(list(family.class_names(num_classes))),
+        **{f"bisenet_rt.{k}": v for k, v in family.metadata().items()},
         "bisenet_rt.model_size": format_size(config.model_size),
         "bisenet_rt.precision": config.precision.value,
         "bisenet_rt.source_sha256": source_sha256,
@@ -270,17 +273,20 @@ def export_onnx(model: "torch.nn.Module", path: str | os.PathLike | None, config
                 *, source_sha256: str = "random-init") -> "onnx.ModelProto":
     """Export `model` (aux heads are never exported) as configured; write to `path` when given.
 
-    The file is written atomically and checked with onnx.checker first.
+    The normalization in the graph and the metadata (classes, mean/std, colour order, the protocol
+    its weights were scored at) are those of the model's checkpoint family. The file is written
+    atomically and checked with onnx.checker first.
     """
     import onnx
 
     num_classes = num_classes_of(model)
+    family = family_of(model)
     proto = export_plain(model, config.model_size)
     if config.precision is Precision.FP16:
         proto = convert_to_fp16(proto)
     if not config.plain:
-        proto = build_pipeline(proto, config, num_classes)
-    for key, value in _metadata(config, num_classes, source_sha256).items():
+        proto = build_pipeline(proto, config, num_classes, family)
+    for key, value in _metadata(config, num_classes, source_sha256, family).items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
     if path is not None:

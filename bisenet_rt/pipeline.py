@@ -1,13 +1,14 @@
 """The reference pipeline in PyTorch: the oracle every exported graph and backend is compared with.
 
-BGR uint8 frames -> RGB, /255, mean/std -> bilinear resize to the model size -> BiSeNetV2 ->
-bilinear upsample of the logits to the frame size -> arg-max -> uint8 labels.
+BGR uint8 frames -> the model's colour order, mean/std of its checkpoint family -> bilinear resize to
+the model size -> BiSeNetV2 -> bilinear upsample of the logits to the frame size -> arg-max -> uint8 labels.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .classes import DEFAULT_MODEL_SIZE, MEAN_RGB, STD_RGB
+from .classes import DEFAULT_MODEL_SIZE
+from .families import DEFAULT_FAMILY, ChannelOrder, Normalization, family_of
 
 if TYPE_CHECKING:
     import torch
@@ -15,14 +16,20 @@ if TYPE_CHECKING:
 __all__ = ["preprocess", "postprocess", "reference_logits", "reference_labels"]
 
 
-def preprocess(frames: "torch.Tensor", model_size: tuple[int, int] = DEFAULT_MODEL_SIZE) -> "torch.Tensor":
-    """uint8 N x H x W x 3 BGR -> float N x 3 x h x w normalized RGB at model_size (w, h)."""
+def preprocess(frames: "torch.Tensor", model_size: tuple[int, int] = DEFAULT_MODEL_SIZE,
+               normalization: Normalization = DEFAULT_FAMILY.normalization) -> "torch.Tensor":
+    """uint8 N x H x W x 3 BGR -> float N x 3 x h x w at model_size (w, h), normalized as `normalization` says."""
     import torch
     import torch.nn.functional as F
 
-    x = frames.permute(0, 3, 1, 2).flip(1).float().div(255.0)
-    mean = torch.tensor(MEAN_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD_RGB, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    x = frames.permute(0, 3, 1, 2)
+    if normalization.order is ChannelOrder.RGB:
+        x = x.flip(1)
+    x = x.float()
+    if normalization.value_range != 255.0:
+        x = x.div(255.0 / normalization.value_range)
+    mean = torch.tensor(normalization.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(normalization.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     x = (x - mean) / std
     w, h = model_size
     return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
@@ -39,12 +46,12 @@ def postprocess(logits: "torch.Tensor", frame_hw: tuple[int, int]) -> "torch.Ten
 
 def reference_logits(model: "torch.nn.Module", frames: "torch.Tensor",
                      model_size: tuple[int, int] = DEFAULT_MODEL_SIZE) -> "torch.Tensor":
-    """Model logits at the model size for uint8 BGR frames (eval mode, no grad)."""
+    """Model logits at the model size for uint8 BGR frames (eval mode, no grad), normalized for its family."""
     import torch
 
     with torch.inference_mode():
         param = next(model.parameters())
-        x = preprocess(frames.to(param.device), model_size).to(param.dtype)
+        x = preprocess(frames.to(param.device), model_size, family_of(model).normalization).to(param.dtype)
         return model(x)
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .classes import MEAN_RGB, STD_RGB
+from .families import DEFAULT_FAMILY, ChannelOrder, Normalization
 
 if TYPE_CHECKING:
     import onnx
@@ -66,20 +66,20 @@ class Preprocessed:
     frame_hw: str  # INT64 [2]: H, W
 
 
-def _normalization() -> tuple[np.ndarray, np.ndarray]:
-    """Per-RGB-channel scale and shift (1 x 3 x 1 x 1) that take 0..255 values to the checkpoints' input."""
-    std = np.asarray(STD_RGB, np.float64)
-    scale = 1.0 / (255.0 * std)
-    shift = -np.asarray(MEAN_RGB, np.float64) / std
+def _normalization(normalization: Normalization) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel scale and shift (1 x 3 x 1 x 1) that take 0..255 values to the checkpoint family's input."""
+    scale, shift = normalization.scale_shift()
     return scale.reshape(1, 3, 1, 1).astype(np.float32), shift.reshape(1, 3, 1, 1).astype(np.float32)
 
 
-def preprocess_nodes(frames: str, model_input: str, model_size: tuple[int, int], model_dtype: int) -> Preprocessed:
-    """uint8 N x H x W x 3 BGR `frames` -> normalized RGB N x 3 x h x w `model_input` of `model_dtype`.
+def preprocess_nodes(frames: str, model_input: str, model_size: tuple[int, int], model_dtype: int,
+                     normalization: Normalization = DEFAULT_FAMILY.normalization) -> Preprocessed:
+    """uint8 N x H x W x 3 BGR `frames` -> normalized N x 3 x h x w `model_input` of `model_dtype`.
 
     Cast first (the only reader of the uint8 input), bilinear resize in NHWC (half-pixel, no
-    antialiasing, as `pipeline.preprocess`), then to NCHW, BGR -> RGB, and /255, mean and std as one
-    multiply-add at the model size. Resizing before normalizing is the same function (both linear).
+    antialiasing, as `pipeline.preprocess`), then to NCHW, BGR -> the family's colour order, and the
+    family's mean and std as one multiply-add at the model size. Resizing before normalizing is the
+    same function (both linear).
     """
     w, h = model_size
     pre = GraphPart("pre")
@@ -94,8 +94,10 @@ def preprocess_nodes(frames: str, model_input: str, model_size: tuple[int, int],
     small = pre.op("Resize", [pixels, "", "", sizes], "resize", mode="linear",
                    coordinate_transformation_mode="half_pixel")
     nchw = pre.op("Transpose", [small], "to_nchw", perm=[0, 3, 1, 2])
-    rgb = pre.op("Gather", [nchw, pre.const("rgb_from_bgr", [2, 1, 0], np.int64)], "bgr_to_rgb", axis=1)
-    scale, shift = _normalization()
+    rgb = nchw
+    if normalization.order is ChannelOrder.RGB:
+        rgb = pre.op("Gather", [nchw, pre.const("rgb_from_bgr", [2, 1, 0], np.int64)], "bgr_to_rgb", axis=1)
+    scale, shift = _normalization(normalization)
     scaled = pre.op("Mul", [rgb, pre.const("rgb_scale", scale)], "scale")
     if model_dtype == FLOAT:
         pre.op("Add", [scaled, pre.const("rgb_shift", shift)], "normalize", output=model_input)

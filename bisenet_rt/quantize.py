@@ -52,8 +52,10 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 
 import numpy as np
 
+from .artifacts import read_metadata
 from .errors import BuildError, ConfigError
 from .export import PLAIN_INPUT_NAME, ExportConfig, _metadata, build_pipeline
+from .families import DEFAULT_FAMILY, Normalization, family_named, family_of
 from .prepost import PostForm
 from .precision import Precision
 
@@ -165,9 +167,11 @@ class _CalibrationFrames:
     before the model, at the graph's model size.
     """
 
-    def __init__(self, frames: Sequence[Frame], model_size: tuple[int, int], *, progress: bool) -> None:
+    def __init__(self, frames: Sequence[Frame], model_size: tuple[int, int], *, progress: bool,
+                 normalization: Normalization = DEFAULT_FAMILY.normalization) -> None:
         self.frames = list(frames)
         self.model_size = model_size
+        self.normalization = normalization
         self.start, self.end = 0, len(self.frames)
         self.index = 0
         self.bar = None
@@ -197,7 +201,7 @@ class _CalibrationFrames:
         if self.bar is not None:
             self.bar.update(1)
         with torch.inference_mode():
-            x = preprocess(torch.from_numpy(frame)[None], self.model_size)
+            x = preprocess(torch.from_numpy(frame)[None], self.model_size, self.normalization)
         return {PLAIN_INPUT_NAME: x.numpy()}
 
     def close(self) -> None:
@@ -373,11 +377,12 @@ def _quiet_quantizer() -> Iterator[None]:
 
 def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_path: str | os.PathLike | None = None,
                    method: str = DEFAULT_METHOD, weights: WeightRange = WeightRange.FULL,
-                   progress: bool = True) -> "onnx.ModelProto":
+                   progress: bool = True, normalization: Normalization = DEFAULT_FAMILY.normalization
+                   ) -> "onnx.ModelProto":
     """Insert Q/DQ nodes into a plain FP32 graph, calibrated on `frames` (paths or BGR uint8 arrays).
 
     With `cache_path`, ranges found there are used instead of calibrating, and fresh ones are saved there.
-    `weights` is the weight grid (`WeightRange`).
+    `weights` is the weight grid (`WeightRange`); frames are normalized as the weights' family says.
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -396,7 +401,7 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
         "DedicatedQDQPair": True,     # see the module docstring
         "OpTypesToExcludeOutputQuantization": ["MatMul"],  # the classifier's logits stay float
     }
-    reader = _CalibrationFrames(frames, model_size, progress=progress and not cached)
+    reader = _CalibrationFrames(frames, model_size, progress=progress and not cached, normalization=normalization)
     try:
         with tempfile.TemporaryDirectory(prefix="bisenet_rt_int8_") as tmp, _quiet_quantizer():
             path = Path(cache_path) if cache_path is not None else Path(tmp) / "ranges.json"
@@ -540,6 +545,7 @@ def quantize_pipeline(model_or_plain: "torch.nn.Module | onnx.ModelProto", calib
 
     if isinstance(model_or_plain, onnx.ModelProto):
         plain = model_or_plain
+        family = family_named(read_metadata(plain).get("family", DEFAULT_FAMILY.name))
         graph_size, num_classes = _graph_io(plain)
         if model_size is not None and tuple(model_size) != graph_size:
             raise BuildError(f"the plain graph is {graph_size[0]}x{graph_size[1]} but model size "
@@ -549,6 +555,7 @@ def quantize_pipeline(model_or_plain: "torch.nn.Module | onnx.ModelProto", calib
         size = (model_size[0], model_size[1]) if model_size is not None else DEFAULT_MODEL_SIZE
         plain = export_plain(model_or_plain, size)
         num_classes = num_classes_of(model_or_plain)
+        family = family_of(model_or_plain)
     n_frames = len(calib_frames)
     cache_path = None
     if cache_dir is not None:
@@ -558,10 +565,11 @@ def quantize_pipeline(model_or_plain: "torch.nn.Module | onnx.ModelProto", calib
         _log.info(f"calibration: {'reusing' if reused else 'writing'} {cache_path}")
         if reused:
             calib_frames = []
-    qdq = quantize_plain(plain, calib_frames, cache_path=cache_path, method=method, weights=weights, progress=progress)
+    qdq = quantize_plain(plain, calib_frames, cache_path=cache_path, method=method, weights=weights, progress=progress,
+                         normalization=family.normalization)
     config = ExportConfig(model_size=size, post=post)
-    proto = build_pipeline(qdq, config, num_classes)
-    meta = _metadata(config, num_classes, source_sha256)
+    proto = build_pipeline(qdq, config, num_classes, family)
+    meta = _metadata(config, num_classes, source_sha256, family)
     meta["bisenet_rt.precision"] = Precision.INT8.value
     meta["bisenet_rt.quantization"] = json.dumps({
         "format": "QDQ", "weights": f"{_WEIGHT_TEXT[weights]} symmetric, per output channel",

@@ -12,6 +12,7 @@ from .artifacts import newest_artifact
 from .backends import Backend, open_backend
 from .classes import palette
 from .errors import EngineLoadError, InputError
+from .families import CheckpointFamily, family_named
 from .frames import array_batch, as_batch
 from .precision import Precision
 from .settings import engines_dir
@@ -129,6 +130,11 @@ class Segmenter:
     @property
     def precision(self) -> Precision:
         return self._backend.info.precision
+
+    @property
+    def family(self) -> CheckpointFamily:
+        """The checkpoint family of the weights inside: their normalization and published protocol."""
+        return family_named(self._backend.info.family)
 
     @property
     def backend(self) -> str:

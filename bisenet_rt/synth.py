@@ -8,8 +8,12 @@ bonnet (labelled as ignore). Sizes follow perspective, each class has its own co
 and global lighting, cast shadows, blur and sensor noise vary per frame. A frame depends only on
 (seed, index), so a dataset is reproducible and frames do not change when `n` does.
 
-Labels are written as Cityscapes *label ids* (`*_gtFine_labelIds.png`), so the Cityscapes reader
-reads a synthetic tree unchanged.
+Files are named as Cityscapes names them (`synth_000000_<index>_leftImg8bit.png`, city "synth"), and
+labels are written as Cityscapes *label ids* (`*_gtFine_labelIds.png`), as train ids
+(`*_gtFine_labelTrainIds.png`) and as `*_gtFine_instanceIds.png` (no instances are drawn apart, so
+every pixel holds its label id, what Cityscapes writes for crowd regions), so the Cityscapes reader,
+the official cityscapesScripts evaluation and tools that train on train ids read a synthetic tree
+unchanged.
 """
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ import numpy as np
 from .classes import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_ID_TO_TRAIN_ID
 from .errors import ConfigError
 
-__all__ = ["SYNTH_CLASSES", "DEFAULT_FRAME_SIZE", "label_id", "generate_frame", "frame_paths", "write_dataset",
-           "SynthSummary"]
+__all__ = ["SYNTH_CLASSES", "SYNTH_CITY", "DEFAULT_FRAME_SIZE", "label_id", "generate_frame", "frame_paths",
+           "sibling_label_path", "write_dataset", "SynthSummary"]
 
 #: Label id for each class name, derived from the Cityscapes table (never re-typed).
 _LABEL_ID: dict[str, int] = {CITYSCAPES_CLASSES[t]: lid for lid, t in CITYSCAPES_LABEL_ID_TO_TRAIN_ID.items()}
@@ -546,12 +550,25 @@ def generate_frame(seed: int, index: int = 0, *, size: tuple[int, int] = DEFAULT
 
 
 # -- writing a dataset -----------------------------------------------------------------------------------
+#: The city every synthetic frame is filed under (sequence 0, frame number = index).
+SYNTH_CITY = "synth"
+
+
 def frame_paths(root: str | os.PathLike, split: str, index: int) -> tuple[Path, Path]:
-    """(image, label) paths of frame `index` in the Cityscapes layout under `root`."""
+    """(image, label-id) paths of frame `index` in the Cityscapes layout under `root`."""
+    from .data.cityscapes import IMAGE_SUFFIX, LABEL_IDS_SUFFIX, frame_id
+
     root = Path(root)
-    stem = f"synth_{index:06d}"
-    return (root / "leftImg8bit" / split / "synth" / f"{stem}_leftImg8bit.png",
-            root / "gtFine" / split / "synth" / f"{stem}_gtFine_labelIds.png")
+    stem = frame_id(SYNTH_CITY, 0, index)
+    return (root / "leftImg8bit" / split / SYNTH_CITY / f"{stem}{IMAGE_SUFFIX}",
+            root / "gtFine" / split / SYNTH_CITY / f"{stem}{LABEL_IDS_SUFFIX}")
+
+
+def sibling_label_path(label_ids_path: Path, suffix: str) -> Path:
+    """Another gtFine file of the same frame (e.g. `cityscapes.TRAIN_IDS_SUFFIX`) next to its `*_gtFine_labelIds.png`."""
+    from .data.cityscapes import LABEL_IDS_SUFFIX
+
+    return label_ids_path.with_name(label_ids_path.name[: -len(LABEL_IDS_SUFFIX)] + suffix)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -570,6 +587,9 @@ def write_dataset(root: str | os.PathLike, *, n: int = 200, seed: int = 0, size:
     """Write `n` frames under `root` in the Cityscapes layout: the first ones train, the last `val_fraction` val."""
     import cv2
 
+    from .data.cityscapes import INSTANCE_IDS_SUFFIX, TRAIN_IDS_SUFFIX, label_id_encoding
+
+    to_train_ids = label_id_encoding().lut
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
     if not 0.0 <= val_fraction < 1.0:
@@ -588,7 +608,9 @@ def write_dataset(root: str | os.PathLike, *, n: int = 200, seed: int = 0, size:
         image_path, label_path = frame_paths(root, "train" if i < n_train else "val", i)
         image_path.parent.mkdir(parents=True, exist_ok=True)
         label_path.parent.mkdir(parents=True, exist_ok=True)
-        if not (cv2.imwrite(str(image_path), image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-                and cv2.imwrite(str(label_path), label, [cv2.IMWRITE_PNG_COMPRESSION, 1])):
+        png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+        if not (cv2.imwrite(str(image_path), image, png) and cv2.imwrite(str(label_path), label, png)
+                and cv2.imwrite(str(sibling_label_path(label_path, TRAIN_IDS_SUFFIX)), to_train_ids[label], png)
+                and cv2.imwrite(str(sibling_label_path(label_path, INSTANCE_IDS_SUFFIX)), label.astype(np.uint16), png)):
             raise OSError(f"could not write {image_path} / {label_path}; check the folder is writable")
     return SynthSummary(root=Path(root), train=n_train, val=n_val, size=(int(size[0]), int(size[1])), seed=int(seed))

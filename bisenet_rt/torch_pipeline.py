@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .classes import DEFAULT_MODEL_SIZE, MEAN_RGB, STD_RGB
+from .classes import DEFAULT_MODEL_SIZE
+from .families import ChannelOrder, family_of
 
 if TYPE_CHECKING:
     import torch
@@ -18,19 +19,24 @@ if TYPE_CHECKING:
 __all__ = ["deployed_labels", "GraphedPipeline"]
 
 
-def deployed_labels(model: "torch.nn.Module", frames: "torch.Tensor", model_size: tuple[int, int] = DEFAULT_MODEL_SIZE,
-                    mean_rgb: tuple[float, ...] = MEAN_RGB, std_rgb: tuple[float, ...] = STD_RGB) -> "torch.Tensor":
-    """uint8 N x H x W x 3 BGR frames (on the model's device) -> uint8 N x H x W labels, as the pipeline graph does."""
+def deployed_labels(model: "torch.nn.Module", frames: "torch.Tensor",
+                    model_size: tuple[int, int] = DEFAULT_MODEL_SIZE) -> "torch.Tensor":
+    """uint8 N x H x W x 3 BGR frames (on the model's device) -> uint8 N x H x W labels, as the pipeline graph does.
+
+    Normalized as the model's checkpoint family says, with the graph's own scale and shift.
+    """
     import torch
     import torch.nn.functional as F
 
     param = next(model.parameters())
+    norm = family_of(model).normalization
     w, h = model_size
     x = frames.permute(0, 3, 1, 2).float()  # BGR, 0..255
     x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
-    std = torch.tensor(std_rgb, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    mean = torch.tensor(mean_rgb, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    x = (x.flip(1) * (1.0 / (255.0 * std)) - mean / std).to(param.dtype)
+    if norm.order is ChannelOrder.RGB:
+        x = x.flip(1)
+    scale, shift = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) for v in norm.scale_shift())
+    x = (x * scale + shift).to(param.dtype)
     logits = model(x).contiguous(memory_format=torch.channels_last)
     up = F.interpolate(logits, size=tuple(frames.shape[1:3]), mode="bilinear", align_corners=False)
     return up.argmax(dim=1).to(torch.uint8)
@@ -44,8 +50,8 @@ class GraphedPipeline:
     stream and captures, as PyTorch's CUDA-graph rules ask.
     """
 
-    def __init__(self, model: "torch.nn.Module", model_size: tuple[int, int], **normalization: Any) -> None:
-        self._model, self._size, self._norm = model, model_size, normalization
+    def __init__(self, model: "torch.nn.Module", model_size: tuple[int, int]) -> None:
+        self._model, self._size = model, model_size
         self._graphs: dict[tuple[int, ...], tuple[Any, Any, Any]] = {}
         #: Captures and replays so far.
         self.captures = self.replays = 0
@@ -60,11 +66,11 @@ class GraphedPipeline:
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side), torch.inference_mode():
                 for _ in range(2):
-                    deployed_labels(self._model, static_in, self._size, **self._norm)
+                    deployed_labels(self._model, static_in, self._size)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph), torch.inference_mode():
-                static_out = deployed_labels(self._model, static_in, self._size, **self._norm)
+                static_out = deployed_labels(self._model, static_in, self._size)
             self._graphs[key] = (graph, static_in, static_out)
             self.captures += 1
         graph, static_in, static_out = self._graphs[key]

@@ -27,6 +27,28 @@ def _own_cache_folder(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("user_cache")))
         yield
+def reference_fixtures():
+    """tests/data/make_reference_fixtures.py as a module: its generators rebuild the reference checkpoints."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_reference_fixtures", DATA / "make_reference_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def reference_state(layout: str) -> dict:
+    """The state dict the real model of a family was filled with for its reference logits ("mmseg", "coincheung")."""
+    import json
+
+    import torch
+
+    fixtures = reference_fixtures()
+    if layout == "mmseg":
+        keys = {k: shape for k, shape, _ in json.loads(fixtures.LAYOUT.read_text())["keys"]}
+    else:
+        keys = json.loads(fixtures.COINCHEUNG_LAYOUT.read_text())["keys"]
+    return {k: torch.from_numpy(fixtures.deterministic_tensor(k, tuple(shape))) for k, shape in keys.items()}
 
 
 def make_confident_model(seed: int = 0, num_classes: int = 19):

@@ -89,3 +89,38 @@ def test_missing_and_corrupt_files(tmp_path):
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match="not a state dict"):
         load_checkpoint(tmp_path / "list.pth")
+
+
+def test_state_dict_without_bn_counters_loads(tmp_path, trained_like):
+    """Older PyTorch and converters write no `num_batches_tracked`; plain load_state_dict(strict=True) takes that."""
+    state = {k: v for k, v in trained_like.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pth")
+    assert _same_weights(trained_like, load_checkpoint(tmp_path / "old.pth"))
+
+
+def test_empty_and_text_files_say_what_they_are(tmp_path):
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty \(0 bytes\).*fetch it again"):
+        load_checkpoint(tmp_path / "empty.pth")
+    (tmp_path / "page.pth").write_text("<!DOCTYPE html><html>404 Not Found</html>\n")
+    with pytest.raises(CheckpointError, match="a text file .*download the .pth checkpoint itself"):
+        load_checkpoint(tmp_path / "page.pth")
+
+
+def test_whole_pickled_module_asks_for_its_state_dict(tmp_path):
+    torch.save(BiSeNetV2(19, aux_heads=False), tmp_path / "module.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "module.pth")
+    message = str(info.value)
+    assert "bisenet_rt.model.bisenetv2.BiSeNetV2" in message and "torch.save(model.state_dict(), PATH)" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, trained_like, bad):
+    state = dict(trained_like.state_dict())
+    state["bga.conv.0.weight"] = state["bga.conv.0.weight"].clone()
+    state["bga.conv.0.weight"][0, 0, 0, 0] = bad
+    torch.save(state, tmp_path / "diverged.pth")
+    with pytest.raises(CheckpointError, match=r"1 tensor\(s\) hold NaN or Inf values \(first: bga.conv.0.weight\)"):
+        load_checkpoint(tmp_path / "diverged.pth")

@@ -123,3 +123,32 @@ def test_bad_arguments_error_clearly(exported, images, tmp_path, capsys, monkeyp
     monkeypatch.chdir(tmp_path)
     assert run_cli(str(images["a"]), "-o", str(tmp_path / "o")) == 1
     assert "no --engine given and no artifact under engines/" in capsys.readouterr().err
+
+
+def test_cityscapes_label_ids_named_for_the_official_evaluation(exported, segmenter, tmp_path):
+    """city_seq_frame_leftImg8bit.png -> the same name under OUT, holding label ids (train ids mapped back)."""
+    from bisenet_rt.classes import CITYSCAPES_LABEL_ID_TO_TRAIN_ID
+
+    frames = tmp_path / "leftImg8bit" / "val" / "berlin"
+    frames.mkdir(parents=True)
+    name = "berlin_000000_000019_leftImg8bit.png"
+    cv2.imwrite(str(frames / name), street_frame(64, 128, seed=3))
+    out = tmp_path / "results"
+    assert run_cli(str(tmp_path / "leftImg8bit" / "val"), "-o", str(out), "--engine", str(exported["fp32"]),
+                   "--label-format", "cityscapes", "--quiet") == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == [f"berlin/{name}"]
+    train_ids = segmenter(cv2.imread(str(frames / name)))
+    label_ids = read_labels(out / "berlin" / name)
+    to_label_id = {train: label for label, train in CITYSCAPES_LABEL_ID_TO_TRAIN_ID.items()}
+    np.testing.assert_array_equal(label_ids, np.vectorize(to_label_id.get)(train_ids).astype(np.uint8))
+    assert len(np.unique(label_ids)) > 1
+
+
+def test_cityscapes_format_refuses_other_names_and_overlays(exported, images, tmp_path, capsys):
+    engine = str(exported["fp32"])
+    assert run_cli(str(images["a"]), "-o", str(tmp_path / "o"), "--engine", engine, "--label-format", "cityscapes",
+                   "--quiet") == 1
+    assert "needs Cityscapes file names" in capsys.readouterr().err
+    assert run_cli(str(images["a"]), "-o", str(tmp_path / "o"), "--engine", engine, "--label-format", "cityscapes",
+                   "--overlay", "--quiet") == 1
+    assert "writes only the label-id PNGs" in capsys.readouterr().err

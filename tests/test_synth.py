@@ -8,7 +8,8 @@ import pytest
 from bisenet_rt.classes import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_ID_TO_TRAIN_ID
 from bisenet_rt.cli import main
 from bisenet_rt.data import open_dataset
-from bisenet_rt.synth import SYNTH_CLASSES, frame_paths, generate_frame, label_id, write_dataset
+from bisenet_rt.data.cityscapes import INSTANCE_IDS_SUFFIX, TRAIN_IDS_SUFFIX, parse_frame_id
+from bisenet_rt.synth import SYNTH_CLASSES, frame_paths, generate_frame, label_id, sibling_label_path, write_dataset
 
 SIZE = (256, 128)
 
@@ -56,8 +57,13 @@ def test_written_tree_is_read_by_the_cityscapes_reader(tmp_path):
     summary = write_dataset(tmp_path, n=5, seed=2, size=SIZE, val_fraction=0.4, progress=False)
     assert (summary.train, summary.val) == (3, 2)
     image_path, label_path = frame_paths(tmp_path, "val", 4)
-    assert image_path == tmp_path / "leftImg8bit/val/synth/synth_000004_leftImg8bit.png"
-    assert label_path == tmp_path / "gtFine/val/synth/synth_000004_gtFine_labelIds.png"
+    # Cityscapes' own pattern, <city>_<sequence>_<frame>_<kind>.png, as cityscapesScripts parses it
+    assert image_path == tmp_path / "leftImg8bit/val/synth/synth_000000_000004_leftImg8bit.png"
+    assert label_path == tmp_path / "gtFine/val/synth/synth_000000_000004_gtFine_labelIds.png"
+    assert parse_frame_id(image_path.name) == parse_frame_id(label_path.name) == ("synth", 0, 4)
+    train_ids = cv2.imread(str(sibling_label_path(label_path, TRAIN_IDS_SUFFIX)), cv2.IMREAD_UNCHANGED)
+    instance_ids = cv2.imread(str(sibling_label_path(label_path, INSTANCE_IDS_SUFFIX)), cv2.IMREAD_UNCHANGED)
+    assert sibling_label_path(label_path, TRAIN_IDS_SUFFIX).name == "synth_000000_000004_gtFine_labelTrainIds.png"
     train, val = open_dataset(tmp_path, "train"), open_dataset(tmp_path, "val")
     assert (len(train), len(val)) == (3, 2) and train.kind == "cityscapes"
     image, label = val[1]
@@ -67,6 +73,8 @@ def test_written_tree_is_read_by_the_cityscapes_reader(tmp_path):
     assert label[want_ids == label_id("car")].tolist() == [CITYSCAPES_CLASSES.index("car")] * int(
         (want_ids == label_id("car")).sum())
     assert set(np.unique(label).tolist()) <= set(range(19)) | {255}
+    assert np.array_equal(train_ids, label)  # the train-id file holds what the reader maps the label ids to
+    assert instance_ids.dtype == np.uint16 and np.array_equal(instance_ids, want_ids)  # crowd regions: label ids
 
 
 def test_frames_do_not_depend_on_n(tmp_path):

@@ -277,6 +277,29 @@ def test_weights_start_a_new_run_from_a_checkpoint(trained, tiny_synth, tmp_path
         assert torch.allclose(tuned_state[key], value, atol=1e-6), key
 
 
+def test_mmseg_weights_train_as_their_own_network(tiny_synth, tmp_path, monkeypatch):
+    """--weights with an MMSeg checkpoint: its BGA variant trains, its normalization feeds it, the result keeps both."""
+    from conftest import reference_state
+
+    from bisenet_rt import pipeline
+    from bisenet_rt.families import MMSEG
+    from bisenet_rt.model import load_checkpoint
+
+    torch.save({"meta": {}, "state_dict": reference_state("mmseg")}, tmp_path / "mmseg.pth")
+    seen = []
+    real = pipeline.preprocess
+    monkeypatch.setattr(pipeline, "preprocess", lambda *a, **k: seen.append(a[2:] + tuple(k.values())) or real(*a, **k))
+    out = tmp_path / "tuned"
+    args = ["train", "--data", str(tiny_synth), "--out", str(out), "--iters", "2", "--batch", "2", "--lr", "1e-3",
+            "--warmup", "0", "--workers", "0", *_COMMON]
+    assert main([*args, "--weights", str(tmp_path / "mmseg.pth"), "--stop-at", "1"]) == 0
+    assert main([*args, "--resume", str(out)]) == 0  # the resumed network is the MMSeg variant too
+    assert seen and all(args == (MMSEG.normalization,) for args in seen)
+    tuned = load_checkpoint(out / "model.pth")
+    assert tuned.family is MMSEG and tuned.bga.left1[2].bias is not None
+    assert sorted(_losses(out)) == [1, 2]
+
+
 def test_qat_fine_tune_trains_float_and_int8_passes_with_frozen_statistics(trained, tiny_synth, tmp_path):
     """--qat: both passes' losses are logged and finite, weights move, BN statistics stay as loaded."""
     from bisenet_rt.model import load_checkpoint

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..artifacts import ArtifactInfo
-from ..classes import DEFAULT_MODEL_SIZE, class_names
+from ..classes import DEFAULT_MODEL_SIZE
 from ..errors import BackendUnavailableError, InputError
 from ..precision import Precision
 from ..sizes import check_model_size
@@ -64,8 +64,9 @@ class TorchBackend(Backend):
             from ..torch_pipeline import GraphedPipeline
 
             self._graphed = GraphedPipeline(model, self._model_size)
-        self._info = ArtifactInfo(classes=class_names(model.num_classes), model_size=self._model_size,
-                                  precision=self._precision, source_sha256=file_sha256(self.path))
+        self._info = ArtifactInfo(classes=model.family.class_names(model.num_classes), model_size=self._model_size,
+                                  precision=self._precision, source_sha256=file_sha256(self.path),
+                                  family=model.family.name)
 
     @property
     def device(self) -> str:

@@ -5,10 +5,14 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..sizes import parse_size
 
-__all__ = ["size_arg", "model_size_arg", "precision_arg", "newest_artifact_or_fail", "check_writable"]
+if TYPE_CHECKING:
+    from ..segmenter import Segmenter
+
+__all__ = ["size_arg", "model_size_arg", "precision_arg", "newest_artifact_or_fail", "check_writable", "open_segmenter"]
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -71,3 +75,18 @@ def check_writable(path: str | os.PathLike, option: str, *, folder: bool = False
     if not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{option} {path}: {probe} is not writable (permissions or a read-only mount)")
     return path
+
+
+def open_segmenter(path: Path, backend: str = "auto", model_size: tuple[int, int] | None = None) -> "Segmenter":
+    """A Segmenter on `path`; `model_size` applies to checkpoints (a built artifact keeps its export size)."""
+    from ..backends import backend_for_path
+    from ..segmenter import Segmenter
+
+    name = backend_for_path(path) if backend == "auto" else backend
+    if model_size is None:
+        return Segmenter(path, backend=backend)
+    if name == "torch":
+        return Segmenter(path, backend=backend, model_size=model_size)
+    print(f"note: {path} keeps the model size it was exported at; --model-size applies to checkpoints (.pth)",
+          file=sys.stderr)
+    return Segmenter(path, backend=backend)

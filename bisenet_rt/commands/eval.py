@@ -5,8 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
+from ..backends import backend_for_path
 from ..errors import ConfigError
-from ._common import check_writable, newest_artifact_or_fail
+from ._common import check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
+
+if TYPE_CHECKING:
+    from ..segmenter import Segmenter
 
 HELP = "mIoU / per-class IoU / pixel accuracy of artifacts on a dataset split (several side by side)"
 
@@ -20,6 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", type=Path, action="append", default=None, metavar="PATH",
                    help="artifact to score (.engine, .onnx, .xml, .pth); repeat to compare several on the same "
                         "frames (default: the newest artifact under engines/)")
+    p.add_argument("--model-size", type=model_size_arg, action="append", default=None, metavar="WxH",
+                   help="checkpoints (.pth): the size frames are resized to, repeat to score each size side by side "
+                        "(e.g. --model-size 1024x512 --model-size 2048x1024: the paper's speed protocol and the "
+                        "published accuracy protocol; default 1024x512); built artifacts keep the size they were "
+                        "exported at")
     p.add_argument("--json", type=Path, metavar="PATH", help="also write a JSON report here")
     p.add_argument("--skip-bad", action="store_true",
                    help="check every frame first; skip (and count) missing, mismatched or out-of-range labels")
@@ -31,7 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data import open_dataset
     from ..evaluate import evaluate, format_table, write_report
-    from ..segmenter import Segmenter
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
@@ -42,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
                            num_classes=args.num_classes, progress=not args.no_progress)
     if dataset.skipped:
         print(f"skipped {dataset.skipped} bad frame(s); first: {dataset.problems[0]}", file=sys.stderr)
-    segmenters = [Segmenter(path) for path in engines]
+    segmenters = _open(engines, args.model_size)
+    notes = [f"{seg.path.name}: {seg.family.protocol_note(seg.model_size)}" for seg in segmenters]
     try:
         results = evaluate(segmenters, dataset, progress=not args.no_progress, limit=args.limit)
     finally:
@@ -52,6 +63,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"{dataset.kind} {dataset.split}: {frames} frames from {dataset.root}"
           + (f" ({dataset.skipped} skipped)" if dataset.skipped else ""))
     print(format_table(results))
+    if dataset.kind == "cityscapes":  # the published numbers are Cityscapes val scores
+        for note in notes:
+            print(note, file=sys.stderr)
     if args.json:
         print(f"wrote {write_report(args.json, results, dataset)}", file=sys.stderr)
     return 0
+
+
+
+def _open(engines: list[Path], model_sizes: list[tuple[int, int]] | None) -> list["Segmenter"]:
+    """One Segmenter per artifact, and per model size for checkpoints (the PyTorch reference runs any size)."""
+    segmenters: list["Segmenter"] = []
+    try:
+        for path in engines:
+            if model_sizes and backend_for_path(path) == "torch":
+                segmenters += [open_segmenter(path, model_size=size) for size in model_sizes]
+            else:  # a built artifact: its export size (open_segmenter notes a --model-size it cannot apply)
+                segmenters.append(open_segmenter(path, model_size=model_sizes[0] if model_sizes else None))
+    except BaseException:
+        for seg in segmenters:
+            seg.close()
+        raise
+    return segmenters

@@ -12,11 +12,13 @@ HELP = "export the model (with in-graph pre/post-processing) to ONNX"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="path of the .onnx file to write")
-    p.add_argument("--weights", help="checkpoint (.pth/.pt); without it the weights are random")
+    p.add_argument("--weights", help="checkpoint (.pth/.pt; CoinCheung/BiSeNet or MMSegmentation, told from its keys); "
+                                     "without it the weights are random")
     p.add_argument("--precision", type=precision_arg, default="fp32", choices=["fp32", "fp16"],
                    help="graph precision (fp16: FP16 weights and activations, I/O unchanged)")
     p.add_argument("--model-size", type=model_size_arg, default=DEFAULT_MODEL_SIZE, metavar="WxH",
-                   help="size frames are resized to inside the graph (multiples of 32; default 1024x512)")
+                   help="size frames are resized to inside the graph (multiples of 32; default 1024x512, the "
+                        "paper's speed protocol; 2048x1024 reproduces the published mIoU of the public weights)")
     p.add_argument("--plain", action="store_true",
                    help="export the bare model: float N x 3 x h x w normalized RGB in, logits out")
     p.add_argument("--post", choices=["resize", "separable"], default="resize",
@@ -40,4 +42,6 @@ def run(args: argparse.Namespace) -> int:
     kind = "plain model" if args.plain else "pipeline"
     print(f"wrote {args.output} ({kind}, {config.precision.value}, model size {config.model_size[0]}x{config.model_size[1]}, "
           f"weights: {args.weights or 'random-init'})", file=sys.stderr)
+    if args.weights:
+        print(model.family.protocol_note(config.model_size), file=sys.stderr)
     return 0

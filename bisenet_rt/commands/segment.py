@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from ..errors import InputError
-from ._common import check_writable, newest_artifact_or_fail
+from ._common import check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
 
 if TYPE_CHECKING:
     import numpy as np
@@ -20,12 +21,26 @@ HELP = "segment images, folders, videos or a camera into label PNGs, colour over
 #: Image suffixes read from files and folders (folders are searched recursively).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
+
+class LabelFormat(str, enum.Enum):
+    """What a label PNG holds and how it is named."""
+
+    TRAIN_IDS = "train-ids"    # IMG_labels.png, the model's class ids
+    CITYSCAPES = "cityscapes"  # IMG.png holding Cityscapes label ids, as the official evaluation reads them
+
+    def __str__(self) -> str:
+        return self.value
+
 _EPILOG = """\
 outputs:
   images   OUT is a folder. For IMG.png: OUT/IMG_labels.png (one channel, uint8 train ids,
            lossless) and OUT/IMG_overlay.png (class colours blended over the frame). Both are
            written unless --labels or --overlay picks one. Images found in a folder keep their
            path relative to that folder under OUT.
+           --label-format cityscapes writes, for each city_seq_frame_leftImg8bit.png, only
+           OUT/city_seq_frame_leftImg8bit.png holding Cityscapes label ids (the 19 train ids mapped
+           back, 0 elsewhere): what cityscapesScripts' evalPixelLevelSemanticLabeling and the
+           benchmark server read (one prediction per city_seq_frame, so no overlays beside them).
   videos   .mp4 .avi .mov .mkv are written as overlay videos (MPEG-4, --codec to change) with an
            FPS counter. With one video input and OUT ending in a video suffix, OUT is that file;
            otherwise OUT is a folder holding STEM.mp4 per video. A video that breaks off
@@ -46,8 +61,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder, or video file (see below)")
     p.add_argument("--engine", type=Path, help="artifact to run (.engine, .onnx, .xml); default: newest under engines/")
     p.add_argument("--backend", default="auto", help="backend to open the artifact with (default: by suffix)")
+    p.add_argument("--model-size", type=model_size_arg, metavar="WxH",
+                   help="checkpoints (.pth): size frames are resized to (default 1024x512; 2048x1024 is the "
+                        "published accuracy protocol); built artifacts keep their export size")
     p.add_argument("--labels", action="store_true", help="images: write label PNGs (only them, unless --overlay too)")
     p.add_argument("--overlay", action="store_true", help="images: write colour overlays (only them, unless --labels too)")
+    p.add_argument("--label-format", type=LabelFormat, default=LabelFormat.TRAIN_IDS, choices=list(LabelFormat),
+                   help="images: label PNGs as the model's train ids (default) or as Cityscapes label ids named "
+                        "for the official evaluation and benchmark server (see below)")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the class colours in overlays, 0..1 (default 0.5)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning instead of failing")
     p.add_argument("--max-frames", type=int, metavar="N", help="videos and camera: stop after N frames")
@@ -140,15 +161,43 @@ def _check_unique(outputs: Iterable[tuple[Path, Path]]) -> None:
         seen[key] = src
 
 
+def _output_name(stem: Path, kind: str, label_format: LabelFormat) -> str:
+    """File name of one output: IMG_labels.png / IMG_overlay.png, or IMG.png for Cityscapes label ids."""
+    return f"{stem.name}.png" if kind == "labels" and label_format is LabelFormat.CITYSCAPES else f"{stem.name}_{kind}.png"
+
+
+def _check_cityscapes_names(plan: list[tuple[Path, Path]]) -> None:
+    """Cityscapes' tools match predictions to ground truth by city_seq_frame; refuse images not named so."""
+    from ..data.cityscapes import parse_frame_id
+
+    for src, _ in plan:
+        if parse_frame_id(src.name) is None:
+            raise InputError(f"{src}: --label-format cityscapes needs Cityscapes file names "
+                             "(city_sequence_frame_leftImg8bit.png, e.g. berlin_000000_000019_leftImg8bit.png), "
+                             "which the official evaluation matches predictions by; rename it or use train-ids")
+
+
 def segment_images(segmenter: "Segmenter", plan: list[tuple[Path, Path]], out_dir: Path, *, labels: bool,
-                   overlay: bool, alpha: float, skip_bad: bool, progress: bool) -> tuple[int, list[Path]]:
+                   overlay: bool, alpha: float, skip_bad: bool, progress: bool,
+                   label_format: LabelFormat = LabelFormat.TRAIN_IDS) -> tuple[int, list[Path]]:
     """Write label PNGs and/or overlays for each (image, relative stem); return (done, skipped files)."""
     from tqdm import tqdm
 
     from ..viz import overlay as blend
 
     kinds = [k for k, on in (("labels", labels), ("overlay", overlay)) if on]
-    _check_unique((src, out_dir / stem.parent / f"{stem.name}_{kind}.png") for src, stem in plan for kind in kinds)
+    to_label_ids = None
+    if label_format is LabelFormat.CITYSCAPES:
+        from ..classes import CITYSCAPES_CLASSES
+        from ..data.cityscapes import train_id_to_label_id
+
+        if segmenter.num_classes != len(CITYSCAPES_CLASSES):
+            raise InputError(f"--label-format cityscapes needs a 19-class Cityscapes model; this one predicts "
+                             f"{segmenter.num_classes} classes")
+        _check_cityscapes_names(plan)
+        to_label_ids = train_id_to_label_id()
+    _check_unique((src, out_dir / stem.parent / _output_name(stem, kind, label_format))
+                  for src, stem in plan for kind in kinds)
     done, skipped = 0, []
     bar = tqdm(plan, unit="image", disable=not progress, dynamic_ncols=True)
     for src, stem in bar:
@@ -163,7 +212,8 @@ def segment_images(segmenter: "Segmenter", plan: list[tuple[Path, Path]], out_di
         result = segmenter(frame)
         target = out_dir / stem.parent
         if labels:
-            write_png(target / f"{stem.name}_labels.png", result)
+            write_png(target / _output_name(stem, "labels", label_format),
+                      result if to_label_ids is None else to_label_ids[result])
         if overlay:
             write_png(target / f"{stem.name}_overlay.png", blend(frame, result, segmenter.palette, alpha=alpha))
         done += 1
@@ -176,7 +226,6 @@ def _artifact(engine: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..segmenter import Segmenter
     from ..video import is_video, segment_video
 
     if not args.inputs and args.camera is None:
@@ -202,14 +251,21 @@ def run(args: argparse.Namespace) -> int:
         sources.append((args.camera, out if to_file else out / f"camera{args.camera}.mp4"))
     _check_unique((Path(str(s)), t) for s, t in sources)
     want_labels, want_overlay = (args.labels, args.overlay) if (args.labels or args.overlay) else (True, True)
+    if args.label_format is LabelFormat.CITYSCAPES:
+        if args.overlay:
+            raise InputError("--label-format cityscapes writes only the label-id PNGs (an overlay named after the "
+                             "frame would count as a second prediction); write overlays in a separate run")
+        want_labels, want_overlay = True, False
     progress = not args.quiet
 
     code = 0
-    with Segmenter(_artifact(args.engine), backend=args.backend) as segmenter:
+    with open_segmenter(_artifact(args.engine), args.backend, args.model_size) as segmenter:
         if plan:
             done, skipped = segment_images(segmenter, plan, out, labels=want_labels, overlay=want_overlay,
-                                           alpha=args.alpha, skip_bad=args.skip_bad, progress=progress)
-            kinds = " and ".join(k for k, on in (("label PNGs", want_labels), ("overlays", want_overlay)) if on)
+                                           alpha=args.alpha, skip_bad=args.skip_bad, progress=progress,
+                                           label_format=args.label_format)
+            label_kind = "Cityscapes label-id PNGs" if args.label_format is LabelFormat.CITYSCAPES else "label PNGs"
+            kinds = " and ".join(k for k, on in ((label_kind, want_labels), ("overlays", want_overlay)) if on)
             note = f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""
             print(f"segmented {done} image(s): {kinds} under {out}{note}", file=sys.stderr)
         for source, target in sources:

@@ -3,7 +3,9 @@ Semantic Segmentation", IJCV 2021), laid out key-for-key like the widely used pu
 
 Detail Branch (wide, shallow, 1/8) + Semantic Branch (Stem, Gather-and-Expansion layers, Context
 Embedding, 1/32) -> Bilateral Guided Aggregation -> segment head. Four booster aux heads on the
-semantic stages are used in training only.
+semantic stages are used in training only. The BGA comes in the two variants the public checkpoint
+families use (`families.BGAVariant`): nearest x4 upsampling and bias-free pointwise convs
+(CoinCheung/BiSeNet), or bilinear upsampling and biased pointwise convs (MMSegmentation).
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..families import BGAUpsample, BGAVariant, CheckpointFamily, family_for_bga
 
-__all__ = ["BiSeNetV2", "AUX_HEAD_NAMES"]
+__all__ = ["BiSeNetV2", "AUX_HEAD_NAMES", "BGAVariant", "BGAUpsample"]
 
 #: Names of the booster heads, in the order `forward` returns them in training.
 AUX_HEAD_NAMES: tuple[str, ...] = ("aux2", "aux3", "aux4", "aux5_4")
@@ -136,18 +139,25 @@ class SemanticBranch(nn.Module):
 class BilateralGuidedAggregation(nn.Module):
     """Each branch gates the other: detail x sigmoid(semantic) at 1/8, semantic x sigmoid(detail) at 1/32."""
 
-    def __init__(self, channels: int = 128) -> None:
+    def __init__(self, channels: int = 128, variant: BGAVariant = BGAVariant()) -> None:
         super().__init__()
         c = channels
-        self.left1 = nn.Sequential(*_conv_bn(c, c, 3, groups=c), nn.Conv2d(c, c, 1, bias=False))
+        bias = variant.pointwise_bias
+        self.upsample = variant.upsample
+        self.left1 = nn.Sequential(*_conv_bn(c, c, 3, groups=c), nn.Conv2d(c, c, 1, bias=bias))
         self.left2 = nn.Sequential(*_conv_bn(c, c, 3, 2), nn.AvgPool2d(3, 2, 1, ceil_mode=False))
         self.right1 = nn.Sequential(*_conv_bn(c, c, 3))
-        self.right2 = nn.Sequential(*_conv_bn(c, c, 3, groups=c), nn.Conv2d(c, c, 1, bias=False))
+        self.right2 = nn.Sequential(*_conv_bn(c, c, 3, groups=c), nn.Conv2d(c, c, 1, bias=bias))
         self.conv = nn.Sequential(*_conv_bn(c, c, 3), nn.ReLU(inplace=True))
 
+    def _up4(self, x: torch.Tensor) -> torch.Tensor:
+        if self.upsample is BGAUpsample.BILINEAR:
+            return F.interpolate(x, scale_factor=4.0, mode="bilinear", align_corners=False)
+        return F.interpolate(x, scale_factor=4.0, mode="nearest")
+
     def forward(self, detail: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
-        left = self.left1(detail) * torch.sigmoid(F.interpolate(self.right1(semantic), scale_factor=4.0, mode="nearest"))
-        right = F.interpolate(self.left2(detail) * torch.sigmoid(self.right2(semantic)), scale_factor=4.0, mode="nearest")
+        left = self.left1(detail) * torch.sigmoid(self._up4(self.right1(semantic)))
+        right = self._up4(self.left2(detail) * torch.sigmoid(self.right2(semantic)))
         return self.conv(left + right)
 
 
@@ -182,17 +192,24 @@ class BiSeNetV2(nn.Module):
 
     In `train()` mode `forward` returns `(logits, [aux2, aux3, aux4, aux5_4])`, every tensor
     N x C x H x W; in `eval()` mode (or without aux heads) it returns the logits alone and never
-    runs the booster heads.
+    runs the booster heads. `bga` picks the BGA variant; `family` (the checkpoint family whose
+    normalization and protocol go with the weights) follows from it unless the loader sets it.
     """
 
-    def __init__(self, num_classes: int = 19, *, aux_heads: bool = True) -> None:
+    family: CheckpointFamily
+
+    def __init__(self, num_classes: int = 19, *, aux_heads: bool = True, bga: BGAVariant = BGAVariant()) -> None:
         super().__init__()
         if num_classes < 1:
             raise ConfigError(f"num_classes must be at least 1, got {num_classes}")
+        if not isinstance(bga, BGAVariant):
+            raise TypeError(f"bga must be a BGAVariant, got {type(bga).__name__}")
         self.num_classes = num_classes
+        self.bga_variant = bga
+        self.family = family_for_bga(bga)
         self.detail = DetailBranch()
         self.segment = SemanticBranch()
-        self.bga = BilateralGuidedAggregation(128)
+        self.bga = BilateralGuidedAggregation(128, bga)
         self.head = SegmentHead(128, 1024, num_classes, 8, aux=False)
         self.aux_heads = aux_heads
         if aux_heads:

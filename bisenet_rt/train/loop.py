@@ -27,7 +27,9 @@ from torch import nn
 from ..classes import DEFAULT_MODEL_SIZE, IGNORE_INDEX
 from ..atomic import write_atomic
 from ..errors import CheckpointError, ConfigError, DataError
+from ..families import MMSEG, BGAVariant
 from ..model import BiSeNetV2, load_checkpoint, save_checkpoint
+from ..model.checkpoint import POINTWISE_BIAS as _POINTWISE_BIAS
 from ..sizes import check_model_size, format_size
 from .augment import DEFAULT_SCALES, AugmentConfig, TrainAugment, sample_rng
 from .losses import OhemCrossEntropy
@@ -386,12 +388,13 @@ class _Run:
     def __init__(self, config: TrainConfig, dist: _Dist, num_classes: int, state: dict[str, Any] | None) -> None:
         self.config, self.dist, self.num_classes = config, dist, num_classes
         torch.manual_seed(config.seed)
-        self.model = BiSeNetV2(num_classes, aux_heads=True)
+        from_mmseg = state is not None and _POINTWISE_BIAS in state["model"]  # resuming a run from MMSeg weights
+        self.model = BiSeNetV2(num_classes, aux_heads=True, bga=MMSEG.bga if from_mmseg else BGAVariant())
         if state is not None:
             self.model.load_state_dict(state["model"])
         elif config.weights is not None:
-            start = load_checkpoint(config.weights, aux_heads=True, num_classes=num_classes)
-            self.model.load_state_dict(start.state_dict())
+            # The start's own network: its BGA variant and its family's normalization go on training.
+            self.model = load_checkpoint(config.weights, aux_heads=True, num_classes=num_classes)
         self.model.to(dist.device).train()
         self.net: nn.Module = self.model
         self.fake_quant: Int8FakeQuant | None = None
@@ -426,7 +429,7 @@ class _Run:
         from ..pipeline import preprocess
 
         _check_labels(labels, self.num_classes)
-        x = preprocess(images.to(self.dist.device, non_blocking=True), self.config.crop)
+        x = preprocess(images.to(self.dist.device, non_blocking=True), self.config.crop, self.model.family.normalization)
         y = labels.to(self.dist.device, non_blocking=True).long()
         lr = self.scheduler.get_last_lr()[0]
         if self.fake_quant is not None:
@@ -476,7 +479,7 @@ class _Run:
             return
         picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
         batches = (preprocess(torch.from_numpy(np.ascontiguousarray(frames[int(i)][0]))[None].to(self.dist.device),
-                              self.config.eval_size) for i in picks)
+                              self.config.eval_size, self.model.family.normalization) for i in picks)
         self.model.eval()
         self.fake_quant.calibrate(batches, self.model)
         self.model.train()
