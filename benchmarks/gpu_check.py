@@ -168,7 +168,7 @@ def _tensorrt(work: Path, iters: int, warmup: int, calib_count: int) -> dict[str
     from bisenet_rt.data import open_dataset
     from bisenet_rt.evaluate import evaluate
     from bisenet_rt.evaluate import report as eval_report
-    from bisenet_rt.synth import write_dataset
+    from bisenet_rt.data.synth import write_dataset
 
     data = work / "synth"
     write_dataset(data, n=max(calib_count + 20, 40), seed=0, progress=False)

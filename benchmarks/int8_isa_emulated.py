@@ -36,7 +36,7 @@ def build(work: Path, frames: int) -> None:
     from bisenet_rt.model import model_and_sha
     from bisenet_rt.prepost import PostForm
     from bisenet_rt.quantize import WeightRange, calibration_files, quantize_pipeline
-    from bisenet_rt.synth import write_dataset
+    from bisenet_rt.data.synth import write_dataset
 
     write_dataset(work / "synth", n=frames, seed=7, val_fraction=0.5, progress=False)
     model, sha = model_and_sha(DEMO)
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                                              text=True).stdout)
     result = {"command": "python " + shlex.join(sys.argv),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "weights": str(DEMO.relative_to(REPO)), "frames": "bisenet_rt.synth seed 7, half calibrate, half score",
+              "weights": str(DEMO.relative_to(REPO)), "frames": "bisenet_rt.data.synth seed 7, half calibrate, half score",
               "native": native, f"emulated_{args.qemu_cpu}": emulated,
               "note": ("accuracy only: emulated timings are meaningless. Under emulation ONNX Runtime sees qemu's CPUID "
                        f"({args.qemu_cpu}: AVX2 and FMA, no AVX-512, no VNNI); 'machine' there still reads the host's "

@@ -14,7 +14,7 @@ from bisenet_rt.data import open_dataset
 from bisenet_rt.errors import DataError
 from bisenet_rt.evaluate import evaluate, format_table, report
 from bisenet_rt.metrics import ConfusionMatrix
-from bisenet_rt.synth import write_dataset
+from bisenet_rt.data.synth import write_dataset
 
 SIZE = (256, 128)
 

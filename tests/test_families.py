@@ -138,7 +138,7 @@ def test_segmenter_on_an_mmseg_pth_reports_its_family(mmseg_checkpoint):
 
 def test_eval_scores_a_checkpoint_at_two_model_sizes_and_states_the_protocol(tmp_path, mmseg_checkpoint, capsys):
     from bisenet_rt.cli import main
-    from bisenet_rt.synth import write_dataset
+    from bisenet_rt.data.synth import write_dataset
 
     write_dataset(tmp_path / "synth", n=2, seed=1, size=(256, 128), val_fraction=0.5, progress=False)
     report = tmp_path / "report.json"

@@ -235,7 +235,7 @@ def demo_eval(tmp_path_factory):
     from bisenet_rt.export import ExportConfig, export_onnx
     from bisenet_rt.model import model_and_sha
     from bisenet_rt.quantize import calibration_files, quantize_pipeline
-    from bisenet_rt.synth import write_dataset
+    from bisenet_rt.data.synth import write_dataset
 
     out = tmp_path_factory.mktemp("demo_int8")
     # A seed the demo never saw; 12 frames to calibrate on and 12 to score (6 and 6 proved a noisier estimate

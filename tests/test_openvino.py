@@ -234,7 +234,7 @@ def test_bf16_miou_within_0_3_of_fp32_on_the_demo_model(tmp_path):
     from bisenet_rt.export import ExportConfig, export_onnx
     from bisenet_rt.metrics import ConfusionMatrix
     from bisenet_rt.model import load_checkpoint
-    from bisenet_rt.synth import generate_frame
+    from bisenet_rt.data.synth import generate_frame
 
     model = load_checkpoint(DEMO)
     path = tmp_path / "demo.onnx"

@@ -229,7 +229,7 @@ def test_read_only_folder_is_refused(small, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from bisenet_rt.synth import write_dataset
+    from bisenet_rt.data.synth import write_dataset
 
     root = tmp_path_factory.mktemp("tiny_synth")
     write_dataset(root, n=4, size=(64, 32), val_fraction=0.25)

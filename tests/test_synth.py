@@ -9,7 +9,7 @@ from bisenet_rt.classes import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_ID_TO_TRAIN_
 from bisenet_rt.cli import main
 from bisenet_rt.data import open_dataset
 from bisenet_rt.data.cityscapes import INSTANCE_IDS_SUFFIX, TRAIN_IDS_SUFFIX, parse_frame_id
-from bisenet_rt.synth import SYNTH_CLASSES, frame_paths, generate_frame, label_id, sibling_label_path, write_dataset
+from bisenet_rt.data.synth import SYNTH_CLASSES, frame_paths, generate_frame, label_id, sibling_label_path, write_dataset
 
 SIZE = (256, 128)
 

@@ -180,7 +180,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory):
     """8 synthetic street frames of 128 x 64 in the Cityscapes layout: 6 train, 2 val."""
-    from bisenet_rt.synth import write_dataset
+    from bisenet_rt.data.synth import write_dataset
 
     root = tmp_path_factory.mktemp("synth")
     write_dataset(root, n=8, seed=0, size=(128, 64), val_fraction=0.25, progress=False)
@@ -378,7 +378,7 @@ def test_demo_model_is_small_and_segments_unseen_synthetic_streets():
     from bisenet_rt import Segmenter
     from bisenet_rt.classes import CITYSCAPES_LABEL_ID_TO_TRAIN_ID
     from bisenet_rt.model import AUX_HEAD_NAMES
-    from bisenet_rt.synth import generate_frame
+    from bisenet_rt.data.synth import generate_frame
 
     assert DEMO.stat().st_size <= 8 * 2**20
     saved = torch.load(DEMO, map_location="cpu", weights_only=True)

@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..synth import write_dataset
+    from ..data.synth import write_dataset
 
     summary = write_dataset(args.output, n=args.n, seed=args.seed, size=args.size, val_fraction=args.val_fraction)
     print(f"wrote {summary.train} train + {summary.val} val frames of {summary.size[0]}x{summary.size[1]} "

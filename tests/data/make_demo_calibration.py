@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bisenet_rt.model import model_and_sha
 from bisenet_rt.quantize import calibration_files, quantize_pipeline
-from bisenet_rt.synth import write_dataset
+from bisenet_rt.data.synth import write_dataset
 
 HERE = Path(__file__).resolve().parent
 DEMO = HERE.parents[1] / "bisenet_rt" / "assets" / "demo_bisenetv2_synth.pth"

@@ -24,8 +24,8 @@ from typing import Any, overload
 
 import numpy as np
 
-from .classes import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_ID_TO_TRAIN_ID
-from .errors import ConfigError
+from ..classes import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_ID_TO_TRAIN_ID
+from ..errors import ConfigError
 
 __all__ = ["SYNTH_CLASSES", "SYNTH_CITY", "DEFAULT_FRAME_SIZE", "label_id", "generate_frame", "frame_paths",
            "sibling_label_path", "write_dataset", "SynthSummary"]
@@ -556,7 +556,7 @@ SYNTH_CITY = "synth"
 
 def frame_paths(root: str | os.PathLike, split: str, index: int) -> tuple[Path, Path]:
     """(image, label-id) paths of frame `index` in the Cityscapes layout under `root`."""
-    from .data.cityscapes import IMAGE_SUFFIX, LABEL_IDS_SUFFIX, frame_id
+    from .cityscapes import IMAGE_SUFFIX, LABEL_IDS_SUFFIX, frame_id
 
     root = Path(root)
     stem = frame_id(SYNTH_CITY, 0, index)
@@ -566,7 +566,7 @@ def frame_paths(root: str | os.PathLike, split: str, index: int) -> tuple[Path, 
 
 def sibling_label_path(label_ids_path: Path, suffix: str) -> Path:
     """Another gtFine file of the same frame (e.g. `cityscapes.TRAIN_IDS_SUFFIX`) next to its `*_gtFine_labelIds.png`."""
-    from .data.cityscapes import LABEL_IDS_SUFFIX
+    from .cityscapes import LABEL_IDS_SUFFIX
 
     return label_ids_path.with_name(label_ids_path.name[: -len(LABEL_IDS_SUFFIX)] + suffix)
 
@@ -587,7 +587,7 @@ def write_dataset(root: str | os.PathLike, *, n: int = 200, seed: int = 0, size:
     """Write `n` frames under `root` in the Cityscapes layout: the first ones train, the last `val_fraction` val."""
     import cv2
 
-    from .data.cityscapes import INSTANCE_IDS_SUFFIX, TRAIN_IDS_SUFFIX, label_id_encoding
+    from .cityscapes import INSTANCE_IDS_SUFFIX, TRAIN_IDS_SUFFIX, label_id_encoding
 
     to_train_ids = label_id_encoding().lut
     if n < 1:
