@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import onnx
 
 __all__ = ["ArtifactInfo", "Pipeline", "open_pipeline", "load_onnx", "read_metadata", "newest_artifact",
-           "sidecar_path", "read_sidecar", "write_sidecar", "write_atomic", "info_from_sidecar", "artifact_sha256",
+           "sidecar_path", "read_sidecar", "write_sidecar", "info_from_sidecar", "artifact_sha256",
            "artifact_files",
            "INPUT_NAME", "OUTPUT_NAME", "METADATA_PREFIX", "ARTIFACT_SUFFIXES"]
 
@@ -214,11 +214,11 @@ def open_pipeline(path: str | os.PathLike, *, keep_graph: bool = False, sidecar:
         raise EngineLoadError(f"{path}: its outputs {[o[0] for o in outputs]} are not the pipeline's one uint8 "
                               f"N x H x W label map '{OUTPUT_NAME}'; {_REEXPORT}")
     stored = read_sidecar(path, required=False) if sidecar else None
-    if stored is not None and meta and info_from_sidecar(stored).classes != ArtifactInfo.from_metadata(meta).classes:
-        raise EngineLoadError(f"{path}: its sidecar {sidecar_path(path).name} names other classes than the graph "
-                              "does; rebuild it with 'bisenet-rt build'")
     if stored is not None:
         info = info_from_sidecar(stored)
+        if meta and info.classes != ArtifactInfo.from_metadata(meta).classes:
+            raise EngineLoadError(f"{path}: its sidecar {sidecar_path(path).name} names other classes than the graph "
+                                  "does; rebuild it with 'bisenet-rt build'")
     elif meta:
         info = ArtifactInfo.from_metadata(meta)
     else:

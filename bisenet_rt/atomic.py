@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["temp_name", "replacing", "write_atomic", "is_temp_name", "remove_stale", "commit"]
+__all__ = ["temp_name", "replacing", "write_atomic", "remove_stale", "commit"]
 
 _MARK = ".tmp"
 
@@ -21,12 +21,6 @@ def temp_name(path: str | os.PathLike) -> Path:
     """The hidden temporary name a write to `path` goes through (this process's; keeps the suffix)."""
     path = Path(path)
     return path.with_name(f".{path.name}{_MARK}{os.getpid()}{path.suffix}")
-
-
-def is_temp_name(path: str | os.PathLike) -> bool:
-    """Whether `path` is one of these temporary names."""
-    name = Path(path).name
-    return name.startswith(".") and _MARK in name
 
 
 def _pid_alive(pid: int) -> bool:

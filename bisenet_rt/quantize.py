@@ -409,8 +409,7 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
                 ranges = _load_ranges(path, method)
             else:
                 ranges = _calibrate(prepared, reader, method, Path(tmp))
-                check_ranges([np.asarray(ranges[k].range_value, np.float64) for k in ranges.keys()],
-                             "the calibration of these frames")
+                check_ranges(_bounds(ranges), "the calibration of these frames")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_tensors_data(ranges, path)
             extra["TensorQuantOverrides"] = _relu_ranges_for_producers(prepared, ranges)
@@ -470,7 +469,7 @@ def _load_ranges(path: Path, method: str) -> Any:
     try:
         ranges = load_tensors_data(path)
         held = ranges.calibration_method
-        bounds = [np.asarray(ranges[name].range_value, np.float64) for name in ranges.keys()]
+        bounds = _bounds(ranges)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BuildError(f"calibration cache {path} is unreadable ({exc.__class__.__name__}: {exc}); delete it to "
                          "calibrate again") from None
@@ -484,6 +483,11 @@ def _load_ranges(path: Path, method: str) -> Any:
 #: The largest activation magnitude a calibrated range may claim (normalized inputs keep this network's
 #: activations orders of magnitude below it); beyond it a range is corrupt and would round every value to 0.
 MAX_RANGE = 1e6
+
+
+def _bounds(ranges: Any) -> list[np.ndarray]:
+    """Each tensor's calibrated (low, high) from ORT TensorsData, as float64 arrays."""
+    return [np.asarray(ranges[name].range_value, np.float64) for name in ranges.keys()]
 
 
 def check_ranges(bounds: Sequence[np.ndarray], where: str) -> None:

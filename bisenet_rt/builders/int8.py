@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import load_onnx, open_pipeline, read_metadata, write_atomic, write_sidecar
+from ..artifacts import load_onnx, open_pipeline, read_metadata, write_sidecar
+from ..atomic import write_atomic
 from ..errors import BuildError
 from ..precision import Precision
 from ..prepost import PostForm

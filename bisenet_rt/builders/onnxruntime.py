@@ -5,7 +5,8 @@ import logging
 import time
 from pathlib import Path
 
-from ..artifacts import write_atomic, write_sidecar
+from ..artifacts import write_sidecar
+from ..atomic import write_atomic
 from ..errors import BuildError
 from ..precision import Precision
 from ..prepost import PostForm

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import ArtifactInfo, write_atomic, write_sidecar
+from ..artifacts import ArtifactInfo, write_sidecar
+from ..atomic import write_atomic
 from ..errors import BuildError
 from ..artifacts import INPUT_NAME
 from ..precision import Precision
