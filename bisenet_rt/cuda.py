@@ -41,7 +41,7 @@ def _runtime() -> Any:
     try:
         from cuda.bindings import runtime
     except ImportError:
-        raise BackendUnavailableError("the CUDA runtime bindings are not installed (pip install cuda-python)") from None
+        raise BackendUnavailableError("the CUDA runtime bindings are not installed (pip install 'bisenet-rt[gpu]')") from None
     return runtime
 
 
