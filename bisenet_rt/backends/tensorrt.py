@@ -298,11 +298,15 @@ class _Lane:
         self.book.ran(launch)
 
     def capture(self) -> bool:
-        """Capture the engine's work into a CUDA graph; on failure say so once and run plainly from then on."""
+        """Capture the engine's work into a CUDA graph; on failure say so once and run plainly from then on.
+
+        As trtexec does (samples/common/sampleInference.cpp), the earlier plain run has finished before the
+        capture begins, so none of its set-up work can fall into the graph."""
         from .. import cuda
 
         backend = self.backend
         self.drop_graph()
+        self.stream.synchronize()
         try:
             self.graph = cuda.CudaGraph.capture(self.stream, self.execute)
         except BisenetError as exc:
