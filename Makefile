@@ -2,15 +2,16 @@
 #   make bench   installs into .venv and benchmarks the default artifact for this machine
 #   make test    installs into .venv (with test extras) and runs the test suite
 #   make typecheck  runs mypy on the package (settings in pyproject.toml)
-# On an NVIDIA GPU machine, with a Python that has the GPU stack (TensorRT and/or PyTorch-CUDA, cuda-python):
+# On an NVIDIA GPU machine, with a Python that has the GPU stack (pip install -e '.[gpu]'):
 #   make gpu-check PYTHON=/path/to/that/python   runs benchmarks/gpu_check.py (README, "GPU")
+#   make gpu-check-cpu   rehearses the same plan on this CPU (ONNX Runtime standing in for the engines)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 ITERS  ?= 200
 STAMP  := $(VENV)/.installed
 
-.PHONY: install bench test typecheck gpu-check clean
+.PHONY: install bench test typecheck gpu-check gpu-check-cpu clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,9 @@ typecheck: $(STAMP)
 
 gpu-check:
 	PYTHONPATH=$(CURDIR) $(PYTHON) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+gpu-check-cpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --plan-on-cpu --quick $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) engines/*.engine engines/*.onnx engines/*.json engines/*.xml engines/*.bin

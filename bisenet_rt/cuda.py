@@ -5,13 +5,21 @@ the first element of each result tuple into a `CudaError` naming the call. Error
 as integers: cuda-bindings 13.2 and newer return its own fast enum type instead of `enum.IntEnum`. Only the TensorRT
 backend and builder import this module (`import bisenet_rt` never does), and cuda.bindings itself
 is imported on first use, so the `__cuda_array_interface__` checks here work without CUDA.
+
+Without a usable driver, `device_problem` says in one line what is wrong and what to install: no driver,
+a driver older than the CUDA major of the installed wheels (CUDA 13 wheels need driver 580 or newer), or
+no GPU. cuda-bindings 12.9 and 13.x report a missing driver as an error code; cuda-python 12.6 raises
+RuntimeError instead ("Failed to dlopen libcuda.so.1"), which is caught here.
 """
 from __future__ import annotations
 
 import ctypes
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -20,7 +28,8 @@ from .errors import BackendUnavailableError, BisenetError, InputError
 __all__ = ["CudaError", "check", "call", "DeviceBuffer", "PinnedBuffer", "Stream", "Event", "CudaGraph", "is_pinned",
            "pinned_array",
            "LEGACY_STREAM", "CudaArray", "device_pointer", "device_name", "compute_capability", "runtime_version",
-           "driver_version"]
+           "driver_version", "DriverFacts", "driver_facts", "device_problem", "compatibility_problem",
+           "runtime_major", "nvidia_driver_version", "MIN_DRIVER", "INSTALL_FOR_CUDA"]
 
 
 class CudaError(BisenetError, RuntimeError):
@@ -32,22 +41,32 @@ def _runtime() -> Any:
     try:
         from cuda.bindings import runtime
     except ImportError:
-        raise BackendUnavailableError("the CUDA runtime bindings are not installed (pip install cuda-python)") from None
+        raise BackendUnavailableError("the CUDA runtime bindings are not installed (pip install 'bisenet-rt[gpu]')") from None
     return runtime
 
 
 def check(result: Sequence[Any], call_name: str) -> Any:
     """Unpack a cuda-python result tuple `(error, *values)`: raise CudaError naming `call_name`
     unless the error is cudaSuccess; return None, the single value, or the tuple of values."""
-    rt = _runtime()
     err, values = result[0], tuple(result[1:])
     if not _succeeded(err):
-        _, name = rt.cudaGetErrorName(err)
-        _, text = rt.cudaGetErrorString(err)
-        raise CudaError(f"{call_name} failed: {name.decode()} ({text.decode()})")
+        raise CudaError(f"{call_name} failed: {_error_text(err)}")
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+def _error_text(err: Any) -> str:
+    """'cudaErrorX (description)'; the description needs the driver (cuda-python 12.6 raises without one)."""
+    rt = _runtime()
+    try:
+        name = rt.cudaGetErrorName(err)[1].decode()
+    except RuntimeError:
+        name = f"CUDA error {int(err)}"
+    try:
+        return f"{name} ({rt.cudaGetErrorString(err)[1].decode()})"
+    except RuntimeError:
+        return name
 
 
 def _succeeded(err: Any) -> bool:
@@ -57,7 +76,11 @@ def _succeeded(err: Any) -> bool:
 
 def call(func: Callable[..., Sequence[Any]], *args: Any) -> Any:
     """Call a cuda.bindings.runtime function and `check` its result under the function's own name."""
-    return check(func(*args), func.__name__)
+    try:
+        result = func(*args)
+    except RuntimeError as exc:  # cuda-python 12.6 raises where the driver (libcuda.so.1) is missing
+        raise CudaError(f"{func.__name__} failed: {exc}") from None
+    return check(result, func.__name__)
 
 
 # -- device information ------------------------------------------------------------------------------
@@ -93,6 +116,101 @@ def driver_version() -> str:
     """The newest CUDA version the installed driver supports, e.g. '12.8'."""
     rt = _runtime()
     return _version(call(rt.cudaDriverGetVersion))
+
+
+def runtime_major() -> int:
+    """The CUDA major version the runtime bindings were built for (12 or 13); needs no driver."""
+    return int(call(_runtime().cudaRuntimeGetVersion)) // 1000
+
+
+# -- driver compatibility ------------------------------------------------------------------------------
+#: The oldest Linux driver that runs each CUDA major (CUDA minor-version compatibility: one driver runs every
+#: minor release of its major; NVIDIA's CUDA compatibility guide, "Minor Version Compatibility", table 1).
+MIN_DRIVER: dict[int, str] = {12: "525.60.13", 13: "580.65.06"}
+#: The install line for the GPU wheels (TensorRT, cuda-python) of each CUDA major (pyproject.toml extras).
+INSTALL_FOR_CUDA: dict[int, str] = {12: "pip install 'bisenet-rt[gpu]'", 13: "pip install 'bisenet-rt[gpu-cu13]'"}
+_DRIVER_FILE = Path("/proc/driver/nvidia/version")
+
+
+@dataclasses.dataclass(frozen=True)
+class DriverFacts:
+    """What the NVIDIA driver offers this process, read once: its version, the newest CUDA it runs, its GPUs."""
+
+    driver: str | None  # the driver's version as nvidia-smi prints it ('570.86.15'); None where none is loaded
+    driver_cuda: int    # newest CUDA the driver runs, as cudaDriverGetVersion encodes it (12080); 0: no libcuda
+    devices: int        # CUDA devices visible to the runtime bindings (0 where none is usable)
+    error: str | None   # why cudaGetDeviceCount failed; None when it succeeded
+
+    @property
+    def cuda_major(self) -> int:
+        return self.driver_cuda // 1000
+
+
+def nvidia_driver_version() -> str | None:
+    """The loaded NVIDIA kernel driver's version ('570.86.15') from /proc, or None (no driver, or not Linux)."""
+    try:
+        text = _DRIVER_FILE.read_text()
+    except OSError:
+        return None
+    found = re.search(r"Kernel Module(?: for \S+)?\s+(\d+\.\d+(?:\.\d+)?)", text)
+    return found.group(1) if found else None
+
+
+@functools.cache
+def driver_facts() -> DriverFacts:
+    """Ask the CUDA runtime (once per process) which driver, CUDA version and GPUs it finds."""
+    rt = _runtime()
+    driver = nvidia_driver_version()
+    try:
+        err, count = rt.cudaGetDeviceCount()
+    except RuntimeError as exc:  # cuda-python 12.6 without libcuda.so.1
+        return DriverFacts(driver=driver, driver_cuda=0, devices=0, error=str(exc))
+    try:
+        version_err, driver_cuda = rt.cudaDriverGetVersion()
+    except RuntimeError:
+        version_err, driver_cuda = 0, 0
+    error = None if _succeeded(err) else _error_text(err)
+    rt.cudaGetLastError()  # a failed first call leaves its error behind; clear it
+    return DriverFacts(driver=driver, driver_cuda=int(driver_cuda) if _succeeded(version_err) else 0,
+                       devices=int(count) if error is None else 0, error=error)
+
+
+def compatibility_problem(facts: DriverFacts, wheels: Mapping[str, int]) -> str | None:
+    """None when the driver in `facts` runs the CUDA major of every wheel in `wheels` ({'cuda-bindings': 12, ...})
+    and sees a GPU; else one line: what is wrong and what to install."""
+    needed = max(wheels.values(), default=12)
+    wanted = ", ".join(f"{name} (CUDA {major})" for name, major in sorted(wheels.items()))
+    if facts.driver_cuda == 0:
+        if facts.driver is not None:
+            return (f"the NVIDIA driver {facts.driver} is loaded but its CUDA library (libcuda.so.1) cannot be opened"
+                    f"{f' ({facts.error})' if facts.error else ''}; inside a container, start it with the GPU "
+                    "passed through (docker run --gpus all, NVIDIA Container Toolkit)")
+        return (f"no NVIDIA driver is installed (libcuda.so.1 not found{f': {facts.error}' if facts.error else ''}); "
+                f"install one: CUDA 12 wheels need driver >= {MIN_DRIVER[12]}, CUDA 13 wheels >= {MIN_DRIVER[13]}")
+    major, minor = facts.cuda_major, facts.driver_cuda % 1000 // 10
+    too_new = sorted(name for name, m in wheels.items() if m > major)
+    if too_new:
+        driver = f"the NVIDIA driver {facts.driver}" if facts.driver else "the NVIDIA driver"
+        fix = (f"{INSTALL_FOR_CUDA[major]} (CUDA {major} wheels) or update the driver to >= "
+               f"{MIN_DRIVER.get(needed, 'the one of CUDA ' + str(needed))}" if major in INSTALL_FOR_CUDA else
+               f"update the driver to >= {MIN_DRIVER[12]} (CUDA 12) or >= {MIN_DRIVER[13]} (CUDA 13)")
+        return f"{driver} runs CUDA up to {major}.{minor}, but {wanted} need CUDA {needed}: {fix}"
+    if facts.error is not None:
+        return f"no CUDA GPU is usable ({facts.error})"
+    if facts.devices == 0:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return "no CUDA GPU is visible" + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+    return None
+
+
+def device_problem(wheels: Mapping[str, int] | None = None) -> str | None:
+    """None when a CUDA GPU is usable here through cuda-python (and the driver runs the CUDA major of every wheel
+    in `wheels`, e.g. {'tensorrt': 13}); else one line saying what is wrong and what to install."""
+    try:
+        major = runtime_major()
+    except BackendUnavailableError as exc:
+        return str(exc)
+    return compatibility_problem(driver_facts(), {"cuda-bindings": major, **(wheels or {})})
 
 
 # -- memory ------------------------------------------------------------------------------------------
@@ -176,12 +294,9 @@ def _address(host: "PinnedBuffer | int") -> int:
 def is_pinned(array: np.ndarray) -> bool:
     """Whether a host array's memory is page-locked (cudaMallocHost or cudaHostRegister), so a copy from
     or to it runs asynchronously and without staging. False for ordinary memory or where CUDA is absent."""
-    if array.size == 0:
+    if array.size == 0 or device_problem() is not None:
         return False
-    try:
-        rt = _runtime()
-    except BackendUnavailableError:
-        return False
+    rt = _runtime()
     err, attributes = rt.cudaPointerGetAttributes(array.ctypes.data)
     if not _succeeded(err):
         rt.cudaGetLastError()  # older runtimes report ordinary memory as an error; clear it
@@ -193,13 +308,12 @@ def pinned_array(shape: Sequence[int], dtype: Any = np.uint8) -> np.ndarray:
     """A numpy array in page-locked host memory, freed when the array (and every view of it) is gone.
 
     Frames and labels held there move to and from the GPU without the extra host copy that ordinary
-    memory needs. Where CUDA is absent this is an ordinary array (every backend takes either).
+    memory needs. Where CUDA is absent (no cuda-python, no driver, no GPU) this is an ordinary array that
+    every backend takes.
     """
     dtype = np.dtype(dtype)
     nbytes = int(np.prod(shape)) * dtype.itemsize
-    try:
-        _runtime()
-    except BackendUnavailableError:
+    if device_problem() is not None:
         return np.empty(shape, dtype)
     buffer = PinnedBuffer(nbytes)
     flat = buffer.view((max(nbytes, 1),))[:nbytes]

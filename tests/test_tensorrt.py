@@ -25,13 +25,11 @@ without_trt = pytest.mark.skipif(TRT_MISSING is None, reason="TensorRT and a GPU
 
 
 def _cuda_missing() -> str | None:
-    """None when cuda-python and a CUDA device are usable (TensorRT or not), else what is missing."""
-    try:
-        from cuda.bindings import runtime
-    except ImportError:
-        return "cuda-python is not installed (pip install .[gpu])"
-    err, count = runtime.cudaGetDeviceCount()
-    return None if int(err) == 0 and count > 0 else "no CUDA device is usable"
+    """None when cuda-python and a CUDA device are usable (TensorRT or not), else what is missing (never raises:
+    cuda-python 12.6 without a driver raises from cudaGetDeviceCount, which `device_problem` catches)."""
+    from bisenet_rt.cuda import device_problem
+
+    return device_problem()
 
 
 CUDA_MISSING = _cuda_missing()
@@ -80,8 +78,8 @@ def test_import_stays_light():
     """`import bisenet_rt` loads neither the CUDA layer nor TensorRT; the CUDA layer loads cuda.bindings lazily."""
     code = ("import sys, bisenet_rt; assert 'bisenet_rt.cuda' not in sys.modules; import bisenet_rt.cuda; "
             "import bisenet_rt.backends.tensorrt; "
-            "heavy = [m for m in sys.modules if m.split('.')[0] in ('cuda', 'tensorrt', 'torch', 'onnxruntime')]; "
-            "assert not heavy, heavy")
+            "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'torch', 'onnxruntime') "
+            "or m.startswith('cuda.bindings')]; assert not heavy, heavy")  # bare 'cuda': cuda-bindings' own .pth
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -207,23 +205,49 @@ def test_engine_matches_onnxruntime(engines, street_batch, ort_labels, precision
 
 @needs_trt
 def test_graph_replay_gives_the_plain_result(engines, street_batch):
-    """Calls 1, 2, 3 with one shape run plainly, capture a CUDA graph, replay it: same labels each time."""
+    """Calls 1, 2, 3 with one shape run plainly, capture a CUDA graph, replay it: same labels each time. On one
+    lane a new shape drops the graph (it belongs to the old binding) and the old shape starts over plainly;
+    with two lanes the new shape takes the second lane and the first keeps replaying."""
     from bisenet_rt import Segmenter
 
     frame = street_batch[0]
     with Segmenter(engines["fp32"], cuda_graphs=False) as plain:
         expected = plain(frame)
-    with Segmenter(engines["fp32"]) as seg:
+    with Segmenter(engines["fp32"], depth=1) as seg:
         for _ in range(3):
             np.testing.assert_array_equal(seg(frame), expected)
             assert seg.runner.last_device_time_ms() > 0
         stats = seg.runner.graph_stats
         assert (stats.fallback, stats.captures, stats.replays, stats.plain_runs) == (None, 1, 2, 1), stats
-        other = seg(street_batch)  # a new shape, then the old one again
-        np.testing.assert_array_equal(seg(frame), expected)
-        np.testing.assert_array_equal(seg(frame), expected)
-        assert seg.runner.graph_stats.fallback is None and seg.runner.graph_stats.replays == 3
+        other = seg(street_batch)  # a new shape on the one lane, then the old one again
+        for _ in range(3):
+            np.testing.assert_array_equal(seg(frame), expected)
+        stats = seg.runner.graph_stats
+        assert (stats.fallback, stats.captures, stats.replays, stats.plain_runs) == (None, 2, 4, 3), stats
     assert other.shape == (2, FRAME_H, FRAME_W)
+    with Segmenter(engines["fp32"], depth=2) as seg:
+        for _ in range(3):
+            seg(frame)
+        np.testing.assert_array_equal(seg(street_batch), other)
+        np.testing.assert_array_equal(seg(frame), expected)
+        stats = seg.runner.graph_stats
+        assert (stats.fallback, stats.captures, stats.replays, stats.plain_runs) == (None, 1, 3, 2), stats
+
+
+@needs_trt
+def test_threads_spread_over_lanes(engines, street_batch):
+    """Synchronous calls from two threads run on two lanes (contexts) at once and give the single-thread labels."""
+    import concurrent.futures
+
+    from bisenet_rt import Segmenter
+
+    frames = [street_batch[i % 2] for i in range(16)]
+    with Segmenter(engines["fp32"], depth=2) as seg:
+        expected = [seg(f) for f in frames]
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            got = list(pool.map(seg, frames))
+        assert all(np.array_equal(g, e) for g, e in zip(got, expected))
+        assert seg.runner.graph_stats.fallback is None
 
 
 @needs_trt
@@ -266,13 +290,24 @@ def test_device_pointers_from_torch(engines, street_batch, torch_cuda):
         stream.synchronize()
         assert torch.equal(again, labels)
         assert seg.runner.last_device_time_ms() > 0
-        for _ in range(2):  # the same buffers again: captured once, then replayed on the caller's stream
+        for _ in range(2):  # the same buffers again: captured once, then replayed, ordered on the caller's stream
             with torch.cuda.stream(stream):
                 seg.infer_device(frames, again, stream=stream.cuda_stream)
         stream.synchronize()
         assert torch.equal(again, labels)
         stats = seg.runner.graph_stats
         assert stats.fallback is None and stats.captures >= 1 and stats.replays >= 1, stats
+        default = torch.cuda.current_stream()
+        assert default.cuda_stream == 0  # PyTorch's default stream: TensorRT must not run on it
+        zeroed = torch.zeros_like(labels)
+        seg.infer_device(frames, zeroed, stream=default.cuda_stream)
+        assert torch.equal(zeroed, labels)  # queued on the default stream after the call: ordered after the labels
+        other_frames, other_labels = frames.clone(), torch.empty_like(labels)
+        before = seg.runner.graph_stats.captures
+        for _ in range(3):  # two buffer sets in turn: a graph each, on two lanes
+            seg.infer_device(frames, again)
+            seg.infer_device(other_frames, other_labels)
+        assert torch.equal(other_labels, labels) and seg.runner.graph_stats.captures >= before + 1
 
 
 @needs_trt
@@ -295,6 +330,9 @@ def test_bad_device_inputs_are_refused(engines, street_batch, torch_cuda):
                              torch.zeros((1, 64, 64), dtype=torch.uint8, device="cuda"))
         with pytest.raises(TypeError, match="without __cuda_array_interface__"):
             seg.infer_device(frames.cpu(), labels)
+        odd = torch.zeros((2, 255, 257, 3), dtype=torch.uint8, device="cuda")  # frames[1:] starts 253 bytes off
+        with pytest.raises(InputError, match="256-byte boundary"):
+            seg.infer_device(odd[1:], torch.zeros((1, 255, 257), dtype=torch.uint8, device="cuda"))
 
 
 @needs_trt

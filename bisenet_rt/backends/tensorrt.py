@@ -1,4 +1,4 @@
-"""TensorRT backend (GPU): a deserialized engine run with cuda-python on one CUDA stream.
+"""TensorRT backend (GPU): a deserialized engine run with cuda-python, one execution context per lane.
 
 Host frames go through page-locked buffers (async H2D, `execute_async_v3`, async D2H, one
 synchronize); the engine's work for a fixed input shape and fixed buffers is captured once into a
@@ -6,6 +6,12 @@ CUDA graph and replayed, for host and device (`infer_device`) calls alike. The p
 data-dependent shapes (see `build.trt_conformance`), so capture succeeds; where an engine still
 cannot be captured, the backend says so once and runs it plainly. Device arrays of other libraries
 (PyTorch, CuPy) are used zero-copy by `infer_device`.
+
+A lane is one execution context with its own stream, buffers and CUDA graph. Calls from several threads
+and submissions spread over up to `depth` lanes; which lane a call takes, when a lane's graph is dropped
+and how lanes' runs are ordered is decided by `tensorrt_lanes` (bookkeeping without CUDA, tested on any
+machine). The engine always runs on a lane's own non-default stream: TensorRT warns that enqueueV3 on the
+default stream adds device-wide synchronisation (NvInferRuntime.h, enqueueV3).
 """
 from __future__ import annotations
 
@@ -14,8 +20,9 @@ import dataclasses
 import functools
 import logging
 import os
+import re
 import threading
-from typing import Any
+from typing import Any, Callable, Hashable
 
 import numpy as np
 
@@ -23,9 +30,10 @@ from ..artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactInfo, open_pipeline
 from ..errors import BisenetError, EngineLoadError
 from ..frames import check_size
 from .base import Backend
+from .tensorrt_lanes import LaneBook, LaneBooks, Launch, check_tensor_address
 
-__all__ = ["TensorRTBackend", "TensorRTError", "GraphStats", "tensorrt_availability", "trt_logger", "gpu_facts",
-           "engine_io"]
+__all__ = ["TensorRTBackend", "TensorRTError", "GraphStats", "tensorrt_availability", "tensorrt_cuda_major",
+           "trt_logger", "gpu_facts", "engine_io"]
 
 _log = logging.getLogger(__name__)
 _MIN_MAJOR = 10  # execute_async_v3, name-based I/O, strong typing: TensorRT 10 and 11
@@ -47,25 +55,35 @@ class GraphStats:
 
 
 def tensorrt_availability() -> str | None:
-    """None when TensorRT, the CUDA runtime bindings and a GPU are all present; else what is missing."""
+    """None when TensorRT, the CUDA runtime bindings, a driver that runs their CUDA major and a GPU are all
+    present; else one line naming what is missing and what to install."""
     try:
         import tensorrt
     except ImportError:
-        return "the tensorrt Python module is not installed (pip install .[gpu], TensorRT 10 or 11)"
+        return "the tensorrt Python module is not installed (pip install 'bisenet-rt[gpu]', TensorRT 10 or 11)"
     except OSError as exc:  # the module is there but its shared libraries are not
-        return f"the tensorrt module cannot load its libraries ({exc}); reinstall TensorRT (pip install .[gpu])"
+        return f"the tensorrt module cannot load its libraries ({exc}); reinstall TensorRT (pip install 'bisenet-rt[gpu]')"
     major = int(str(tensorrt.__version__).split(".", 1)[0])
     if major < _MIN_MAJOR:
-        return f"TensorRT {tensorrt.__version__} is too old; bisenet-rt needs TensorRT 10 or 11 (pip install .[gpu])"
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        return "the CUDA runtime bindings are not installed (pip install cuda-python)"
-    err, count = cudart.cudaGetDeviceCount()
-    if int(err) != 0:  # int(): cuda-bindings >= 13.2 returns its own enum type, not an IntEnum
-        return f"no CUDA driver or GPU is usable ({cudart.cudaGetErrorString(err)[1].decode()})"
-    if count == 0:
-        return "no CUDA GPU is visible"
+        return (f"TensorRT {tensorrt.__version__} is too old; bisenet-rt needs TensorRT 10 or 11 "
+                "(pip install 'bisenet-rt[gpu]')")
+    from .. import cuda
+
+    trt_cuda = tensorrt_cuda_major()
+    return cuda.device_problem({"tensorrt": trt_cuda} if trt_cuda is not None else None)
+
+
+@functools.cache
+def tensorrt_cuda_major() -> int | None:
+    """The CUDA major the installed TensorRT wheels were built for (from their names, tensorrt-cu12 / -cu13 and
+    their -libs / -bindings parts); None where that is unknown (TensorRT from a tar or deb package)."""
+    from importlib import metadata
+
+    for dist in metadata.distributions():
+        name = str(dist.metadata["Name"] or "").lower().replace("_", "-")
+        found = re.fullmatch(r"tensorrt-cu(\d+)(?:-libs|-bindings)?", name)
+        if found:
+            return int(found.group(1))
     return None
 
 
@@ -149,14 +167,15 @@ def _check_pipeline_io(io: list[dict[str, Any]], path: os.PathLike) -> None:
 class _Lane:
     """One execution context with its own stream, timing events, buffers and CUDA graph: one frame in flight.
 
-    The synchronous calls use lane 0; `submit` spreads frames over more lanes, so the upload, the
-    inference and the download of consecutive frames overlap on different streams.
+    Its `book` (tensorrt_lanes.LaneBook) says which key (shape, input and output address) the context is
+    bound to and what its graph belongs to; this class does the CUDA and TensorRT calls the book decides.
     """
 
-    def __init__(self, backend: "TensorRTBackend") -> None:
+    def __init__(self, backend: "TensorRTBackend", index: int) -> None:
         from .. import cuda
 
         self.backend = backend
+        self.index = index
         # CUDA and TensorRT handles (cuda.Stream, cuda.CudaGraph, cuda.PinnedBuffer / DeviceBuffer, an
         # IExecutionContext); typed loosely because tensorrt ships no type information
         self.graph: Any = None
@@ -166,10 +185,7 @@ class _Lane:
         self.dev_out: Any = None
         self.shape: tuple[int, ...] | None = None
         self.bound: tuple[int, int] | None = None
-        self.graph_key: tuple | None = None
-        self.last_key: tuple | None = None
         self.timed = False
-        self.last_stream: int | None = None
         self.job: "_TrtPending | None" = None  # the submission whose labels are still in this lane's buffers
         self.context: Any = backend._engine.create_execution_context()
         if self.context is None:
@@ -177,6 +193,10 @@ class _Lane:
                                   f"({trt_logger().take_errors() or 'out of GPU memory?'})")
         self.stream: Any = cuda.Stream()
         self.events: tuple[Any, Any] = (cuda.Event(), cuda.Event())
+
+    @property
+    def book(self) -> LaneBook:
+        return self.backend._books.books[self.index]
 
     # -- host frames -------------------------------------------------------------------------------
     def start(self, batch: np.ndarray, out: np.ndarray | None) -> int:
@@ -204,7 +224,7 @@ class _Lane:
             dst = self.host_out.ptr
         self.bind(batch.shape, self.dev_in.ptr, self.dev_out.ptr)
         self.dev_in.copy_from_host(src, in_bytes, self.stream)
-        self.timed_enqueue(self.stream, graph_key=(batch.shape, self.dev_in.ptr, self.dev_out.ptr))
+        self.timed_run()
         self.dev_out.copy_to_host(dst, out_bytes, self.stream)
         return dst
 
@@ -222,11 +242,15 @@ class _Lane:
     def finish_job(self) -> None:
         if self.job is not None:
             job, self.job = self.job, None
+            self.book.pending = False
             job.finish()
 
     # -- binding and launching -----------------------------------------------------------------------
     def bind(self, shape: tuple[int, ...], in_ptr: int, out_ptr: int) -> None:
-        """Set the input shape and tensor addresses, only where they changed since the last call."""
+        """Set the input shape and tensor addresses, only where they changed since the last call; a graph
+        captured for another binding is dropped (it would replay the old shape or buffers)."""
+        if self.book.bind((shape, in_ptr, out_ptr)):
+            self.drop_graph()
         context, path = self.context, self.backend.path
         if shape != self.shape:
             self.shape = None
@@ -246,70 +270,63 @@ class _Lane:
                                         f"{trt_logger().take_errors() or 'no detail'}")
             self.bound = (in_ptr, out_ptr)
 
-    def timed_enqueue(self, stream: Any, *, graph_key: tuple | None) -> None:
-        """Enqueue the engine between the two timing events; graph-replayed when `graph_key` allows.
-
-        The context's scratch memory allows one run at a time, so a run on another stream than the
-        last one first waits for the last run's end event.
-        """
+    def timed_run(self) -> None:
+        """Run the engine on the lane's stream between its two timing events, after the last run of another
+        lane where the lanes share the engine's optimization profile (`LaneBooks.order_after`)."""
+        before = self.backend._books.order_after(self.index)
+        if before is not None:
+            self.stream.wait_event(self.backend._lanes[before].events[1])
         start, end = self.events
-        if self.timed and stream.handle != self.last_stream:
-            stream.wait_event(end)
         self.timed = False
-        start.record(stream)
-        self.enqueue(stream, graph_key)
-        end.record(stream)
-        self.timed, self.last_stream = True, stream.handle
+        start.record(self.stream)
+        self.run()
+        end.record(self.stream)
+        self.timed = True
 
-    def enqueue(self, stream: Any, graph_key: tuple | None) -> None:
-        """Replay the graph captured for `graph_key` on `stream`; capture one on the second call with the same key.
-
-        The first call with a new shape or new buffers runs plainly: TensorRT may need non-capturable
-        work right after a shape change, and one-off shapes then never pay for a capture. Graphs are
-        captured on the lane's own stream and replayed on whichever stream the call runs on.
-        """
+    def run(self) -> None:
+        """Run plainly, capture a CUDA graph, or replay it, as the lane's book decides for the bound key."""
         backend = self.backend
-        if graph_key is not None and backend._use_graphs:
-            if self.graph is not None and self.graph_key == graph_key:
-                self.launch(stream)
-                return
-            if self.last_key == graph_key and self.capture(graph_key):
-                self.launch(stream)
-                return
-        self.execute(stream)
-        backend.graph_stats.plain_runs += 1
-        self.last_key = graph_key
+        launch = self.book.next_launch(backend._use_graphs)
+        if launch is Launch.CAPTURE and not self.capture():
+            launch = Launch.PLAIN
+        if launch is Launch.PLAIN:
+            self.execute()
+            backend.graph_stats.plain_runs += 1
+        else:
+            self.graph.launch(self.stream)
+            backend.graph_stats.replays += 1
+        self.book.ran(launch)
 
-    def launch(self, stream: Any) -> None:
-        self.graph.launch(stream)
-        self.backend.graph_stats.replays += 1
+    def capture(self) -> bool:
+        """Capture the engine's work into a CUDA graph; on failure say so once and run plainly from then on.
 
-    def capture(self, graph_key: tuple) -> bool:
-        """Capture the engine's work into a CUDA graph; on failure say so once and run plainly from then on."""
+        As trtexec does (samples/common/sampleInference.cpp), the earlier plain run has finished before the
+        capture begins, so none of its set-up work can fall into the graph."""
         from .. import cuda
 
         backend = self.backend
         self.drop_graph()
+        self.stream.synchronize()
         try:
-            self.graph = cuda.CudaGraph.capture(self.stream, lambda: self.execute(self.stream))
+            self.graph = cuda.CudaGraph.capture(self.stream, self.execute)
         except BisenetError as exc:
             backend._use_graphs = False
             backend.graph_stats.fallback = str(exc)
             _log.warning("CUDA graph capture failed for %s (%s); running it without CUDA graphs from now on",
                          backend.path.name, exc)
             return False
-        self.graph_key = graph_key
         backend.graph_stats.captures += 1
         return True
 
-    def execute(self, stream: Any) -> None:
-        if not self.context.execute_async_v3(stream.handle):
+    def execute(self) -> None:
+        if not self.context.execute_async_v3(self.stream.handle):
             raise TensorRTError(f"execute_async_v3 failed for {self.backend.path.name}: "
                                 f"{trt_logger().take_errors() or 'no detail'}")
 
     def drop_graph(self) -> None:
         if self.graph is not None:
-            graph, self.graph, self.graph_key = self.graph, None, None
+            graph, self.graph = self.graph, None
+            self.book.graph_dropped()
             graph.close()
 
     def close(self) -> None:
@@ -318,8 +335,6 @@ class _Lane:
             self.finish_job()
             if self.stream is not None:
                 self.stream.synchronize()
-            if self.timed:
-                self.events[1].synchronize()  # the last run, also when queued on a caller's stream
         finally:
             self.drop_graph()
             self.context = None
@@ -369,8 +384,8 @@ class TensorRTBackend(Backend):
     """Runs a serialized TensorRT engine built by `bisenet-rt build --backend tensorrt`.
 
     `cuda_graphs=False` runs every call with plain `execute_async_v3` (for profiling tools that
-    do not follow graph launches). Calls from several threads are serialized (one lock); for
-    throughput, `submit` keeps up to `depth` frames in flight on their own streams and contexts.
+    do not follow graph launches). Calls from several threads and `submit` spread over up to `depth`
+    lanes (own context, stream and buffers each); a call waits for a free lane when all are busy.
     """
 
     name = "tensorrt"
@@ -386,8 +401,10 @@ class TensorRTBackend(Backend):
         self._engine: Any = None
         self._runtime: Any = None
         self._lanes: list[_Lane] = []
-        self._next_lane = 0
+        self._books = LaneBooks(shared_profile=True)
         self._lock = threading.RLock()
+        self._lane_free = threading.Condition(self._lock)
+        self._last_sync: _Lane | None = None  # the lane of the last synchronous call (its events time it)
         self._use_graphs = cuda_graphs
         self._most_in_flight = 0
         #: Captures, replays and plain runs so far (all lanes), and why capture stopped (if it did).
@@ -412,7 +429,9 @@ class TensorRTBackend(Backend):
         io = engine_io(self._engine)
         _check_pipeline_io(io, self.path)
         self._dynamic_input = any(d < 0 for t in io if t["name"] == INPUT_NAME for d in t["shape"])
-        self._lanes.append(_Lane(self))
+        # Lanes share the engine's one optimization profile; with dynamic shapes their runs are ordered.
+        self._books = LaneBooks(shared_profile=self._dynamic_input)
+        self._add_lane()
         major, minor = cuda.compute_capability()
         self._device = f"GPU: {cuda.device_name()} (sm_{major}{minor})"
 
@@ -431,8 +450,8 @@ class TensorRTBackend(Backend):
 
     def last_device_time_ms(self) -> float | None:
         """GPU time of the engine's work in the last synchronous call (CUDA events around the enqueue)."""
-        lane = self._lanes[0] if self._lanes else None
-        if lane is None or not lane.timed or lane.events is None:
+        lane = self._last_sync
+        if lane is None or not lane.timed or lane.events[0] is None:
             return None
         start, end = lane.events
         return end.elapsed_ms(start)
@@ -442,42 +461,83 @@ class TensorRTBackend(Backend):
         """The most submissions that were in flight at once so far."""
         return self._most_in_flight
 
+    # -- lanes -------------------------------------------------------------------------------------
+    def _add_lane(self) -> int:
+        lane = _Lane(self, len(self._lanes))  # creates the context first: a failure leaves no book behind
+        self._books.add()
+        self._lanes.append(lane)
+        return lane.index
+
+    def _take_lane(self, wants: Callable[[Hashable | None], bool]) -> _Lane:
+        """The lane a call runs on (`LaneBooks.pick`), held until `_give_back`; waits while all `depth` are busy.
+        The caller holds the lock."""
+        while True:
+            if self._closed:
+                raise BisenetError(f"{self.name} backend for {self.path.name} is closed")
+            index = self._books.pick(wants, self.depth)
+            if index is not None:
+                break
+            self._lane_free.wait()
+        if index == len(self._lanes):
+            self._add_lane()
+        self._books.take(index)
+        return self._lanes[index]
+
+    def _give_back(self, lane: _Lane) -> None:
+        with self._lock:
+            self._books.give_back(lane.index)
+            self._lane_free.notify_all()
+
     # -- running -----------------------------------------------------------------------------------
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self._infer_into(batch, None)
 
     def _infer_into(self, batch: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """Queue the batch on a lane bound to its shape where one is free; wait for its labels without holding the
+        lock, so calls from other threads run on other lanes meanwhile."""
         with self._lock:
-            lane = self._lanes[0]
-            dst = lane.start(batch, out)
+            lane = self._take_lane(_same_shape(batch.shape))
+            try:
+                dst = lane.start(batch, out)
+                self._last_sync = lane
+            except BaseException:
+                self._give_back(lane)
+                raise
+        try:
             return lane.collect(dst, batch.shape[:3], out)
+        finally:
+            self._give_back(lane)
 
     def submit(self, batch: np.ndarray, out: np.ndarray | None = None) -> Any:
-        """Queue a validated batch on the next of `depth` lanes and return at once; `.result()` waits for it.
+        """Queue a validated batch on one of `depth` lanes and return at once; `.result()` waits for it.
 
-        A lane still holding an earlier submission's labels hands them to that submission first, so
-        at most `depth` frames are in flight and memory stays bounded.
+        A lane still holding an earlier submission's labels hands them to that submission first (the
+        oldest first), so at most `depth` frames are in flight and memory stays bounded.
         """
         self._check(batch, out)
         with self._lock:
-            while len(self._lanes) < self.depth:
-                self._lanes.append(_Lane(self))
-            lane = self._lanes[self._next_lane % self.depth]
-            self._next_lane += 1
-            dst = lane.start(batch, out)
-            lane.job = _TrtPending(lane, dst, batch.shape[:3], out)
-            self._most_in_flight = max(self._most_in_flight, sum(1 for ln in self._lanes if ln.job is not None))
-            return lane.job
+            lane = self._take_lane(_same_shape(batch.shape))
+            try:
+                dst = lane.start(batch, out)
+                lane.job = _TrtPending(lane, dst, batch.shape[:3], out)
+                lane.book.pending = True
+                self._most_in_flight = max(self._most_in_flight, sum(1 for ln in self._lanes if ln.job is not None))
+                return lane.job
+            finally:
+                self._give_back(lane)
 
     def infer_device(self, frames: Any, labels: Any, *, stream: int | None = None) -> None:
         """Segment device frames into device labels, zero-copy (`__cuda_array_interface__` objects).
 
-        `frames`: uint8 N x H x W x 3, `labels`: writable uint8 N x H x W, both C-contiguous. With
-        `stream` (a raw cudaStream_t handle, e.g. `torch.cuda.current_stream().cuda_stream`) the work
-        is queued there, after what the caller queued on it, and the call returns at once. Without
-        it, the work waits for the streams the arrays' interfaces name (else the legacy default
-        stream, where PyTorch and CuPy work by default) and the call returns when the labels are written.
-        The same buffers twice in a row are captured into a CUDA graph and replayed from then on.
+        `frames`: uint8 N x H x W x 3, `labels`: writable uint8 N x H x W, both C-contiguous and starting on
+        a 256-byte boundary (TensorRT's rule; a slice like `frames[1:]` may not). With `stream` (a raw
+        cudaStream_t handle, e.g. `torch.cuda.current_stream().cuda_stream`, 0 on PyTorch's default stream)
+        the work runs after what the caller queued there, what the caller queues there later runs after
+        the labels are written, and the call returns at once. Without it, the work waits for the streams
+        the arrays' interfaces name (else the legacy default stream, where PyTorch and CuPy work by
+        default) and the call returns when the labels are written. Either way the engine runs on a lane's
+        own stream. The same buffers twice in a row are captured into a CUDA graph and replayed from then
+        on; calls alternating between buffer sets keep one graph each on up to `depth` lanes.
         """
         from .. import cuda
 
@@ -488,27 +548,56 @@ class TensorRTBackend(Backend):
         info = self.info
         check_size(src.shape, info.min_size, info.max_size, info.max_batch, self.path.name)
         dst = cuda.device_pointer(labels, (n, h, w), np.uint8, name="labels", writable=True)
+        check_tensor_address(src.ptr, "frames")
+        check_tensor_address(dst.ptr, "labels")
+        key = (src.shape, src.ptr, dst.ptr)
         with self._lock:
-            lane = self._lanes[0]
-            lane.finish_job()
-            run_on = lane.stream if stream is None else cuda.Stream(int(stream))
-            for producer in (src.stream, dst.stream):
-                run_on.wait_for(cuda.LEGACY_STREAM if producer is None and stream is None else producer)
+            lane = self._take_lane(lambda bound: bound == key)
+        try:
+            with self._lock:
+                lane.finish_job()
+                self._run_device(lane, src, dst, stream)
+            if stream is None:
+                lane.stream.synchronize()
+        finally:
+            self._give_back(lane)
+
+    def _run_device(self, lane: _Lane, src: Any, dst: Any, stream: int | None) -> None:
+        """Order the lane's stream after the producers (the caller's stream, else the arrays' streams or the
+        legacy default stream), run the engine there, and order the caller's stream after it."""
+        from .. import cuda
+
+        caller = None if stream is None else cuda.Stream(int(stream))
+        try:
+            if caller is not None:
+                producers = [caller.handle, *(p for p in (src.stream, dst.stream) if p is not None)]
+            else:
+                producers = [cuda.LEGACY_STREAM if p is None else p for p in (src.stream, dst.stream)]
+            for producer in dict.fromkeys(producers):
+                lane.stream.wait_for(producer)
             lane.bind(src.shape, src.ptr, dst.ptr)
-            try:
-                lane.timed_enqueue(run_on, graph_key=(src.shape, src.ptr, dst.ptr))
-                if stream is None:
-                    run_on.synchronize()
-            finally:
-                if run_on is not lane.stream:
-                    run_on.close()  # borrowed handle: frees only its helper event
+            lane.timed_run()
+            self._last_sync = lane
+            if caller is not None:
+                caller.wait_for(lane.stream.handle)
+        finally:
+            if caller is not None:
+                caller.close()  # borrowed handle: frees only its helper event
 
     # -- lifetime ------------------------------------------------------------------------------------
     def _close(self) -> None:
-        """Wait for queued work, then free every lane, then the engine and runtime."""
-        try:
-            for lane in self._lanes:
-                lane.close()
-        finally:
-            self._lanes = []
-            self._engine = self._runtime = None  # contexts (in the lanes) before engine before runtime
+        """Wait for calls in progress and queued work, then free every lane, then the engine and runtime."""
+        with self._lock:
+            while any(book.held for book in self._books.books):
+                self._lane_free.wait()
+            try:
+                for lane in self._lanes:
+                    lane.close()
+            finally:
+                self._lanes = []
+                self._engine = self._runtime = None  # contexts (in the lanes) before engine before runtime
+
+
+def _same_shape(shape: tuple[int, ...]) -> Callable[[Hashable | None], bool]:
+    """For host calls: a lane bound to this batch shape (its buffers are the lane's own) keeps its graph."""
+    return lambda bound: isinstance(bound, tuple) and bound[0] == shape

@@ -59,6 +59,7 @@ class TorchBackend(Backend):
             model = model.half()
         self._model: Any = torch.compile(model) if compile else model  # a module, or the compiled callable
         self._graphed: Any = None
+        self._scale_shift: Any = None  # the eager CUDA path's normalization tensors, made on first use
         self._lock = threading.Lock()
         if self._device.type == "cuda" and cuda_graphs and not compile:
             from ..torch_pipeline import GraphedPipeline
@@ -93,10 +94,12 @@ class TorchBackend(Backend):
             return reference_labels(self._model, frames, self._model_size)
         if self._graphed is not None:
             return self._graphed(frames)
-        from ..torch_pipeline import deployed_labels
+        from ..torch_pipeline import deployed_labels, normalization_tensors
 
+        if self._scale_shift is None:
+            self._scale_shift = normalization_tensors(self._model, self._device)
         with torch.inference_mode():
-            return deployed_labels(self._model, frames, self._model_size)
+            return deployed_labels(self._model, frames, self._model_size, self._scale_shift)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         return self._infer_into(batch, None)

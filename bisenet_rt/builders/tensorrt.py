@@ -17,14 +17,14 @@ from typing import Any
 
 from ..artifacts import ArtifactInfo, write_sidecar
 from ..atomic import write_atomic
-from ..errors import BuildError
+from ..errors import BackendUnavailableError, BuildError
 from ..artifacts import INPUT_NAME
 from ..precision import Precision
 from ..sizes import format_size
 from . import BuildConfig, base_sidecar, read_pipeline, source_onnx
 from .trt_conformance import require_tensorrt
 
-__all__ = ["build_engine", "TIMING_CACHE", "WORKSPACE_BYTES"]
+__all__ = ["build_engine", "engine_source", "EngineSource", "TIMING_CACHE", "WORKSPACE_BYTES"]
 
 _log = logging.getLogger(__name__)
 
@@ -36,16 +36,40 @@ _INT8_HINT = ("INT8 engines are built from a Q/DQ-quantized pipeline ONNX: run '
               "--calib DIR' (it calibrates on your frames), or pass a Q/DQ ONNX with --onnx")
 
 
-def build_engine(config: BuildConfig, output: Path) -> Path:
-    """Export (if needed), check and build the pipeline graph into a TensorRT engine; write it with a sidecar.
+@dataclasses.dataclass(frozen=True)
+class EngineSource:
+    """The pipeline ONNX an engine is built from, and what the engine's sidecar says of it."""
 
-    The graph is checked against the parser's rules (`trt_conformance`) before TensorRT sees it.
+    onnx: Path
+    info: ArtifactInfo  # the graph's facts with the engine's frame-size range and batch (its profile)
+    dynamic: bool       # the input has dynamic dimensions, so the engine gets an optimization profile
+
+
+def engine_source(config: BuildConfig) -> EngineSource:
+    """Everything before TensorRT: export (if needed), check the graph against the parser's rules
+    (`trt_conformance`) and against a fixed frame size or batch, and the facts with the engine's profile.
+
+    Needs no GPU: the GPU plan's CPU rehearsal (`benchmarks/gpu_check.py --plan-on-cpu`) runs it as well.
     """
     src, info = _source(config)
     dynamic = _check_fixed_dims(info, config, src)
-    import tensorrt as trt
+    return EngineSource(onnx=src, info=info.with_profile(config.min_size, config.max_size, config.max_batch),
+                        dynamic=dynamic)
 
-    from ..backends.tensorrt import gpu_facts, trt_logger
+
+def build_engine(config: BuildConfig, output: Path) -> Path:
+    """Export (if needed), check and build the pipeline graph into a TensorRT engine; write it with a sidecar.
+
+    Refused first where TensorRT cannot run (no driver, a driver too old for the wheels' CUDA major, no GPU).
+    """
+    from ..backends.tensorrt import gpu_facts, tensorrt_availability, trt_logger
+
+    missing = tensorrt_availability()
+    if missing is not None:
+        raise BackendUnavailableError(f"cannot build a TensorRT engine here: {missing}")
+    source = engine_source(config)
+    src, dynamic = source.onnx, source.dynamic
+    import tensorrt as trt
 
     output = Path(output)
     logger = trt_logger()
@@ -77,9 +101,8 @@ def build_engine(config: BuildConfig, output: Path) -> Path:
     write_atomic(output, engine_bytes)
     write_atomic(cache_path, bytes(builder_config.get_timing_cache().serialize()))
     io, profile = _read_back(engine_bytes, dynamic)
-    info = info.with_profile(config.min_size, config.max_size, config.max_batch)
     write_sidecar(output, base_sidecar(
-        info, "tensorrt", src, elapsed, tensorrt_version=str(trt.__version__), gpu=gpu_facts(), io=io,
+        source.info, "tensorrt", src, elapsed, tensorrt_version=str(trt.__version__), gpu=gpu_facts(), io=io,
         profile=profile, builder_optimization_level=config.opt_level, workspace_bytes=WORKSPACE_BYTES,
         timing_cache=str(cache_path), rebuild_command=rebuild_command(config, output)))
     _log.info(f"wrote {output} in {elapsed:.0f} s (timing cache: {cache_path})")
