@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..classes import DEFAULT_MODEL_SIZE, IGNORE_INDEX
-from ..atomic import write_atomic
+from ..atomic import disk_full, is_disk_full, write_atomic
 from ..errors import CheckpointError, ConfigError, DataError
 from ..families import MMSEG, BGAVariant
 from ..model import BiSeNetV2, load_checkpoint, save_checkpoint
@@ -355,13 +355,19 @@ class _Logger:
     """Rank-0 log lines on stdout and JSON records in out/log.jsonl."""
 
     def __init__(self, path: Path | None, *, append: bool) -> None:
+        self._path = path
         self._file = open(path, "a" if append else "w", encoding="utf-8") if path is not None else None
 
     def __call__(self, record: dict[str, Any], line: str | None = None) -> None:
-        if self._file is None:
+        if self._file is None or self._path is None:
             return
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            if is_disk_full(exc, self._path.parent):
+                raise disk_full(self._path) from exc
+            raise
         if line:
             _log.info(line)
 
