@@ -6,20 +6,23 @@ except to check what it made.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import dataclasses
 import datetime
 import importlib
 import platform
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..artifacts import ArtifactInfo, Pipeline, open_pipeline
 from ..classes import DEFAULT_MODEL_SIZE
 from ..errors import BuildError, ConfigError, EngineLoadError
 from ..precision import Precision
 from ..prepost import PostForm
-from ..settings import cache_dir, engines_dir
+from ..settings import cache_dir, engines_dir, unwritable_reason
 
 __all__ = ["BuildConfig", "build", "resolve_backend", "default_output", "source_onnx", "read_pipeline", "base_sidecar",
            "BUILDERS", "INT8_TARGETS"]
@@ -33,6 +36,8 @@ BUILDERS: dict[str, str] = {
     "openvino": "bisenet_rt.builders.openvino:build_ir",
 }
 _SUFFIX = {"tensorrt": ".engine", "onnxruntime": ".onnx", "openvino": ".xml"}
+#: Subfolders of the cache folder that builds read and write (TensorRT's timing cache, INT8 calibration ranges).
+_BUILD_CACHES = ("tensorrt", "calibration")
 #: `--int8-target` choices: the CPU class the INT8 weight grid is chosen for (see `choice.int8_weights`).
 INT8_TARGETS = ("auto", "vnni", "avx2")
 
@@ -138,11 +143,33 @@ def build(config: BuildConfig) -> Path:
     _log.info(f"backend: {backend}, precision: {precision} ({why})")
     config = dataclasses.replace(config, precision=precision)
     output = Path(config.output) if config.output else default_output(backend, precision, config.engines_dir)
-    if precision is Precision.INT8:  # quantize (Q/DQ) first; every backend builds from that graph
-        from .int8 import build_int8
+    with _usable_cache(config, backend) as config:
+        if precision is Precision.INT8:  # quantize (Q/DQ) first; every backend builds from that graph
+            from .int8 import build_int8
 
-        return build_int8(config, backend, output)
-    module, func = BUILDERS[backend].split(":")
-    builder = getattr(importlib.import_module(module), func)
-    return builder(config, output)
+            return build_int8(config, backend, output)
+        module, func = BUILDERS[backend].split(":")
+        builder = getattr(importlib.import_module(module), func)
+        return builder(config, output)
+
+
+@contextlib.contextmanager
+def _usable_cache(config: BuildConfig, backend: str) -> Iterator[BuildConfig]:
+    """The config, with a throwaway cache folder in place of one that cannot be written (a warning, not a failure:
+    caches only save time). What earlier builds left in the unwritable one is still used."""
+    if backend != "tensorrt" and config.chosen_precision is not Precision.INT8:  # no cache in this build
+        yield config
+        return
+    why = unwritable_reason(config.cache_dir)
+    if why is None:
+        yield config
+        return
+    _log.warning(f"cache folder {config.cache_dir} is not writable ({why}); building with a temporary one, so "
+                 "nothing this build learns is kept for the next")
+    with tempfile.TemporaryDirectory(prefix="bisenet_rt_cache_") as tmp:
+        for kind in _BUILD_CACHES:
+            with contextlib.suppress(OSError):
+                if (config.cache_dir / kind).is_dir():
+                    shutil.copytree(config.cache_dir / kind, Path(tmp) / kind)
+        yield dataclasses.replace(config, cache_dir=Path(tmp))
 
