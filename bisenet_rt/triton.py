@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactInfo, load_onnx, open_pipeline
+from .artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactInfo, load_onnx, open_pipeline, sidecar_path
 from .atomic import replacing, write_atomic
 from .errors import EngineLoadError, InputError
+from .outputs import check_outputs
 from .sizes import format_size
 
 if TYPE_CHECKING:
@@ -234,6 +235,9 @@ def export_triton(artifact: str | os.PathLike | TritonModel, repo: str | os.Path
 
     model_dir = Path(repo) / name
     target = model_dir / str(version) / model.filename
+    check_outputs([(target, "the model file"), (model_dir / "labels.txt", "the class list"),
+                   (model_dir / "config.pbtxt", "the model configuration")],
+                  [(model.path, "the artifact being exported"), (sidecar_path(model.path), "the artifact's metadata file")])
     if target.exists() and not force:
         raise InputError(f"{target} already exists; pass --force to overwrite it, or choose another --version/--name")
     text = model_config_text(model, name=name, max_batch=max_batch, instances=instances,

@@ -329,8 +329,9 @@ def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, outpu
     output = Path(output)
     camera = isinstance(source, int)
     name = f"camera {source}" if camera else str(source)
-    if not isinstance(source, int) and output.resolve() == Path(source).resolve():
-        raise InputError(f"{output}: the output would overwrite the input video; choose another -o path")
+    inputs = [] if isinstance(source, int) else [(Path(source), "the input video")]
+    check_outputs([(output, f"the overlay video of {name}")],
+                  [*inputs, *((part, "the artifact being run") for part in artifact_files(segmenter.path))])
     frames: queue.Queue = queue.Queue(maxsize=queue_size)
     results: queue.Queue = queue.Queue(maxsize=queue_size)
     stop, opened = threading.Event(), threading.Event()

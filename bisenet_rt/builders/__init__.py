@@ -137,12 +137,25 @@ def base_sidecar(info: ArtifactInfo, backend: str, onnx_path: Path, build_second
     }
 
 
+def _check_inputs_kept(config: BuildConfig, output: Path) -> None:
+    """Refuse an artifact (or its sidecar, or an IR's weights) that would be written over a file the build reads."""
+    from ..artifacts import artifact_files, sidecar_path
+    from ..outputs import check_outputs
+
+    named = ((config.onnx, "the --onnx graph"), (config.weights, "the --weights checkpoint"))
+    inputs = [(Path(p), what) for p, what in named if p is not None]
+    outputs = [(part, "the built artifact") for part in artifact_files(output)]
+    outputs.append((sidecar_path(output), "the artifact's metadata file"))
+    check_outputs(outputs, inputs)
+
+
 def build(config: BuildConfig) -> Path:
     """Build the artifact `config` asks for and return its path (the sidecar lies next to it)."""
     backend, precision, why = resolve_backend(config.backend, config.precision)
     _log.info(f"backend: {backend}, precision: {precision} ({why})")
     config = dataclasses.replace(config, precision=precision)
     output = Path(config.output) if config.output else default_output(backend, precision, config.engines_dir)
+    _check_inputs_kept(config, output)
     with _usable_cache(config, backend) as config:
         if precision is Precision.INT8:  # quantize (Q/DQ) first; every backend builds from that graph
             from .int8 import build_int8

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import check_writable, size_arg
+from ._common import check_report_path, check_writable, size_arg
 
 HELP = "time artifacts end to end (frame in, labels out), the paper's protocol"
 
@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_writable(args.json, "--json")
     paths = args.engine or [_default_engine(args.engines_dir)]
+    if args.json:
+        check_report_path(args.json, paths)
     segmenters = [Segmenter(p, backend=args.backend, depth=args.depth) for p in paths]
     try:
         results = run_bench(segmenters, config)

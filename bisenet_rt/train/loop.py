@@ -63,7 +63,8 @@ class TrainConfig:
     does; `eval_limit` makes the periodic evaluations use only the first frames of the val split (the
     final one uses all of it). `qat` makes the run a quantization-aware fine-tune (`bisenet_rt.train.qat`)
     of `weights` or a resumed QAT run: BN statistics frozen, no aux heads, one process; `qat_int8_weight`
-    weighs the int8 pass's loss against the float pass's.
+    weighs the int8 pass's loss against the float pass's. An `out` holding an earlier run is refused
+    unless `resume` continues that run or `force` replaces it.
     """
 
     data: Path | None = None
@@ -91,6 +92,7 @@ class TrainConfig:
     qat: bool = False
     qat_int8_weight: float = INT8_LOSS_WEIGHT
     skip_bad: bool = False  # check every frame first and leave out (and count) bad ones
+    force: bool = False  # replace an earlier run in `out` (without it, only resuming that run may write there)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -329,6 +331,30 @@ def _resolve_resume(path: Path) -> Path:
     return path
 
 
+def _check_out(config: TrainConfig) -> None:
+    """Refuse to write over an earlier run unless resuming it or forced, and over any input file (never)."""
+    from ..outputs import check_outputs, same_file
+
+    out = config.out
+    earlier = [name for name in (MODEL_NAME, STATE_NAME, LOG_NAME, SUMMARY_NAME) if (out / name).exists()]
+    resumed = _resolve_resume(config.resume).parent if config.resume is not None else None
+    if earlier and not config.force and (resumed is None or not same_file(resumed, out)):
+        why = (f"resuming {config.resume} writes into {out}, which holds another run" if resumed is not None
+               else f"{out} holds an earlier run")
+        raise ConfigError(f"--out {out}: {why} ({', '.join(earlier)}); pass --resume {out} to continue that run, "
+                          "--force to replace it, or choose another --out")
+    outputs = [(out / MODEL_NAME, "the trained model"), (out / SUMMARY_NAME, "the run's summary"),
+               (out / LOG_NAME, "the run's log")]
+    if resumed is None:  # a resumed run rewrites the state it started from, as it should
+        outputs.append((out / STATE_NAME, "the training state"))
+    if config.export_demo is not None:
+        outputs.append((Path(config.export_demo), "the --export-demo model"))
+    inputs = [(Path(config.weights), "the --weights checkpoint")] if config.weights is not None else []
+    if config.data is not None and Path(config.data).is_file():
+        inputs.append((Path(config.data), "the --data list file"))
+    check_outputs(outputs, inputs)
+
+
 def _load_state(path: Path, config: TrainConfig, world: int) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -530,6 +556,7 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
     `train_set` / `val_set` default to `open_dataset(config.data, "train" / "val")`; items are
     (BGR uint8 H x W x 3, uint8 H x W train ids with 255 = ignore) and the set has `.num_classes`.
     """
+    _check_out(config)
     dist = _Dist.from_env(config.device)
     try:
         if train_set is None:
