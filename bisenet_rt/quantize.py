@@ -216,12 +216,12 @@ def _read_frame(frame: Frame) -> np.ndarray:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise BuildError(f"calibration frames must be uint8 H x W x 3 BGR arrays; got {frame.dtype} {frame.shape}")
         return np.ascontiguousarray(frame)
-    import cv2
+    from .images import ImageError, read_image
 
-    image = cv2.imread(str(frame), cv2.IMREAD_COLOR)
-    if image is None:
-        raise BuildError(f"calibration frame {frame}: not a readable image; remove it from the --calib folder")
-    return image
+    try:
+        return read_image(frame)
+    except ImageError as exc:
+        raise BuildError(f"calibration frame {exc}; remove it from the --calib folder") from None
 
 
 def _frame_digest(frame: Frame) -> bytes:

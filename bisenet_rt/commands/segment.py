@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from ..errors import InputError
+from ..images import ImageError
 from ._common import check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
 
 if TYPE_CHECKING:
@@ -82,21 +83,17 @@ def find_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def read_image(path: Path) -> "np.ndarray | None":
-    """A BGR uint8 H x W x 3 image (grey, 16-bit and alpha images converted), or None if unreadable."""
+def read_image(path: Path) -> "np.ndarray":
+    """A BGR uint8 H x W x 3 image (grey, 16-bit and alpha images converted), its header checked against the
+    frame-size limit before decoding; ImageError says why it cannot be read."""
     import cv2
-    import numpy as np
 
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
+    from ..images import read_image as decode
+
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our own error names the file instead
     try:
-        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+        return decode(path)
     finally:
         cv2.utils.logging.setLogLevel(level)
 
@@ -226,12 +223,13 @@ def segment_images(segmenter: "Segmenter", plan: list[tuple[Path, Path]], out_di
     done, skipped = 0, []
     bar = tqdm(plan, unit="image", disable=not progress, dynamic_ncols=True)
     for src, stem in bar:
-        frame = read_image(src)
-        if frame is None:
+        try:
+            frame = read_image(src)
+        except ImageError as exc:
             if not skip_bad:
-                raise InputError(f"{src}: cannot be read as an image (missing permission, empty, corrupt, or not "
-                                 "PNG/JPEG/BMP); fix or remove it, or pass --skip-bad to skip unreadable images")
-            tqdm.write(f"warning: skipping {src}: unreadable image", file=sys.stderr)
+                raise InputError(f"{src}: cannot be read as an image ({exc.reason}); fix or remove it, or pass "
+                                 "--skip-bad to skip unreadable images") from None
+            tqdm.write(f"warning: skipping {src}: unreadable image ({exc.reason})", file=sys.stderr)
             skipped.append(src)
             continue
         result = segmenter(frame)
