@@ -16,6 +16,7 @@ from .families import CheckpointFamily, family_named
 from .frames import array_batch, as_batch
 from .precision import Precision
 from .settings import engines_dir
+from .sizes import check_depth
 from .submission import DEFAULT_DEPTH, Pending
 
 __all__ = ["Segmenter"]
@@ -37,8 +38,7 @@ class Segmenter:
             if path is None:
                 raise EngineLoadError(f"no artifact given and none built under {engines_dir()}/; run "
                                       "'bisenet-rt build' first or pass a path")
-        if not isinstance(depth, int) or depth < 1:
-            raise InputError(f"depth (submissions in flight) must be a positive integer, got {depth!r}")
+        check_depth(depth, "depth (submissions in flight)", InputError)
         self._backend: Backend = open_backend(path, backend, **options)
         self._backend.depth = depth
 

@@ -20,7 +20,7 @@ from .artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactInfo, load_onnx, open_pi
 from .atomic import replacing, write_atomic
 from .errors import EngineLoadError, InputError
 from .outputs import check_outputs
-from .sizes import format_size
+from .sizes import check_batch, check_frame_size, format_size
 
 if TYPE_CHECKING:
     import onnx
@@ -229,7 +229,7 @@ def export_triton(artifact: str | os.PathLike | TritonModel, repo: str | os.Path
     max_batch = _max_batch(model, max_batch)
     input_dims = output_dims = None
     if frame_size is not None:
-        w, h = frame_size
+        w, h = check_frame_size(frame_size, "--frame-size", "no frame above it is accepted")
         _check_frame_size(model, w, h)
         input_dims, output_dims = (h, w, 3), (h, w)
 
@@ -256,8 +256,7 @@ def _max_batch(model: TritonModel, requested: int | None) -> int:
         if model.kind == "tensorrt":
             return limit or 1  # the engine's optimisation profile decides
         return min(DEFAULT_ONNX_MAX_BATCH, limit) if limit else DEFAULT_ONNX_MAX_BATCH
-    if requested < 1:
-        raise InputError(f"--max-batch must be at least 1, got {requested}")
+    check_batch(requested, "--max-batch", InputError)
     if limit is not None and requested > limit:
         raise InputError(f"--max-batch {requested} exceeds the largest batch {limit} that {model.path.name} accepts; "
                          f"rebuild it with 'bisenet-rt build --max-batch {requested}' or lower --max-batch")

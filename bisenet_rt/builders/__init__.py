@@ -23,6 +23,7 @@ from ..errors import BuildError, ConfigError, EngineLoadError
 from ..precision import Precision
 from ..prepost import PostForm
 from ..settings import cache_dir, engines_dir, unwritable_reason
+from ..sizes import check_batch, check_frame_size, check_model_size
 
 __all__ = ["BuildConfig", "build", "resolve_backend", "default_output", "source_onnx", "read_pipeline", "base_sidecar",
            "BUILDERS", "INT8_TARGETS"]
@@ -67,8 +68,10 @@ class BuildConfig:
             object.__setattr__(self, "precision", Precision.parse(self.precision))
         if self.weights is not None and self.onnx is not None:
             raise ConfigError("give --weights or --onnx, not both")
-        if self.max_batch < 1:
-            raise ConfigError(f"--max-batch must be at least 1, got {self.max_batch}")
+        check_batch(self.max_batch, "--max-batch")
+        check_model_size(self.model_size)
+        for name in ("min_size", "max_size"):
+            check_frame_size(getattr(self, name), f"--{name.replace('_', '-')}", "no frame above it is accepted")
         if self.min_size[0] > self.max_size[0] or self.min_size[1] > self.max_size[1]:
             raise ConfigError(f"--min-size {self.min_size[0]}x{self.min_size[1]} is larger than "
                              f"--max-size {self.max_size[0]}x{self.max_size[1]}")

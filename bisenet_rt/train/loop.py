@@ -30,7 +30,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..families import MMSEG, BGAVariant
 from ..model import BiSeNetV2, load_checkpoint, save_checkpoint
 from ..model.checkpoint import POINTWISE_BIAS as _POINTWISE_BIAS
-from ..sizes import check_model_size, format_size
+from ..sizes import check_batch, check_model_size, format_size
 from .augment import DEFAULT_SCALES, AugmentConfig, TrainAugment, sample_rng
 from .losses import OhemCrossEntropy
 from .optim import WarmupPolyLR, build_optimizer
@@ -99,9 +99,10 @@ class TrainConfig:
         self.crop = AugmentConfig(crop=self.crop).crop
         self.scales = AugmentConfig(scales=self.scales).scales
         self.eval_size = check_model_size(self.eval_size)
-        for name in ("iters", "batch", "log_every"):
+        for name in ("iters", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_batch(self.batch)
         for name in ("workers", "eval_every", "save_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
