@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 
 import numpy as np
 
-from .artifacts import read_metadata
+from .artifacts import load_json, read_metadata
 from .errors import BuildError, ConfigError
 from .export import PLAIN_INPUT_NAME, ExportConfig, _metadata, build_pipeline
 from .families import DEFAULT_FAMILY, Normalization, family_named, family_of
@@ -484,6 +484,7 @@ def _load_ranges(path: Path, method: str) -> Any:
     from onnxruntime.quantization.calibrate import load_tensors_data
 
     try:
+        load_json(path.read_bytes(), "the calibration cache")  # bounded in size and depth before ORT's reader
         ranges = load_tensors_data(path)
         held = ranges.calibration_method
         bounds = _bounds(ranges)
