@@ -298,7 +298,7 @@ def _infer_in_order(segmenter: "Segmenter", frames: queue.Queue, results: queue.
             ended = True
         else:
             assert isinstance(frame, np.ndarray)  # the reader queues frames and the _END marker only
-            in_flight.append((frame, segmenter.submit(frame)))
+            in_flight.append((frame, segmenter.submit(frame, copy=False)))  # a decoded frame is new and never changed
         if in_flight and (ended or len(in_flight) >= segmenter.depth):
             done_frame, pending = in_flight.popleft()
             if not _put(results, (done_frame, pending.result()), stop):

@@ -179,11 +179,12 @@ class _Lane:
         self.events: tuple[Any, Any] = (cuda.Event(), cuda.Event())
 
     # -- host frames -------------------------------------------------------------------------------
-    def start(self, batch: np.ndarray, out: np.ndarray | None) -> int:
+    def start(self, batch: np.ndarray, out: np.ndarray | None, *, in_place: bool = True) -> int:
         """Queue upload, engine and download of a validated batch on this lane's stream; return the
         host address the labels arrive at. Pinned frames (`bisenet_rt.pinned_frames`, or
-        cudaHostRegister-ed) are uploaded in place, others through the lane's pinned buffer; a pinned
-        `out` receives the labels directly."""
+        cudaHostRegister-ed) are uploaded in place where `in_place` allows (the caller keeps the frame
+        unchanged until the labels are collected), others through the lane's pinned buffer (a copy
+        taken here); a pinned `out` receives the labels directly."""
         from .. import cuda
 
         self.finish_job()
@@ -191,7 +192,7 @@ class _Lane:
         in_bytes, out_bytes = batch.nbytes, n * h * w
         self.dev_in = _grown(self.dev_in, in_bytes, cuda.DeviceBuffer)
         self.dev_out = _grown(self.dev_out, out_bytes, cuda.DeviceBuffer)
-        if cuda.is_pinned(batch):
+        if in_place and cuda.is_pinned(batch):
             src = batch.ctypes.data
         else:
             self.host_in = _grown(self.host_in, in_bytes, cuda.PinnedBuffer)
@@ -452,11 +453,12 @@ class TensorRTBackend(Backend):
             dst = lane.start(batch, out)
             return lane.collect(dst, batch.shape[:3], out)
 
-    def submit(self, batch: np.ndarray, out: np.ndarray | None = None) -> Any:
+    def submit(self, batch: np.ndarray, out: np.ndarray | None = None, *, copy: bool = True) -> Any:
         """Queue a validated batch on the next of `depth` lanes and return at once; `.result()` waits for it.
 
         A lane still holding an earlier submission's labels hands them to that submission first, so
-        at most `depth` frames are in flight and memory stays bounded.
+        at most `depth` frames are in flight and memory stays bounded. With `copy` the frame is staged
+        into the lane's pinned buffer (that is the copy); only without it is a pinned frame uploaded in place.
         """
         self._check(batch, out)
         with self._lock:
@@ -464,7 +466,7 @@ class TensorRTBackend(Backend):
                 self._lanes.append(_Lane(self))
             lane = self._lanes[self._next_lane % self.depth]
             self._next_lane += 1
-            dst = lane.start(batch, out)
+            dst = lane.start(batch, out, in_place=not copy)
             lane.job = _TrtPending(lane, dst, batch.shape[:3], out)
             self._most_in_flight = max(self._most_in_flight, sum(1 for ln in self._lanes if ln.job is not None))
             return lane.job
