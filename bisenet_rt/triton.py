@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,9 @@ PLATFORMS: dict[str, tuple[str, str]] = {
 }
 _ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 DEFAULT_ONNX_MAX_BATCH = 8
+_MODEL_NAME_MAX = 128
+#: Model names: a plain folder name that every file system and Triton's HTTP/gRPC paths take as it is.
+_MODEL_NAME = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9_.-]{{0,{_MODEL_NAME_MAX - 1}}}")
 DEFAULT_QUEUE_DELAY_US = 2000
 
 
@@ -213,8 +217,10 @@ def export_triton(artifact: str | os.PathLike | TritonModel, repo: str | os.Path
     `frame_size` (w, h) pins the frame size in the config, so Triton rejects other sizes up front.
     """
     model = artifact if isinstance(artifact, TritonModel) else describe_artifact(artifact)
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise InputError(f"bad model name {name!r}: use a plain folder name such as 'bisenetv2'")
+    if not _MODEL_NAME.fullmatch(name):
+        raise InputError(f"bad model name {name!r}: use letters, digits, '_', '-' and '.' (not first), at most "
+                         f"{_MODEL_NAME_MAX} characters, such as 'bisenetv2'; the name is the model's folder and how "
+                         "clients call it")
     if instances < 1:
         raise InputError(f"--instances must be at least 1, got {instances}")
     if version < 1:
