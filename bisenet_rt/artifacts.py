@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ArtifactInfo", "Pipeline", "open_pipeline", "load_onnx", "read_metadata", "newest_artifact",
            "sidecar_path", "read_sidecar", "write_sidecar", "info_from_sidecar", "artifact_sha256",
-           "artifact_files",
+           "artifact_files", "load_json", "graph_facts",
            "INPUT_NAME", "OUTPUT_NAME", "METADATA_PREFIX", "ARTIFACT_SUFFIXES"]
 
 #: The pipeline graph's one input (N x H x W x 3 BGR uint8) and one output (N x H x W uint8 labels).
@@ -36,6 +37,15 @@ METADATA_PREFIX = "bisenet_rt."
 #: Suffixes of built artifacts a command finds on its own (TensorRT engine, OpenVINO IR, ONNX).
 ARTIFACT_SUFFIXES = (".engine", ".xml", ".onnx")
 _REEXPORT = "re-export it with 'bisenet-rt export'"
+_REBUILD = "re-export it with 'bisenet-rt export' or rebuild it with 'bisenet-rt build'"
+#: Bounds on the JSON read from sidecars and graph metadata (a sidecar is a few kilobytes, three levels deep).
+MAX_JSON_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
+#: The pipeline graph's labels are uint8.
+MAX_CLASSES = 255
+#: Graph constants that hold the model size (h, w, 3) and the number of classes the arg-max ranges over.
+_MODEL_HWC = "pre/model_hwc"
+_CLASSES = "post/classes"
 _PLAIN = ("the Segmenter needs the pipeline graph: 'bisenet-rt export -o PATH.onnx' without --plain")
 
 
@@ -58,18 +68,39 @@ class ArtifactInfo:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> "ArtifactInfo":
-        """Build from the bisenet_rt.* ONNX metadata (prefix removed) or a sidecar's flat strings."""
+        """Build from the bisenet_rt.* ONNX metadata (prefix removed) or a sidecar's flat strings; every fact
+        is checked (`checked`)."""
         try:
-            classes = tuple(json.loads(meta["classes"]))
+            classes = load_json(meta["classes"], "the class list")
             frame = parse_size(meta["frame_size"]) if meta.get("frame_size") else None  # a fixed-size graph
-            return cls(classes=classes, model_size=parse_size(meta.get("model_size", format_size(DEFAULT_MODEL_SIZE))),
+            info = cls(classes=classes, model_size=parse_size(meta.get("model_size", format_size(DEFAULT_MODEL_SIZE))),
                        precision=Precision.parse(meta.get("precision", "fp32")),
                        source_sha256=meta.get("source_sha256", "unknown"), min_size=frame, max_size=frame,
                        max_batch=int(meta["batch"]) if meta.get("batch") else None,
                        family=meta.get("family", DEFAULT_FAMILY.name))
         except (KeyError, ValueError, TypeError) as exc:
-            raise EngineLoadError(f"artifact metadata is incomplete or invalid ({exc}); re-export it with "
-                                  "'bisenet-rt export' or 'bisenet-rt build'") from None
+            raise EngineLoadError(f"artifact metadata is incomplete or invalid ({exc}); {_REBUILD}") from None
+        return info.checked()
+
+    def checked(self) -> "ArtifactInfo":
+        """This info, once every fact read from a file is within sane bounds; EngineLoadError names the one that is not."""
+        from .sizes import check_batch, check_frame_size, check_model_size
+
+        try:
+            if not isinstance(self.classes, (list, tuple)) or not self.classes:
+                raise ValueError(f"it names no classes ({self.classes!r})")
+            if len(self.classes) > MAX_CLASSES or not all(isinstance(c, str) for c in self.classes):
+                raise ValueError(f"its classes must be at most {MAX_CLASSES} names (labels are uint8), got "
+                                 f"{len(self.classes)} entries")
+            check_model_size(self.model_size)
+            for name in ("min_size", "max_size"):
+                if getattr(self, name) is not None:
+                    check_frame_size(getattr(self, name), name)
+            if self.max_batch is not None:
+                check_batch(self.max_batch, "max_batch")
+        except (ValueError, TypeError) as exc:
+            raise EngineLoadError(f"artifact metadata is invalid: {exc}; {_REBUILD}") from None
+        return dataclasses.replace(self, classes=tuple(self.classes))
 
     def with_profile(self, min_size: tuple[int, int] | None, max_size: tuple[int, int] | None,
                      max_batch: int | None) -> "ArtifactInfo":
@@ -84,6 +115,25 @@ class ArtifactInfo:
             "max_batch": self.max_batch, "family": self.family,
             **({"normalization": FAMILIES[self.family].normalization.metadata()} if self.family in FAMILIES else {}),
         }
+
+
+def load_json(text: str | bytes, what: str) -> Any:
+    """Parse JSON read from a file, bounded in size (MAX_JSON_BYTES) and nesting (MAX_JSON_DEPTH); ValueError
+    says which bound was passed."""
+    if len(text) > MAX_JSON_BYTES:
+        raise ValueError(f"{what} is {len(text)} bytes of JSON, more than the {MAX_JSON_BYTES} a bisenet-rt file holds")
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    depth = deepest = 0
+    for bracket in re.sub(r'"(?:[^"\\]|\\.)*"', "", text):  # strings cannot nest
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                raise ValueError(f"{what} nests JSON deeper than {MAX_JSON_DEPTH} levels")
+        elif bracket in "]}":
+            depth -= 1
+    return json.loads(text)
 
 
 def sidecar_path(artifact: str | os.PathLike) -> Path:
@@ -126,8 +176,10 @@ def read_sidecar(artifact: str | os.PathLike, *, required: bool = True) -> dict[
             raise EngineLoadError(f"{artifact}: its metadata file {path.name} is missing; rebuild with 'bisenet-rt build'")
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        if path.stat().st_size > MAX_JSON_BYTES:
+            raise ValueError(f"{path.stat().st_size} bytes, more than the {MAX_JSON_BYTES} a sidecar holds")
+        data = load_json(path.read_bytes(), "the sidecar")
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
         raise EngineLoadError(f"{path}: unreadable metadata ({exc}); rebuild with 'bisenet-rt build'") from None
     if not isinstance(data, dict) or not isinstance(data.get("info"), dict):
         raise EngineLoadError(f"{path}: not a bisenet-rt sidecar (no 'info' section); rebuild with 'bisenet-rt build'")
@@ -147,10 +199,14 @@ def info_from_sidecar(data: dict[str, Any]) -> ArtifactInfo:
         info = ArtifactInfo.from_metadata({"classes": json.dumps(raw["classes"]), "model_size": raw["model_size"],
                                            "precision": raw["precision"], "source_sha256": raw.get("source_sha256", "unknown"),
                                            "family": raw.get("family", DEFAULT_FAMILY.name)})
-        return info.with_profile(parse_size(raw["min_size"]) if raw.get("min_size") else None,
+        info = info.with_profile(parse_size(raw["min_size"]) if raw.get("min_size") else None,
                                  parse_size(raw["max_size"]) if raw.get("max_size") else None, raw.get("max_batch"))
     except (KeyError, TypeError, ValueError) as exc:
         raise EngineLoadError(f"sidecar 'info' section is invalid ({exc}); rebuild with 'bisenet-rt build'") from None
+    try:
+        return info.checked()
+    except EngineLoadError as exc:
+        raise EngineLoadError(f"sidecar 'info' section: {exc}") from None
 
 
 def read_metadata(proto: "onnx.ModelProto") -> dict[str, str]:
@@ -201,7 +257,10 @@ def open_pipeline(path: str | os.PathLike, *, keep_graph: bool = False, sidecar:
     if path.suffix.lower() not in (".onnx", ".ort"):
         stored = read_sidecar(path)
         assert stored is not None  # required=True raises instead
-        return Pipeline(path=path, info=info_from_sidecar(stored), metadata={}, sidecar=stored)
+        try:
+            return Pipeline(path=path, info=info_from_sidecar(stored), metadata={}, sidecar=stored)
+        except EngineLoadError as exc:
+            raise EngineLoadError(f"{path}: {exc}") from None
     import onnx
 
     proto = load_onnx(path)
@@ -214,16 +273,50 @@ def open_pipeline(path: str | os.PathLike, *, keep_graph: bool = False, sidecar:
         raise EngineLoadError(f"{path}: its outputs {[o[0] for o in outputs]} are not the pipeline's one uint8 "
                               f"N x H x W label map '{OUTPUT_NAME}'; {_REEXPORT}")
     stored = read_sidecar(path, required=False) if sidecar else None
-    if stored is not None:
-        info = info_from_sidecar(stored)
-        if meta and info.classes != ArtifactInfo.from_metadata(meta).classes:
-            raise EngineLoadError(f"{path}: its sidecar {sidecar_path(path).name} names other classes than the graph "
-                                  "does; rebuild it with 'bisenet-rt build'")
-    elif meta:
-        info = ArtifactInfo.from_metadata(meta)
-    else:
-        raise EngineLoadError(f"{path}: no bisenet-rt metadata; export the graph with 'bisenet-rt export'")
+    try:
+        if stored is not None:
+            info = info_from_sidecar(stored)
+            if meta and info.classes != ArtifactInfo.from_metadata(meta).classes:
+                raise EngineLoadError(f"its sidecar {sidecar_path(path).name} names other classes than the graph does; "
+                                      "rebuild it with 'bisenet-rt build'")
+        elif meta:
+            info = ArtifactInfo.from_metadata(meta)
+        else:
+            raise EngineLoadError("no bisenet-rt metadata; export the graph with 'bisenet-rt export'")
+        if "quantization" in meta:
+            load_json(meta["quantization"], "the quantization metadata")
+    except ValueError as exc:
+        raise EngineLoadError(f"{path}: {exc}; {_REBUILD}") from None
+    except EngineLoadError as exc:
+        raise EngineLoadError(f"{path}: {exc}") from None
+    _check_against_graph(info, proto, path)
     return Pipeline(path=path, info=info, metadata=meta, sidecar=stored, graph=proto if keep_graph else None)
+
+
+def graph_facts(proto: "onnx.ModelProto") -> tuple[tuple[int, int] | None, int | None]:
+    """(model size (w, h), number of classes the arg-max ranges over) read from the pipeline graph's own
+    constants; None where the graph does not hold them."""
+    from onnx import numpy_helper
+
+    values = {t.name: t for t in proto.graph.initializer if t.name in (_MODEL_HWC, _CLASSES)}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output and node.output[0] in (_MODEL_HWC, _CLASSES):
+            values.update({node.output[0]: a.t for a in node.attribute if a.name == "value"})
+    found = {name: [int(v) for v in numpy_helper.to_array(t).ravel()] for name, t in values.items()}
+    hwc, classes = found.get(_MODEL_HWC), found.get(_CLASSES)
+    size = (hwc[1], hwc[0]) if hwc is not None and len(hwc) == 3 else None
+    return size, classes[0] if classes is not None and len(classes) == 1 else None
+
+
+def _check_against_graph(info: ArtifactInfo, proto: "onnx.ModelProto", path: Path) -> None:
+    """Refuse metadata that says another model size or number of classes than the graph computes with."""
+    size, classes = graph_facts(proto)
+    if size is not None and size != info.model_size:
+        raise EngineLoadError(f"{path}: its metadata says model size {format_size(info.model_size)}, but the graph "
+                              f"resizes frames to {format_size(size)}; {_REBUILD}")
+    if classes is not None and classes != info.num_classes:
+        raise EngineLoadError(f"{path}: its metadata names {info.num_classes} classes, but the graph's labels range "
+                              f"over {classes}; {_REBUILD}")
 
 
 def newest_artifact(directory: str | os.PathLike | None = None) -> Path | None:

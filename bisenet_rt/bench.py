@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .samples import street_frame
+from .sizes import check_batch, check_frame_size
 
 __all__ = ["BenchConfig", "MODES", "EngineResult", "run_bench", "latency_stats", "report", "format_table", "write_report",
            "machine_info"]
@@ -48,11 +49,13 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        for name in ("iters", "batch", "rounds"):
+        for name in ("iters", "rounds"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
+        check_batch(self.batch, "--batch")
+        check_frame_size(self.size, "--size", "no frame above it is accepted")
 
 
 #: Bench modes (see BenchConfig).
@@ -119,7 +122,7 @@ def run_bench(segmenters: Sequence[Any], config: BenchConfig, *, progress: bool 
         for _ in range(config.warmup):
             seg(batch)
         if throughput:
-            for _ in seg.stream(itertools.repeat(batch, max(config.warmup, seg.depth))):
+            for _ in seg.stream(itertools.repeat(batch, max(config.warmup, seg.depth)), copy=False):
                 pass
     total = config.iters * len(segmenters)
     with _progress_bar(total, progress) as bar:
@@ -127,7 +130,7 @@ def run_bench(segmenters: Sequence[Any], config: BenchConfig, *, progress: bool 
             for seg, res in zip(segmenters, results):
                 if throughput:
                     last = time.perf_counter_ns()
-                    for _ in seg.stream(itertools.repeat(batch, chunk)):
+                    for _ in seg.stream(itertools.repeat(batch, chunk), copy=False):  # the frames never change
                         now = time.perf_counter_ns()
                         res.latencies_ms.append((now - last) / 1e6)
                         last = now

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -124,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # the file system refused: a folder named as a file, a read-only mount, a full disk
         if debug:
             traceback.print_exc()
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            print(f"bisenet-rt {args.command}: error: disk full: {exc.filename or 'a file being written'}",
+                  file=sys.stderr)
+            return 1
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"bisenet-rt {args.command}: error: {where}{exc.strerror or exc}; check the path and its permissions",
               file=sys.stderr)

@@ -13,6 +13,9 @@ __all__ = [
     "BackendUnavailableError",
     "EngineLoadError",
     "DataError",
+    "DiskFullError",
+    "OutputError",
+    "ClosedError",
 ]
 
 
@@ -58,3 +61,15 @@ class EngineLoadError(BisenetError):
 
 class DataError(BisenetError):
     """A dataset file is missing or inconsistent."""
+
+
+class DiskFullError(BisenetError, OSError):
+    """A write found no room on its file system; what it would have replaced is unchanged."""
+
+
+class OutputError(BisenetError):
+    """A finished output failed its check before replacing anything; the earlier file, if any, is kept."""
+
+
+class ClosedError(BisenetError, RuntimeError):
+    """The Segmenter (or backend) was closed; open a new one to go on."""

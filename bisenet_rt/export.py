@@ -22,7 +22,7 @@ from .errors import ExportError
 from .families import DEFAULT_FAMILY, CheckpointFamily, family_of
 from .precision import Precision
 from .prepost import PostForm
-from .sizes import check_model_size, format_size, parse_size
+from .sizes import check_frame_size, check_model_size, format_size
 
 if TYPE_CHECKING:
     import onnx
@@ -67,7 +67,8 @@ class ExportConfig:
         try:
             object.__setattr__(self, "model_size", check_model_size(self.model_size))
             if self.frame_size is not None:
-                object.__setattr__(self, "frame_size", parse_size(self.frame_size))
+                object.__setattr__(self, "frame_size", check_frame_size(self.frame_size, "--frame-size",
+                                                                        "no frame above it is accepted"))
         except ValueError as exc:
             raise ExportError(str(exc)) from None
         if self.batch not in (None, 1):

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 
 import numpy as np
 
-from .artifacts import read_metadata
+from .artifacts import load_json, read_metadata
 from .errors import BuildError, ConfigError
 from .export import PLAIN_INPUT_NAME, ExportConfig, _metadata, build_pipeline
 from .families import DEFAULT_FAMILY, Normalization, family_named, family_of
@@ -216,12 +216,12 @@ def _read_frame(frame: Frame) -> np.ndarray:
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise BuildError(f"calibration frames must be uint8 H x W x 3 BGR arrays; got {frame.dtype} {frame.shape}")
         return np.ascontiguousarray(frame)
-    import cv2
+    from .images import ImageError, read_image
 
-    image = cv2.imread(str(frame), cv2.IMREAD_COLOR)
-    if image is None:
-        raise BuildError(f"calibration frame {frame}: not a readable image; remove it from the --calib folder")
-    return image
+    try:
+        return read_image(frame)
+    except ImageError as exc:
+        raise BuildError(f"calibration frame {exc}; remove it from the --calib folder") from None
 
 
 def _frame_digest(frame: Frame) -> bytes:
@@ -386,7 +386,6 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
     """
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.calibrate import save_tensors_data
 
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
@@ -410,8 +409,7 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
             else:
                 ranges = _calibrate(prepared, reader, method, Path(tmp))
                 check_ranges(_bounds(ranges), "the calibration of these frames")
-                path.parent.mkdir(parents=True, exist_ok=True)
-                save_tensors_data(ranges, path)
+                path = _save_ranges(ranges, path, Path(tmp))
             extra["TensorQuantOverrides"] = _relu_ranges_for_producers(prepared, ranges)
             out = Path(tmp) / "qdq.onnx"
             quantize_static(prepared, out, None, extra_options=extra, calibration_cache_path=path,
@@ -422,6 +420,25 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
             return onnx.load(str(out))
     finally:
         reader.close()
+
+
+def _save_ranges(ranges: Any, path: Path, workdir: Path) -> Path:
+    """Save calibration ranges to their cache file; where it cannot be written (a read-only or full cache folder),
+    warn and keep them in `workdir` for this build only. Returns where they are."""
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    from .atomic import replacing
+
+    try:
+        with replacing(path) as tmp:
+            save_tensors_data(ranges, tmp)
+        return path
+    except OSError as exc:  # DiskFullError included
+        _log.warning(f"calibration ranges not cached in {path.parent} ({getattr(exc, 'strerror', None) or exc}); "
+                     "the next build calibrates again")
+    fallback = workdir / "ranges.json"
+    save_tensors_data(ranges, fallback)
+    return fallback
 
 
 def _ort_method(method: str) -> Any:
@@ -467,6 +484,7 @@ def _load_ranges(path: Path, method: str) -> Any:
     from onnxruntime.quantization.calibrate import load_tensors_data
 
     try:
+        load_json(path.read_bytes(), "the calibration cache")  # bounded in size and depth before ORT's reader
         ranges = load_tensors_data(path)
         held = ranges.calibration_method
         bounds = _bounds(ranges)

@@ -16,6 +16,7 @@ from .families import CheckpointFamily, family_named
 from .frames import array_batch, as_batch
 from .precision import Precision
 from .settings import engines_dir
+from .sizes import check_depth
 from .submission import DEFAULT_DEPTH, Pending
 
 __all__ = ["Segmenter"]
@@ -37,8 +38,7 @@ class Segmenter:
             if path is None:
                 raise EngineLoadError(f"no artifact given and none built under {engines_dir()}/; run "
                                       "'bisenet-rt build' first or pass a path")
-        if not isinstance(depth, int) or depth < 1:
-            raise InputError(f"depth (submissions in flight) must be a positive integer, got {depth!r}")
+        check_depth(depth, "depth (submissions in flight)", InputError)
         self._backend: Backend = open_backend(path, backend, **options)
         self._backend.depth = depth
 
@@ -68,32 +68,50 @@ class Segmenter:
             return out if out is not None else labels[0]
         return list(labels) if isinstance(frames, (list, tuple)) else labels
 
-    def submit(self, frames: np.ndarray, out: np.ndarray | None = None) -> Pending:
+    def submit(self, frames: np.ndarray, out: np.ndarray | None = None, *, copy: bool = True) -> Pending:
         """Start segmenting one frame (H x W x 3) or batch array (N x H x W x 3); return at once.
 
         `pending.result()` waits and returns what `seg(frames, out)` would. Input is checked here, with
         the same errors as a call. At most `depth` submissions are in flight: a further `submit`
-        waits for the oldest to finish, so memory stays bounded.
+        waits for the oldest to finish, so memory stays bounded. The frame's pixels are copied here,
+        so its buffer may be reused at once; `copy=False` skips that copy, and then the frame must stay
+        unchanged until `result()` returns. After `close()` (also one racing this call) ClosedError.
         """
         if isinstance(frames, (list, tuple)):
             raise InputError("submit takes one frame or an N x H x W x 3 array; submit a list frame by frame")
         batch, single = array_batch(frames)
-        pending = self._backend.submit(batch, _batch_out(out, single))
+        private = not np.may_share_memory(batch, frames)  # made contiguous: a copy already
+        pending = self._backend.submit(batch, _batch_out(out, single), copy=copy and not private)
         return _SinglePending(pending, out) if single else pending
 
-    def stream(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    def stream(self, frames: Iterable[np.ndarray], *, copy: bool = True) -> Iterator[np.ndarray]:
         """Labels of each frame of an iterable, in order, with up to `depth` frames in flight.
 
         The pipeline stays full: frame k+1 is handed in while frame k computes (on TensorRT, its upload
-        overlaps; on CPU backends, a worker thread runs it).
+        overlaps; on CPU backends, a worker thread runs it). A bad frame (or an error of the iterable)
+        is raised after the labels of every good frame before it. `copy` as for `submit`.
         """
         queue: collections.deque[Pending] = collections.deque()
-        for frame in frames:
+        failure: Exception | None = None
+        source = iter(frames)
+        while failure is None:
+            try:
+                frame = next(source)
+            except StopIteration:
+                break
+            except Exception as exc:  # raised below, after the frames already in flight
+                failure = exc
+                break
             if len(queue) >= self._backend.depth:
                 yield queue.popleft().result()
-            queue.append(self.submit(frame))
+            try:
+                queue.append(self.submit(frame, copy=copy))
+            except Exception as exc:
+                failure = exc
         while queue:
             yield queue.popleft().result()
+        if failure is not None:
+            raise failure
 
     def infer_device(self, frames: Any, labels: Any, *, stream: int | None = None) -> None:
         """Segment device-resident frames into a device-resident label buffer (TensorRT backend).

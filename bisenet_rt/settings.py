@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 __all__ = ["ENGINES_ENV", "CACHE_ENV", "MAX_FRAME_ENV", "DEFAULT_MAX_FRAME", "engines_dir", "cache_dir",
-           "max_frame_size"]
+           "max_frame_size", "unwritable_reason"]
 
 #: Environment variable naming the engines folder.
 ENGINES_ENV = "BISENET_RT_ENGINES"
@@ -38,6 +38,22 @@ def cache_dir(kind: str | None = None) -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME")
         base = (Path(xdg) if xdg else Path.home() / ".cache") / "bisenet-rt"
     return base / kind if kind else base
+
+
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """None when `folder` can be created and written (probed with a temporary file), else why not, in words.
+
+    Caches only save time: callers that get a reason go on without the cache and say so in a warning.
+    """
+    from .atomic import create_temp
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        create_temp(folder / "probe").unlink()
+    except OSError as exc:
+        return f"{exc.strerror or exc}"
+    return None
 
 
 def max_frame_size() -> tuple[int, int]:

@@ -1,11 +1,20 @@
-"""Parsing and checking of 'WIDTHxHEIGHT' sizes."""
+"""Parsing and checking of 'WIDTHxHEIGHT' sizes, and the bounds on sizes and counts checked before memory is spent."""
 from __future__ import annotations
+
+from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["parse_size", "check_model_size", "format_size"]
+__all__ = ["parse_size", "check_model_size", "check_frame_size", "format_size", "check_count", "check_batch",
+           "check_depth", "MAX_BATCH", "MAX_DEPTH"]
 
 _STRIDE = 32
+#: The largest batch any artifact is built for or timed with: a batch's frames, labels and activations are all
+#: allocated at once (on TensorRT for the profile's maximum, whatever the batch that arrives).
+MAX_BATCH = 64
+#: The most submissions in flight: each holds its own frames, labels and buffers (on TensorRT its own execution
+#: context); once the runtime is busy, more only add latency and memory.
+MAX_DEPTH = 16
 
 
 def parse_size(text: str | tuple[int, int]) -> tuple[int, int]:
@@ -22,9 +31,25 @@ def parse_size(text: str | tuple[int, int]) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def check_model_size(size: str | tuple[int, int]) -> tuple[int, int]:
-    """Parse a model input size and require multiples of 32 (the semantic branch's total stride)."""
+def check_frame_size(size: str | tuple[int, int], what: str = "frame size", reason: str = "") -> tuple[int, int]:
+    """Parse a size and require it within the frame-size limit (`settings.max_frame_size`); `reason` says why
+    this size is bounded by it."""
+    from .settings import MAX_FRAME_ENV, max_frame_size
+
     w, h = parse_size(size)
+    limit_w, limit_h = max_frame_size()
+    if w > limit_w or h > limit_h:
+        raise ConfigError(f"{what} {w}x{h} is larger than the frame-size limit {limit_w}x{limit_h}"
+                          f"{f' ({reason})' if reason else ''}; choose a smaller size, or raise the limit with "
+                          f"{MAX_FRAME_ENV}=WxH")
+    return w, h
+
+
+def check_model_size(size: str | tuple[int, int]) -> tuple[int, int]:
+    """Parse a model input size and require multiples of 32 (the semantic branch's total stride), within the
+    frame-size limit (frames are resized to it: a larger model only costs memory, in export and inference)."""
+    w, h = check_frame_size(size, "model size", "frames are resized to the model size, so a larger one adds "
+                            "nothing but memory: exporting and every inference grow with its area")
     if w % _STRIDE or h % _STRIDE:
         raise ConfigError(f"model size {w}x{h} is not a multiple of {_STRIDE} in both dimensions "
                          f"(BiSeNetV2 down-samples by {_STRIDE}); try {round(w / _STRIDE) * _STRIDE or _STRIDE}x"
@@ -35,3 +60,23 @@ def check_model_size(size: str | tuple[int, int]) -> tuple[int, int]:
 def format_size(size: tuple[int, int]) -> str:
     """(1024, 512) -> '1024x512'."""
     return f"{size[0]}x{size[1]}"
+
+
+def check_count(value: Any, what: str, limit: int, reason: str, error: type[Exception] = ConfigError) -> int:
+    """A whole number in 1..`limit` (booleans, fractions and text refused), else `error` saying `reason`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise error(f"{what} must be a whole number in 1..{limit}, got {value!r}")
+    if not 1 <= value <= limit:
+        raise error(f"{what} must be in 1..{limit}, got {value}: {reason}")
+    return value
+
+
+def check_batch(value: Any, what: str = "batch", error: type[Exception] = ConfigError) -> int:
+    """A batch size in 1..MAX_BATCH."""
+    return check_count(value, what, MAX_BATCH, "a batch's frames, labels and activations are allocated at once", error)
+
+
+def check_depth(value: Any, what: str = "depth", error: type[Exception] = ConfigError) -> int:
+    """Submissions in flight, 1..MAX_DEPTH."""
+    return check_count(value, what, MAX_DEPTH, "each submission in flight holds its own frames, labels and buffers, "
+                       "and once the runtime is busy more only add latency and memory", error)

@@ -15,6 +15,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from .errors import ClosedError
+
 __all__ = ["Pending", "ThreadSubmitter", "DEFAULT_DEPTH"]
 
 #: Submissions in flight by default: one computing while the next is handed in.
@@ -43,27 +45,36 @@ class _FuturePending:
 class ThreadSubmitter:
     """Runs `infer(batch, out)` for submissions on `depth` worker threads, at most `depth` at a time."""
 
-    def __init__(self, infer: Callable[[np.ndarray, "np.ndarray | None"], np.ndarray], depth: int = DEFAULT_DEPTH) -> None:
+    def __init__(self, infer: Callable[[np.ndarray, "np.ndarray | None"], np.ndarray], depth: int = DEFAULT_DEPTH,
+                 name: str = "segmenter") -> None:
         self.depth = depth
         self._infer = infer
+        self._name = name
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=depth, thread_name_prefix="segmenter-submit")
         self._slots = threading.BoundedSemaphore(depth)
         self._lock = threading.Lock()
+        self._closed = False
         self.in_flight = 0
         #: The most submissions that were ever in flight at once (for tests and reports).
         self.most_in_flight = 0
 
     def submit(self, batch: np.ndarray, out: np.ndarray | None = None) -> Pending:
-        """Queue one validated batch; blocks while `depth` earlier ones are still running."""
+        """Queue one validated batch; blocks while `depth` earlier ones are still running.
+
+        Raises ClosedError once `close` has begun, also for a submission that was waiting for a slot.
+        """
         self._slots.acquire()
         with self._lock:
+            if self._closed:
+                self._slots.release()
+                raise ClosedError(f"{self._name} was closed; open a new Segmenter to submit more frames")
+            try:
+                future = self._pool.submit(self._infer, batch, out)
+            except BaseException:
+                self._slots.release()
+                raise
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            future = self._pool.submit(self._infer, batch, out)
-        except BaseException:
-            self._finished(None)
-            raise
         future.add_done_callback(self._finished)
         return _FuturePending(future)
 
@@ -73,5 +84,7 @@ class ThreadSubmitter:
         self._slots.release()
 
     def close(self) -> None:
-        """Wait for what is in flight, then stop the workers."""
+        """Refuse further submissions, wait for what is in flight, then stop the workers."""
+        with self._lock:
+            self._closed = True
         self._pool.shutdown(wait=True)

@@ -11,15 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactInfo, load_onnx, open_pipeline
+from .artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactInfo, load_onnx, open_pipeline, sidecar_path
 from .atomic import replacing, write_atomic
 from .errors import EngineLoadError, InputError
-from .sizes import format_size
+from .outputs import check_outputs
+from .sizes import check_batch, check_frame_size, format_size
 
 if TYPE_CHECKING:
     import onnx
@@ -34,6 +36,9 @@ PLATFORMS: dict[str, tuple[str, str]] = {
 }
 _ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 DEFAULT_ONNX_MAX_BATCH = 8
+_MODEL_NAME_MAX = 128
+#: Model names: a plain folder name that every file system and Triton's HTTP/gRPC paths take as it is.
+_MODEL_NAME = re.compile(rf"[A-Za-z0-9_-][A-Za-z0-9_.-]{{0,{_MODEL_NAME_MAX - 1}}}")
 DEFAULT_QUEUE_DELAY_US = 2000
 
 
@@ -212,8 +217,10 @@ def export_triton(artifact: str | os.PathLike | TritonModel, repo: str | os.Path
     `frame_size` (w, h) pins the frame size in the config, so Triton rejects other sizes up front.
     """
     model = artifact if isinstance(artifact, TritonModel) else describe_artifact(artifact)
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise InputError(f"bad model name {name!r}: use a plain folder name such as 'bisenetv2'")
+    if not _MODEL_NAME.fullmatch(name):
+        raise InputError(f"bad model name {name!r}: use letters, digits, '_', '-' and '.' (not first), at most "
+                         f"{_MODEL_NAME_MAX} characters, such as 'bisenetv2'; the name is the model's folder and how "
+                         "clients call it")
     if instances < 1:
         raise InputError(f"--instances must be at least 1, got {instances}")
     if version < 1:
@@ -228,12 +235,15 @@ def export_triton(artifact: str | os.PathLike | TritonModel, repo: str | os.Path
     max_batch = _max_batch(model, max_batch)
     input_dims = output_dims = None
     if frame_size is not None:
-        w, h = frame_size
+        w, h = check_frame_size(frame_size, "--frame-size", "no frame above it is accepted")
         _check_frame_size(model, w, h)
         input_dims, output_dims = (h, w, 3), (h, w)
 
     model_dir = Path(repo) / name
     target = model_dir / str(version) / model.filename
+    check_outputs([(target, "the model file"), (model_dir / "labels.txt", "the class list"),
+                   (model_dir / "config.pbtxt", "the model configuration")],
+                  [(model.path, "the artifact being exported"), (sidecar_path(model.path), "the artifact's metadata file")])
     if target.exists() and not force:
         raise InputError(f"{target} already exists; pass --force to overwrite it, or choose another --version/--name")
     text = model_config_text(model, name=name, max_batch=max_batch, instances=instances,
@@ -252,8 +262,7 @@ def _max_batch(model: TritonModel, requested: int | None) -> int:
         if model.kind == "tensorrt":
             return limit or 1  # the engine's optimisation profile decides
         return min(DEFAULT_ONNX_MAX_BATCH, limit) if limit else DEFAULT_ONNX_MAX_BATCH
-    if requested < 1:
-        raise InputError(f"--max-batch must be at least 1, got {requested}")
+    check_batch(requested, "--max-batch", InputError)
     if limit is not None and requested > limit:
         raise InputError(f"--max-batch {requested} exceeds the largest batch {limit} that {model.path.name} accepts; "
                          f"rebuild it with 'bisenet-rt build --max-batch {requested}' or lower --max-batch")

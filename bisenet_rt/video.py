@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .atomic import commit, remove_stale, temp_name
-from .errors import InputError
+from .artifacts import artifact_files
+from .atomic import Replacement, disk_full, no_room
+from .errors import DiskFullError, InputError, OutputError
+from .outputs import check_outputs
 from .viz import overlay
 
 if TYPE_CHECKING:
@@ -164,7 +166,8 @@ class _Encoder:
         self.output, self.fps, self.codec = output, fps, codec
         self.palette, self.alpha, self.show_fps = palette, alpha, show_fps
         self.writer: Any = None
-        self.partial: Path | None = None
+        self.partial: Replacement | None = None  # the video is written to its temporary file, renamed over -o at the end
+        self.frames = 0
         self.size: tuple[int, int] | None = None
         self._last: float | None = None
         self._rate: float | None = None
@@ -174,12 +177,12 @@ class _Encoder:
 
         self.size = (frame.shape[1], frame.shape[0])
         try:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
+            self.partial = Replacement(self.output)
+        except DiskFullError:
+            raise
         except OSError as exc:
             raise InputError(f"{self.output}: cannot create its folder ({exc.strerror}); choose another -o path") from None
-        remove_stale(self.output)
-        self.partial = temp_name(self.output)  # the video is written here and renamed over -o once finalized
-        self.writer = cv2.VideoWriter(str(self.partial), cv2.VideoWriter.fourcc(*self.codec), self.fps, self.size)
+        self.writer = cv2.VideoWriter(str(self.partial.tmp), cv2.VideoWriter.fourcc(*self.codec), self.fps, self.size)
         if not self.writer.isOpened():
             self.writer = None
             raise InputError(f"{self.output}: cannot be written with the {self.codec!r} codec; check the folder is "
@@ -190,12 +193,15 @@ class _Encoder:
 
         if self.writer is None:
             self._open(frame)
+        if no_room(self.output.parent):  # the encoder would go on silently, leaving a video nothing can play
+            raise disk_full(self.output)
         image = overlay(frame, labels, self.palette, alpha=self.alpha)
         if self.show_fps:
             self._draw_rate(image)
         if (image.shape[1], image.shape[0]) != self.size:  # a stream that changes size mid-way
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(image)
+        self.frames += 1
 
     def _draw_rate(self, image: np.ndarray) -> None:
         """Draw the pipeline's frame rate (a moving average of frame intervals) in the top-left corner."""
@@ -214,16 +220,44 @@ class _Encoder:
                     cv2.LINE_AA)
 
     def close(self, keep: bool) -> None:
-        """Finalize the container; `keep` renames it over the output path, else it is removed (the old file stays)."""
+        """Finalize the container; with `keep`, check it and rename it over the output path; otherwise, or when
+        the check fails, remove it (the old file stays)."""
         if self.writer is not None:
             self.writer.release()
             self.writer = None
-        if self.partial is not None and self.partial.exists():
+        partial, self.partial = self.partial, None
+        if partial is None:
+            return
+        try:
             if keep:
-                commit(self.partial, self.output)
-            else:
-                self.partial.unlink()
-        self.partial = None
+                with partial.translated():
+                    _check_video(partial.tmp, self.frames, self.output)
+                partial.commit()
+        finally:
+            partial.discard()
+
+
+def _check_video(path: Path, frames: int, output: Path) -> None:
+    """Re-open a finished video: it must open (an .mp4 cut short has no index), hold `frames` frames, and
+    its last frame must be found and decoded."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        count = _frame_count(cap) if cap.isOpened() else None
+        if count is not None and count != frames:
+            problem = f"it holds {count} frames instead of {frames}"
+        elif not cap.isOpened():
+            problem = "it cannot be opened again (no index: the container was not finalized)"
+        else:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, frames - 1)
+            if cap.read()[0]:
+                return
+            problem = f"its last frame ({frames}) cannot be found and decoded"
+    finally:
+        cap.release()
+    raise OutputError(f"{output}: the finished video failed its check ({problem}); nothing was replaced. Check the "
+                      "free space and the codec (--codec), and run again")
 
 
 def _writer(encoder: _Encoder, results: queue.Queue, stop: threading.Event, shared: _Shared, bar: Any) -> None:
@@ -264,7 +298,7 @@ def _infer_in_order(segmenter: "Segmenter", frames: queue.Queue, results: queue.
             ended = True
         else:
             assert isinstance(frame, np.ndarray)  # the reader queues frames and the _END marker only
-            in_flight.append((frame, segmenter.submit(frame)))
+            in_flight.append((frame, segmenter.submit(frame, copy=False)))  # a decoded frame is new and never changed
         if in_flight and (ended or len(in_flight) >= segmenter.depth):
             done_frame, pending = in_flight.popleft()
             if not _put(results, (done_frame, pending.result()), stop):
@@ -295,8 +329,9 @@ def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, outpu
     output = Path(output)
     camera = isinstance(source, int)
     name = f"camera {source}" if camera else str(source)
-    if not isinstance(source, int) and output.resolve() == Path(source).resolve():
-        raise InputError(f"{output}: the output would overwrite the input video; choose another -o path")
+    inputs = [] if isinstance(source, int) else [(Path(source), "the input video")]
+    check_outputs([(output, f"the overlay video of {name}")],
+                  [*inputs, *((part, "the artifact being run") for part in artifact_files(segmenter.path))])
     frames: queue.Queue = queue.Queue(maxsize=queue_size)
     results: queue.Queue = queue.Queue(maxsize=queue_size)
     stop, opened = threading.Event(), threading.Event()
@@ -330,8 +365,8 @@ def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, outpu
         reader.join(timeout=_READER_JOIN_S)  # a capture blocked in read() (a stalled camera) is left to its daemon
         # the frames written so far become a complete (shorter) video, also after Ctrl-C, SIGTERM or an inference
         # error; only then does it replace the output path: an encoder failure or no frame keeps the old file
-        encoder.close(keep=shared.write_error is None and shared.written > 0)
         bar.close()
+        encoder.close(keep=shared.write_error is None and shared.written > 0)
     if shared.write_error is not None:
         raise shared.write_error
     if shared.read == 0 and not interrupted:

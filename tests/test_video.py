@@ -173,11 +173,15 @@ class _FailingAfter:
     def depth(self) -> int:
         return self.segmenter.depth
 
-    def submit(self, frame):
+    @property
+    def path(self):
+        return self.segmenter.path
+
+    def submit(self, frame, copy=True):
         self.calls += 1
         if self.calls == self.n:
             raise self.exc
-        return self.segmenter.submit(frame)
+        return self.segmenter.submit(frame, copy=copy)
 
 
 def test_inference_error_shuts_down_and_keeps_output(segmenter, clip, tmp_path):

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import abc
 import os
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from ..artifacts import ArtifactInfo
-from ..errors import BisenetError, EngineLoadError, UnsupportedError
+from ..errors import ClosedError, EngineLoadError, UnsupportedError
 from ..frames import check_out, check_size
 from ..submission import DEFAULT_DEPTH, Pending, ThreadSubmitter
 
@@ -30,6 +31,7 @@ class Backend(abc.ABC):
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._lifetime = threading.Lock()  # `close` against `submit`: a submission after close is refused
         if not self.path.exists():
             raise EngineLoadError(f"{self.path}: no such file; build one with 'bisenet-rt build' or export one with "
                                   "'bisenet-rt export -o PATH.onnx'")
@@ -69,12 +71,15 @@ class Backend(abc.ABC):
         return self._infer_into(batch, out)
 
     def _check(self, batch: np.ndarray, out: np.ndarray | None) -> None:
-        if self._closed:
-            raise BisenetError(f"{self.name} backend for {self.path.name} is closed")
+        self._refuse_if_closed()
         info = self.info
         check_size(batch.shape, info.min_size, info.max_size, info.max_batch, self.path.name)
         if out is not None:
             check_out(out, batch.shape[:3])
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise ClosedError(f"{self.name} backend for {self.path.name} is closed; open a new Segmenter")
 
     @abc.abstractmethod
     def _infer(self, batch: np.ndarray) -> np.ndarray:
@@ -88,16 +93,24 @@ class Backend(abc.ABC):
         np.copyto(out, labels)
         return out
 
-    def submit(self, batch: np.ndarray, out: np.ndarray | None = None) -> Pending:
+    def submit(self, batch: np.ndarray, out: np.ndarray | None = None, *, copy: bool = True) -> Pending:
         """Start inference on a validated batch and return at once; `.result()` gives the labels.
 
         Checked here, at submission, as `infer` checks. At most `depth` submissions are in flight;
-        this backend runs them on a thread pool (TensorRT overrides it with CUDA streams).
+        this backend runs them on a thread pool (TensorRT overrides it with CUDA streams). `copy`
+        takes the batch's pixels now, so the caller may change its buffer at once; without it the
+        buffer is read while the submission runs. After `close` (also racing it) ClosedError.
         """
         self._check(batch, out)
-        if self._submitter is None:
-            self._submitter = ThreadSubmitter(self._infer_into, self.depth)
-        return self._submitter.submit(batch, out)
+        if copy:
+            batch = batch.copy()
+        with self._lifetime:
+            self._refuse_if_closed()
+            if self._submitter is None:
+                self._submitter = ThreadSubmitter(self._infer_into, self.depth, f"the {self.name} backend for "
+                                                  f"{self.path.name}")
+            submitter = self._submitter
+        return submitter.submit(batch, out)
 
     @property
     def most_in_flight(self) -> int:
@@ -120,11 +133,14 @@ class Backend(abc.ABC):
     # -- lifetime ----------------------------------------------------------------------------------
     def close(self) -> None:
         """Wait for submissions in flight, then release sessions, buffers and streams; safe to call twice."""
-        if not self._closed:
+        with self._lifetime:
+            if self._closed:
+                return
             self._closed = True
-            if self._submitter is not None:
-                self._submitter.close()
-            self._close()
+            submitter = self._submitter
+        if submitter is not None:
+            submitter.close()
+        self._close()
 
     def _close(self) -> None:
         """Backend-specific release; the default has nothing to free."""

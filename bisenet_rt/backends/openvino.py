@@ -19,7 +19,7 @@ from ..artifacts import INPUT_NAME, ArtifactInfo, open_pipeline
 from ..errors import BackendUnavailableError, ConfigError, EngineLoadError, InputError
 from ..host import physical_cores
 from ..precision import Precision
-from ..settings import cache_dir as user_cache_dir
+from ..settings import cache_dir as user_cache_dir, unwritable_reason
 from .base import Backend
 
 __all__ = ["OpenVINOBackend", "openvino_version", "cpu_capabilities", "supports_bf16", "tune_graph",
@@ -232,11 +232,11 @@ class OpenVINOBackend(Backend):
         if isinstance(cache_dir, _UserCache):
             cache_dir = user_cache_dir("openvino")
         if cache_dir is not None:
-            try:
-                Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            why = unwritable_reason(cache_dir)
+            if why is None:
                 config["CACHE_DIR"] = str(cache_dir)
-            except OSError as exc:
-                _log.warning("openvino: compiled-model cache disabled (%s: %s)", cache_dir, exc.strerror)
+            else:
+                _log.warning("openvino: compiled-model cache disabled (%s: %s); each start compiles again", cache_dir, why)
         try:
             self._compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as exc:

@@ -199,11 +199,12 @@ class _Lane:
         return self.backend._books.books[self.index]
 
     # -- host frames -------------------------------------------------------------------------------
-    def start(self, batch: np.ndarray, out: np.ndarray | None) -> int:
+    def start(self, batch: np.ndarray, out: np.ndarray | None, *, in_place: bool = True) -> int:
         """Queue upload, engine and download of a validated batch on this lane's stream; return the
         host address the labels arrive at. Pinned frames (`bisenet_rt.pinned_frames`, or
-        cudaHostRegister-ed) are uploaded in place, others through the lane's pinned buffer; a pinned
-        `out` receives the labels directly."""
+        cudaHostRegister-ed) are uploaded in place where `in_place` allows (the caller keeps the frame
+        unchanged until the labels are collected), others through the lane's pinned buffer (a copy
+        taken here); a pinned `out` receives the labels directly."""
         from .. import cuda
 
         self.finish_job()
@@ -211,7 +212,7 @@ class _Lane:
         in_bytes, out_bytes = batch.nbytes, n * h * w
         self.dev_in = _grown(self.dev_in, in_bytes, cuda.DeviceBuffer)
         self.dev_out = _grown(self.dev_out, out_bytes, cuda.DeviceBuffer)
-        if cuda.is_pinned(batch):
+        if in_place and cuda.is_pinned(batch):
             src = batch.ctypes.data
         else:
             self.host_in = _grown(self.host_in, in_bytes, cuda.PinnedBuffer)
@@ -472,8 +473,7 @@ class TensorRTBackend(Backend):
         """The lane a call runs on (`LaneBooks.pick`), held until `_give_back`; waits while all `depth` are busy.
         The caller holds the lock."""
         while True:
-            if self._closed:
-                raise BisenetError(f"{self.name} backend for {self.path.name} is closed")
+            self._refuse_if_closed()
             index = self._books.pick(wants, self.depth)
             if index is not None:
                 break
@@ -508,17 +508,19 @@ class TensorRTBackend(Backend):
         finally:
             self._give_back(lane)
 
-    def submit(self, batch: np.ndarray, out: np.ndarray | None = None) -> Any:
+    def submit(self, batch: np.ndarray, out: np.ndarray | None = None, *, copy: bool = True) -> Any:
         """Queue a validated batch on one of `depth` lanes and return at once; `.result()` waits for it.
 
         A lane still holding an earlier submission's labels hands them to that submission first (the
-        oldest first), so at most `depth` frames are in flight and memory stays bounded.
+        oldest first), so at most `depth` frames are in flight and memory stays bounded. With `copy` the frame
+        is staged into the lane's pinned buffer (that is the copy); only without it is a pinned frame uploaded in
+        place.
         """
         self._check(batch, out)
         with self._lock:
             lane = self._take_lane(_same_shape(batch.shape))
             try:
-                dst = lane.start(batch, out)
+                dst = lane.start(batch, out, in_place=not copy)
                 lane.job = _TrtPending(lane, dst, batch.shape[:3], out)
                 lane.book.pending = True
                 self._most_in_flight = max(self._most_in_flight, sum(1 for ln in self._lanes if ln.job is not None))
@@ -541,8 +543,7 @@ class TensorRTBackend(Backend):
         """
         from .. import cuda
 
-        if self._closed:
-            raise BisenetError(f"{self.name} backend for {self.path.name} is closed")
+        self._refuse_if_closed()
         src = cuda.device_pointer(frames, (None, None, None, 3), np.uint8, name="frames")
         n, h, w, _ = src.shape
         info = self.info

@@ -6,20 +6,24 @@ except to check what it made.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import dataclasses
 import datetime
 import importlib
 import platform
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..artifacts import ArtifactInfo, Pipeline, open_pipeline
 from ..classes import DEFAULT_MODEL_SIZE
 from ..errors import BuildError, ConfigError, EngineLoadError
 from ..precision import Precision
 from ..prepost import PostForm
-from ..settings import cache_dir, engines_dir
+from ..settings import cache_dir, engines_dir, unwritable_reason
+from ..sizes import check_batch, check_frame_size, check_model_size
 
 __all__ = ["BuildConfig", "build", "resolve_backend", "default_output", "source_onnx", "read_pipeline", "base_sidecar",
            "BUILDERS", "INT8_TARGETS"]
@@ -33,6 +37,8 @@ BUILDERS: dict[str, str] = {
     "openvino": "bisenet_rt.builders.openvino:build_ir",
 }
 _SUFFIX = {"tensorrt": ".engine", "onnxruntime": ".onnx", "openvino": ".xml"}
+#: Subfolders of the cache folder that builds read and write (TensorRT's timing cache, INT8 calibration ranges).
+_BUILD_CACHES = ("tensorrt", "calibration")
 #: `--int8-target` choices: the CPU class the INT8 weight grid is chosen for (see `choice.int8_weights`).
 INT8_TARGETS = ("auto", "vnni", "avx2")
 
@@ -62,8 +68,10 @@ class BuildConfig:
             object.__setattr__(self, "precision", Precision.parse(self.precision))
         if self.weights is not None and self.onnx is not None:
             raise ConfigError("give --weights or --onnx, not both")
-        if self.max_batch < 1:
-            raise ConfigError(f"--max-batch must be at least 1, got {self.max_batch}")
+        check_batch(self.max_batch, "--max-batch")
+        check_model_size(self.model_size)
+        for name in ("min_size", "max_size"):
+            check_frame_size(getattr(self, name), f"--{name.replace('_', '-')}", "no frame above it is accepted")
         if self.min_size[0] > self.max_size[0] or self.min_size[1] > self.max_size[1]:
             raise ConfigError(f"--min-size {self.min_size[0]}x{self.min_size[1]} is larger than "
                              f"--max-size {self.max_size[0]}x{self.max_size[1]}")
@@ -132,17 +140,52 @@ def base_sidecar(info: ArtifactInfo, backend: str, onnx_path: Path, build_second
     }
 
 
+def _check_inputs_kept(config: BuildConfig, output: Path) -> None:
+    """Refuse an artifact (or its sidecar, or an IR's weights) that would be written over a file the build reads."""
+    from ..artifacts import artifact_files, sidecar_path
+    from ..outputs import check_outputs
+
+    named = ((config.onnx, "the --onnx graph"), (config.weights, "the --weights checkpoint"))
+    inputs = [(Path(p), what) for p, what in named if p is not None]
+    outputs = [(part, "the built artifact") for part in artifact_files(output)]
+    outputs.append((sidecar_path(output), "the artifact's metadata file"))
+    check_outputs(outputs, inputs)
+
+
 def build(config: BuildConfig) -> Path:
     """Build the artifact `config` asks for and return its path (the sidecar lies next to it)."""
     backend, precision, why = resolve_backend(config.backend, config.precision)
     _log.info(f"backend: {backend}, precision: {precision} ({why})")
     config = dataclasses.replace(config, precision=precision)
     output = Path(config.output) if config.output else default_output(backend, precision, config.engines_dir)
-    if precision is Precision.INT8:  # quantize (Q/DQ) first; every backend builds from that graph
-        from .int8 import build_int8
+    _check_inputs_kept(config, output)
+    with _usable_cache(config, backend) as config:
+        if precision is Precision.INT8:  # quantize (Q/DQ) first; every backend builds from that graph
+            from .int8 import build_int8
 
-        return build_int8(config, backend, output)
-    module, func = BUILDERS[backend].split(":")
-    builder = getattr(importlib.import_module(module), func)
-    return builder(config, output)
+            return build_int8(config, backend, output)
+        module, func = BUILDERS[backend].split(":")
+        builder = getattr(importlib.import_module(module), func)
+        return builder(config, output)
+
+
+@contextlib.contextmanager
+def _usable_cache(config: BuildConfig, backend: str) -> Iterator[BuildConfig]:
+    """The config, with a throwaway cache folder in place of one that cannot be written (a warning, not a failure:
+    caches only save time). What earlier builds left in the unwritable one is still used."""
+    if backend != "tensorrt" and config.chosen_precision is not Precision.INT8:  # no cache in this build
+        yield config
+        return
+    why = unwritable_reason(config.cache_dir)
+    if why is None:
+        yield config
+        return
+    _log.warning(f"cache folder {config.cache_dir} is not writable ({why}); building with a temporary one, so "
+                 "nothing this build learns is kept for the next")
+    with tempfile.TemporaryDirectory(prefix="bisenet_rt_cache_") as tmp:
+        for kind in _BUILD_CACHES:
+            with contextlib.suppress(OSError):
+                if (config.cache_dir / kind).is_dir():
+                    shutil.copytree(config.cache_dir / kind, Path(tmp) / kind)
+        yield dataclasses.replace(config, cache_dir=Path(tmp))
 

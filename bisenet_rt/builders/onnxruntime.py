@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..artifacts import write_sidecar
-from ..atomic import write_atomic
+from ..atomic import replacing
 from ..errors import BuildError
 from ..precision import Precision
 from ..prepost import PostForm
@@ -36,16 +36,14 @@ def build_optimized_onnx(config: BuildConfig, output: Path) -> Path:
         raise BuildError(f"{src} is a {info.precision} graph but --precision {config.chosen_precision} was asked for")
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    tmp = output.with_name(f".{output.name}.opt")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    so.optimized_model_filepath = str(tmp)
     so.log_severity_level = 3
-    try:
-        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT's own exception types
-        raise BuildError(f"ONNX Runtime could not optimize {src}: {str(exc).splitlines()[0]}") from None
-    write_atomic(output, tmp.read_bytes())
-    tmp.unlink()
+    with replacing(output) as tmp:  # ORT writes the optimized model straight into the artifact's temporary file
+        so.optimized_model_filepath = str(tmp)
+        try:
+            ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT's own exception types
+            raise BuildError(f"ONNX Runtime could not optimize {src}: {str(exc).splitlines()[0]}") from None
+        read_pipeline(tmp)  # written whole: ORT says nothing when a write falls short
     elapsed = time.perf_counter() - started
     write_sidecar(output, base_sidecar(info, "onnxruntime", src, elapsed, onnxruntime_version=ort.__version__,
                                        optimization_level="extended"))

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..artifacts import ArtifactInfo, Pipeline, write_sidecar
-from ..atomic import commit, remove_stale, temp_name
-from ..errors import BackendUnavailableError, BuildError
+from ..atomic import Replacement
+from ..errors import BackendUnavailableError, BuildError, DiskFullError
 from ..precision import Precision
 from . import BuildConfig, base_sidecar, read_pipeline, source_onnx
 
@@ -83,18 +83,24 @@ def _write_ir(model: object, output: Path) -> None:
     """Save IR under temporary names, then rename both files, so a crash never leaves a half-written pair."""
     import openvino as ov
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(output)
-    tmp = temp_name(output)
     try:
-        ov.save_model(model, str(tmp), compress_to_fp16=False)  # weights stay as the graph has them
-        commit(tmp.with_suffix(".bin"), output.with_suffix(".bin"))
-        commit(tmp, output)  # the sidecar, written after, holds both files' hash: a pair cut in two is refused
-    except (OSError, RuntimeError) as exc:
+        replacement = Replacement(output, companions=(".bin",))
+        try:
+            with replacement.translated():
+                try:
+                    ov.save_model(model, str(replacement.tmp), compress_to_fp16=False)  # weights as the graph has them
+                except RuntimeError as exc:
+                    raise BuildError(f"could not write {output}: {str(exc).splitlines()[0]}") from None
+            # the .bin first, the .xml last; the sidecar, written after, holds both files' hash: a pair cut in two is
+            # refused at load
+            replacement.commit_part(".bin")
+            replacement.commit()
+        finally:
+            replacement.discard()
+    except DiskFullError:
+        raise
+    except OSError as exc:
         raise BuildError(f"could not write {output}: {exc}") from None
-    finally:
-        for leftover in (tmp, tmp.with_suffix(".bin")):
-            leftover.unlink(missing_ok=True)
 
 
 def _check_runs(output: Path, compute: Precision) -> None:

@@ -99,7 +99,10 @@ def build_engine(config: BuildConfig, output: Path) -> Path:
         raise BuildError(f"TensorRT could not build {src}: {logger.take_errors() or 'no detail logged'}")
     engine_bytes = bytes(serialized)
     write_atomic(output, engine_bytes)
-    write_atomic(cache_path, bytes(builder_config.get_timing_cache().serialize()))
+    try:
+        write_atomic(cache_path, bytes(builder_config.get_timing_cache().serialize()))
+    except OSError as exc:  # DiskFullError too: the cache only saves time, the engine is written
+        _log.warning(f"timing cache not saved ({exc}); the next build times its kernels again")
     io, profile = _read_back(engine_bytes, dynamic)
     write_sidecar(output, base_sidecar(
         source.info, "tensorrt", src, elapsed, tensorrt_version=str(trt.__version__), gpu=gpu_facts(), io=io,

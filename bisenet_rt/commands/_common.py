@@ -12,7 +12,8 @@ from ..sizes import parse_size
 if TYPE_CHECKING:
     from ..segmenter import Segmenter
 
-__all__ = ["size_arg", "model_size_arg", "precision_arg", "newest_artifact_or_fail", "check_writable", "open_segmenter"]
+__all__ = ["size_arg", "model_size_arg", "precision_arg", "newest_artifact_or_fail", "check_writable", "check_report_path",
+           "open_segmenter"]
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -75,6 +76,16 @@ def check_writable(path: str | os.PathLike, option: str, *, folder: bool = False
     if not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{option} {path}: {probe} is not writable (permissions or a read-only mount)")
     return path
+
+
+def check_report_path(report: Path, artifacts: list[Path]) -> None:
+    """Refuse a report path (`--json`) that names one of the artifacts it reports on, or their metadata."""
+    from ..artifacts import artifact_files, sidecar_path
+    from ..outputs import check_outputs
+
+    inputs = [(part, "an artifact being measured") for a in artifacts for part in artifact_files(a)]
+    inputs += [(sidecar_path(a), "an artifact's metadata file") for a in artifacts]
+    check_outputs([(report, "the --json report")], inputs)
 
 
 def open_segmenter(path: Path, backend: str = "auto", model_size: tuple[int, int] | None = None) -> "Segmenter":

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import check_writable, size_arg
+from ..sizes import check_depth
+from ._common import check_report_path, check_writable, size_arg
 
 HELP = "time artifacts end to end (frame in, labels out), the paper's protocol"
 
@@ -48,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
 
     config = BenchConfig(iters=args.iters, warmup=args.warmup, batch=args.batch, size=args.size, rounds=args.rounds,
                          mode=args.mode)
+    check_depth(args.depth, "--depth")
     if args.json:
         check_writable(args.json, "--json")
     paths = args.engine or [_default_engine(args.engines_dir)]
+    if args.json:
+        check_report_path(args.json, paths)
     segmenters = [Segmenter(p, backend=args.backend, depth=args.depth) for p in paths]
     try:
         results = run_bench(segmenters, config)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..backends import backend_for_path
 from ..errors import ConfigError
-from ._common import check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
+from ._common import check_report_path, check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
 
 if TYPE_CHECKING:
     from ..segmenter import Segmenter
@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_writable(args.json, "--json")
     engines = args.engine or [newest_artifact_or_fail("--engine")]
+    if args.json:
+        check_report_path(args.json, engines)
     dataset = open_dataset(args.data, args.split, kind=args.kind, skip_bad=args.skip_bad,
                            num_classes=args.num_classes, progress=not args.no_progress)
     if dataset.skipped:

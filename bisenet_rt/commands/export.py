@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..classes import DEFAULT_MODEL_SIZE
 from ._common import check_writable, model_size_arg, precision_arg, size_arg
@@ -37,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     config = ExportConfig(precision=args.precision, model_size=args.model_size, plain=args.plain, post=args.post,
                           frame_size=args.frame_size, batch=args.batch)
     check_writable(args.output, "-o")
+    if args.weights:
+        from ..outputs import check_outputs
+
+        check_outputs([(Path(args.output), "the exported graph")], [(Path(args.weights), "the --weights checkpoint")])
     model, sha = model_and_sha(args.weights)
     export_onnx(model, args.output, config, source_sha256=sha)
     kind = "plain model" if args.plain else "pipeline"

@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--engine", type=Path, help="TensorRT engine (.engine/.plan) with its .json sidecar")
     src.add_argument("--onnx", type=Path, help="pipeline ONNX from 'bisenet-rt export' or 'bisenet-rt build'")
-    p.add_argument("--name", default="bisenetv2", help="model name (folder under REPO; default bisenetv2)")
+    p.add_argument("--name", default="bisenetv2", help="model name (folder under REPO; letters, digits, '_', '-' and "
+                                                        "'.', at most 128; default bisenetv2)")
     p.add_argument("--max-batch", type=int, help="max_batch_size (default: the engine's profile maximum; 8 for ONNX)")
     p.add_argument("--instances", type=int, default=1, help="model instances per device (default 1)")
     p.add_argument("--device", choices=["gpu", "cpu"],

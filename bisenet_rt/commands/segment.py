@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from ..errors import InputError
+from ..images import ImageError
 from ._common import check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
 
 if TYPE_CHECKING:
@@ -82,21 +83,17 @@ def find_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def read_image(path: Path) -> "np.ndarray | None":
-    """A BGR uint8 H x W x 3 image (grey, 16-bit and alpha images converted), or None if unreadable."""
+def read_image(path: Path) -> "np.ndarray":
+    """A BGR uint8 H x W x 3 image (grey, 16-bit and alpha images converted), its header checked against the
+    frame-size limit before decoding; ImageError says why it cannot be read."""
     import cv2
-    import numpy as np
 
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    if data.size == 0:
-        return None
+    from ..images import read_image as decode
+
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our own error names the file instead
     try:
-        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+        return decode(path)
     finally:
         cv2.utils.logging.setLogLevel(level)
 
@@ -161,6 +158,32 @@ def _check_unique(outputs: Iterable[tuple[Path, Path]]) -> None:
         seen[key] = src
 
 
+#: What each kind of output is called in messages.
+_KIND_NAMES = {"labels": "the label PNG", "overlay": "the overlay", "video": "the overlay video"}
+
+
+def image_outputs(plan: list[tuple[Path, Path]], out_dir: Path, kinds: list[str],
+                  label_format: LabelFormat) -> list[tuple[Path, Path, str]]:
+    """(image, file written, kind) for every file `segment_images` writes."""
+    return [(src, out_dir / stem.parent / _output_name(stem, kind, label_format), kind)
+            for src, stem in plan for kind in kinds]
+
+
+def check_outputs_against_inputs(writes: list[tuple[Path | int, Path, str]], artifact: Path | None) -> None:
+    """Refuse two inputs writing one file, and any output landing on an input: an image, a video, the artifact."""
+    from ..artifacts import artifact_files, sidecar_path
+    from ..outputs import check_outputs
+
+    _check_unique((Path(str(src)), target) for src, target, _ in writes)
+    inputs = [(Path(src), "an input image" if kind != "video" else "an input video")
+              for src, _, kind in writes if not isinstance(src, int)]
+    if artifact is not None:
+        inputs += [(part, "the artifact being run") for part in artifact_files(artifact)]
+        inputs.append((sidecar_path(artifact), "the artifact's metadata file"))
+    check_outputs(((target, f"{_KIND_NAMES[kind]} of {src if not isinstance(src, int) else f'camera {src}'}")
+                   for src, target, kind in writes), inputs)
+
+
 def _output_name(stem: Path, kind: str, label_format: LabelFormat) -> str:
     """File name of one output: IMG_labels.png / IMG_overlay.png, or IMG.png for Cityscapes label ids."""
     return f"{stem.name}.png" if kind == "labels" and label_format is LabelFormat.CITYSCAPES else f"{stem.name}_{kind}.png"
@@ -196,17 +219,17 @@ def segment_images(segmenter: "Segmenter", plan: list[tuple[Path, Path]], out_di
                              f"{segmenter.num_classes} classes")
         _check_cityscapes_names(plan)
         to_label_ids = train_id_to_label_id()
-    _check_unique((src, out_dir / stem.parent / _output_name(stem, kind, label_format))
-                  for src, stem in plan for kind in kinds)
+    check_outputs_against_inputs(list(image_outputs(plan, out_dir, kinds, label_format)), segmenter.path)
     done, skipped = 0, []
     bar = tqdm(plan, unit="image", disable=not progress, dynamic_ncols=True)
     for src, stem in bar:
-        frame = read_image(src)
-        if frame is None:
+        try:
+            frame = read_image(src)
+        except ImageError as exc:
             if not skip_bad:
-                raise InputError(f"{src}: cannot be read as an image (missing permission, empty, corrupt, or not "
-                                 "PNG/JPEG/BMP); fix or remove it, or pass --skip-bad to skip unreadable images")
-            tqdm.write(f"warning: skipping {src}: unreadable image", file=sys.stderr)
+                raise InputError(f"{src}: cannot be read as an image ({exc.reason}); fix or remove it, or pass "
+                                 "--skip-bad to skip unreadable images") from None
+            tqdm.write(f"warning: skipping {src}: unreadable image ({exc.reason})", file=sys.stderr)
             skipped.append(src)
             continue
         result = segmenter(frame)
@@ -249,25 +272,28 @@ def run(args: argparse.Namespace) -> int:
     sources: list[tuple[Path | int, Path]] = [(v, out if to_file else out / f"{v.stem}.mp4") for v in videos]
     if args.camera is not None:
         sources.append((args.camera, out if to_file else out / f"camera{args.camera}.mp4"))
-    _check_unique((Path(str(s)), t) for s, t in sources)
     want_labels, want_overlay = (args.labels, args.overlay) if (args.labels or args.overlay) else (True, True)
     if args.label_format is LabelFormat.CITYSCAPES:
         if args.overlay:
             raise InputError("--label-format cityscapes writes only the label-id PNGs (an overlay named after the "
                              "frame would count as a second prediction); write overlays in a separate run")
         want_labels, want_overlay = True, False
+    kinds = [k for k, on in (("labels", want_labels), ("overlay", want_overlay)) if on]
+    artifact = _artifact(args.engine)
+    check_outputs_against_inputs([*image_outputs(plan, out, kinds, args.label_format),
+                                  *((src, target, "video") for src, target in sources)], artifact)
     progress = not args.quiet
 
     code = 0
-    with open_segmenter(_artifact(args.engine), args.backend, args.model_size) as segmenter:
+    with open_segmenter(artifact, args.backend, args.model_size) as segmenter:
         if plan:
             done, skipped = segment_images(segmenter, plan, out, labels=want_labels, overlay=want_overlay,
                                            alpha=args.alpha, skip_bad=args.skip_bad, progress=progress,
                                            label_format=args.label_format)
             label_kind = "Cityscapes label-id PNGs" if args.label_format is LabelFormat.CITYSCAPES else "label PNGs"
-            kinds = " and ".join(k for k, on in ((label_kind, want_labels), ("overlays", want_overlay)) if on)
+            written = " and ".join(k for k, on in ((label_kind, want_labels), ("overlays", want_overlay)) if on)
             note = f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""
-            print(f"segmented {done} image(s): {kinds} under {out}{note}", file=sys.stderr)
+            print(f"segmented {done} image(s): {written} under {out}{note}", file=sys.stderr)
         for source, target in sources:
             stats = segment_video(segmenter, source, target, alpha=args.alpha, show_fps=not args.no_fps,
                                   max_frames=args.max_frames, codec=args.codec, progress=progress)

@@ -31,7 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, metavar="ROOT",
                    help="dataset root (Cityscapes layout) or list file")
     p.add_argument("--out", type=Path, default=Path("runs/train"), metavar="DIR",
-                   help="output folder (default runs/train)")
+                   help="output folder (default runs/train); one that holds an earlier run is refused unless "
+                        "--resume continues that run or --force replaces it")
+    p.add_argument("--force", action="store_true", help="replace the earlier run in --out")
     p.add_argument("--iters", type=int, default=300, metavar="N", help="training iterations (default 300)")
     p.add_argument("--batch", type=int, default=8, metavar="N", help="frames per iteration and process (default 8)")
     p.add_argument("--crop", type=model_size_arg, default=(512, 256), metavar="WxH",
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                          device=args.device, seed=args.seed, eval_every=args.eval_every, eval_size=args.eval_size,
                          eval_limit=args.eval_limit, save_every=args.save_every, log_every=args.log_every,
                          resume=args.resume, weights=args.weights, stop_at=args.stop_at, export_demo=args.export_demo,
-                         qat=args.qat, skip_bad=args.skip_bad, **({} if args.qat_int8_weight is None else {"qat_int8_weight": args.qat_int8_weight}))
+                         qat=args.qat, skip_bad=args.skip_bad, force=args.force, **({} if args.qat_int8_weight is None else {"qat_int8_weight": args.qat_int8_weight}))
     result = train(config)
     if result.metrics is not None:
         print(f"val mIoU {100 * result.metrics['miou']:.2f}")

@@ -6,7 +6,6 @@ map to train ids; reading and checking the files happens here, the same way for 
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -14,11 +13,9 @@ import numpy as np
 
 from ..classes import IGNORE_INDEX
 from ..errors import ConfigError, DataError
+from ..images import ImageError, image_size, read_image
 
 __all__ = ["SegmentationDataset", "LabelEncoding", "train_id_encoding"]
-
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
 
 class LabelEncoding:
     """How a label file's values become train ids: a 256-entry lookup table and the values allowed at all."""
@@ -41,17 +38,13 @@ def train_id_encoding(num_classes: int) -> LabelEncoding:
     return LabelEncoding(lut, valid, f"train ids 0..{num_classes - 1} or {IGNORE_INDEX} (ignore)")
 
 
-def _png_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from a PNG header without decoding it; None for other formats or unreadable files."""
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from an image header without decoding it; None for unreadable files."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(24)
-    except OSError:
+        _, w, h = image_size(path)
+    except ImageError:
         return None
-    if len(head) < 24 or head[:8] != _PNG_MAGIC:
-        return None
-    w, h = struct.unpack(">II", head[16:24])
-    return int(w), int(h)
+    return w, h
 
 
 class SegmentationDataset:
@@ -98,7 +91,7 @@ class SegmentationDataset:
             return f"{image}: no label file found for it"
         if not label.is_file():
             return f"{image}: its label file {label} is missing"
-        a, b = _png_size(image), _png_size(label)
+        a, b = _header_size(image), _header_size(label)
         if a is not None and b is not None and a != b:
             return f"{label}: label is {b[0]}x{b[1]} but its image {image.name} is {a[0]}x{a[1]}"
         return None
@@ -113,12 +106,11 @@ class SegmentationDataset:
     def _read(self, image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray]:
         import cv2
 
-        image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise DataError(f"{image_path}: not a readable image")
-        raw = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise DataError(f"{label_path}: not a readable label image")
+        try:
+            image = read_image(image_path)
+            raw = read_image(label_path, cv2.IMREAD_UNCHANGED)
+        except ImageError as exc:
+            raise DataError(str(exc)) from None  # "PATH: not a readable image (why)"
         if raw.ndim == 3:
             if raw.shape[2] >= 3 and np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2]):
                 raw = raw[..., 0]

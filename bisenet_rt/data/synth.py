@@ -24,6 +24,7 @@ from typing import Any, overload
 
 import numpy as np
 
+from ..atomic import disk_full, no_room
 from ..classes import CITYSCAPES_CLASSES, CITYSCAPES_LABEL_ID_TO_TRAIN_ID
 from ..errors import ConfigError
 
@@ -612,5 +613,7 @@ def write_dataset(root: str | os.PathLike, *, n: int = 200, seed: int = 0, size:
         if not (cv2.imwrite(str(image_path), image, png) and cv2.imwrite(str(label_path), label, png)
                 and cv2.imwrite(str(sibling_label_path(label_path, TRAIN_IDS_SUFFIX)), to_train_ids[label], png)
                 and cv2.imwrite(str(sibling_label_path(label_path, INSTANCE_IDS_SUFFIX)), label.astype(np.uint16), png)):
+            if no_room(image_path.parent):  # OpenCV's writer says only False
+                raise disk_full(image_path)
             raise OSError(f"could not write {image_path} / {label_path}; check the folder is writable")
     return SynthSummary(root=Path(root), train=n_train, val=n_val, size=(int(size[0]), int(size[1])), seed=int(seed))

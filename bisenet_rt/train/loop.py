@@ -25,12 +25,12 @@ import torch
 from torch import nn
 
 from ..classes import DEFAULT_MODEL_SIZE, IGNORE_INDEX
-from ..atomic import write_atomic
+from ..atomic import disk_full, is_disk_full, write_atomic
 from ..errors import CheckpointError, ConfigError, DataError
 from ..families import MMSEG, BGAVariant
 from ..model import BiSeNetV2, load_checkpoint, save_checkpoint
 from ..model.checkpoint import POINTWISE_BIAS as _POINTWISE_BIAS
-from ..sizes import check_model_size, format_size
+from ..sizes import check_batch, check_model_size, format_size
 from .augment import DEFAULT_SCALES, AugmentConfig, TrainAugment, sample_rng
 from .losses import OhemCrossEntropy
 from .optim import WarmupPolyLR, build_optimizer
@@ -63,7 +63,8 @@ class TrainConfig:
     does; `eval_limit` makes the periodic evaluations use only the first frames of the val split (the
     final one uses all of it). `qat` makes the run a quantization-aware fine-tune (`bisenet_rt.train.qat`)
     of `weights` or a resumed QAT run: BN statistics frozen, no aux heads, one process; `qat_int8_weight`
-    weighs the int8 pass's loss against the float pass's.
+    weighs the int8 pass's loss against the float pass's. An `out` holding an earlier run is refused
+    unless `resume` continues that run or `force` replaces it.
     """
 
     data: Path | None = None
@@ -91,15 +92,17 @@ class TrainConfig:
     qat: bool = False
     qat_int8_weight: float = INT8_LOSS_WEIGHT
     skip_bad: bool = False  # check every frame first and leave out (and count) bad ones
+    force: bool = False  # replace an earlier run in `out` (without it, only resuming that run may write there)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         self.crop = AugmentConfig(crop=self.crop).crop
         self.scales = AugmentConfig(scales=self.scales).scales
         self.eval_size = check_model_size(self.eval_size)
-        for name in ("iters", "batch", "log_every"):
+        for name in ("iters", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_batch(self.batch)
         for name in ("workers", "eval_every", "save_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
@@ -329,6 +332,30 @@ def _resolve_resume(path: Path) -> Path:
     return path
 
 
+def _check_out(config: TrainConfig) -> None:
+    """Refuse to write over an earlier run unless resuming it or forced, and over any input file (never)."""
+    from ..outputs import check_outputs, same_file
+
+    out = config.out
+    earlier = [name for name in (MODEL_NAME, STATE_NAME, LOG_NAME, SUMMARY_NAME) if (out / name).exists()]
+    resumed = _resolve_resume(config.resume).parent if config.resume is not None else None
+    if earlier and not config.force and (resumed is None or not same_file(resumed, out)):
+        why = (f"resuming {config.resume} writes into {out}, which holds another run" if resumed is not None
+               else f"{out} holds an earlier run")
+        raise ConfigError(f"--out {out}: {why} ({', '.join(earlier)}); pass --resume {out} to continue that run, "
+                          "--force to replace it, or choose another --out")
+    outputs = [(out / MODEL_NAME, "the trained model"), (out / SUMMARY_NAME, "the run's summary"),
+               (out / LOG_NAME, "the run's log")]
+    if resumed is None:  # a resumed run rewrites the state it started from, as it should
+        outputs.append((out / STATE_NAME, "the training state"))
+    if config.export_demo is not None:
+        outputs.append((Path(config.export_demo), "the --export-demo model"))
+    inputs = [(Path(config.weights), "the --weights checkpoint")] if config.weights is not None else []
+    if config.data is not None and Path(config.data).is_file():
+        inputs.append((Path(config.data), "the --data list file"))
+    check_outputs(outputs, inputs)
+
+
 def _load_state(path: Path, config: TrainConfig, world: int) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -355,13 +382,19 @@ class _Logger:
     """Rank-0 log lines on stdout and JSON records in out/log.jsonl."""
 
     def __init__(self, path: Path | None, *, append: bool) -> None:
+        self._path = path
         self._file = open(path, "a" if append else "w", encoding="utf-8") if path is not None else None
 
     def __call__(self, record: dict[str, Any], line: str | None = None) -> None:
-        if self._file is None:
+        if self._file is None or self._path is None:
             return
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as exc:
+            if is_disk_full(exc, self._path.parent):
+                raise disk_full(self._path) from exc
+            raise
         if line:
             _log.info(line)
 
@@ -524,6 +557,7 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
     `train_set` / `val_set` default to `open_dataset(config.data, "train" / "val")`; items are
     (BGR uint8 H x W x 3, uint8 H x W train ids with 255 = ignore) and the set has `.num_classes`.
     """
+    _check_out(config)
     dist = _Dist.from_env(config.device)
     try:
         if train_set is None:
