@@ -111,7 +111,7 @@ def _environment(found: dict[str, Any]) -> None:
 
     found["tensorrt_usable"] = tensorrt_availability() or "yes"
     try:
-        from bisenet_rt import cuda
+        from bisenet_rt.backends.tensorrt import cuda
 
         if cuda.device_problem() is None:
             major, minor = cuda.compute_capability()
@@ -126,7 +126,7 @@ def _environment(found: dict[str, Any]) -> None:
 def _driver() -> dict[str, Any]:
     """The NVIDIA driver against the CUDA major of each installed GPU wheel, with the one-line fix if they clash."""
     try:
-        from bisenet_rt import cuda
+        from bisenet_rt.backends.tensorrt import cuda
 
         facts = cuda.driver_facts()
         wheels = {"cuda-bindings": cuda.runtime_major()}
@@ -170,7 +170,7 @@ def _cuda_layer(plan: Plan, found: dict[str, Any]) -> None:
     deliver data written after the capture."""
     import numpy as np
 
-    from bisenet_rt import cuda
+    from bisenet_rt.backends.tensorrt import cuda
 
     problem = cuda.device_problem()
     if problem is not None:
@@ -236,7 +236,7 @@ def _torch_reference(plan: Plan, found: dict[str, Any]) -> None:
             continue
         with Segmenter(DEMO, device=device, precision=precision, depth=DEPTH) as seg:
             _bench(plan, [seg], found, prefix=f"{precision}/", iters=min(plan.iters, 1000), rounds=5)
-            found[f"{precision}/cuda_graphs"] = _graph_stats(seg.runner)
+            found[f"{precision}/cuda_graphs"] = _graph_stats(seg.backend)
 
 
 # -- TensorRT ------------------------------------------------------------------------------------------------
@@ -246,8 +246,8 @@ def _tensorrt(plan: Plan, work: Path, found: dict[str, Any]) -> None:
     from bisenet_rt.artifacts import read_sidecar
     from bisenet_rt.data import open_dataset
     from bisenet_rt.data.synth import write_dataset
-    from bisenet_rt.evaluate import evaluate
-    from bisenet_rt.evaluate import report as eval_report
+    from bisenet_rt.apps.evaluate import evaluate
+    from bisenet_rt.apps.evaluate import report as eval_report
 
     if not plan.on_cpu:
         from bisenet_rt.backends.tensorrt import tensorrt_availability
@@ -276,7 +276,7 @@ def _tensorrt(plan: Plan, work: Path, found: dict[str, Any]) -> None:
     try:
         found["bench"] = {}
         _bench(plan, segs, found["bench"], prefix="", iters=plan.iters, rounds=10)
-        found["cuda_graphs"] = {s.precision.value: _graph_stats(s.runner) for s in segs}
+        found["cuda_graphs"] = {s.precision.value: _graph_stats(s.backend) for s in segs}
         val = open_dataset(data, "val")
         found["accuracy_on_synth_val"] = eval_report(evaluate(segs, val, progress=False), val)
     finally:
@@ -286,7 +286,7 @@ def _tensorrt(plan: Plan, work: Path, found: dict[str, Any]) -> None:
 
 def _engine_config(precision: str, work: Path, plan: Plan) -> Any:
     """The BuildConfig of one engine: the demo weights, `bisenet-rt build`'s default profile (FRAME only)."""
-    from bisenet_rt.builders import BuildConfig
+    from bisenet_rt.build import BuildConfig
 
     calib = {"calib": work / "synth" / "leftImg8bit" / "train", "calib_count": plan.calib_count} \
         if precision == "int8" else {}
@@ -297,43 +297,45 @@ def _engine_config(precision: str, work: Path, plan: Plan) -> Any:
 
 def _check_plan_fits(config: Any) -> None:
     """The bench frame and the dataset frames, against the engine's profile (the check the engine makes)."""
-    from bisenet_rt.frames import check_size
+    from bisenet_rt.backends.frames import check_size
 
     check_size((1, FRAME[1], FRAME[0]), config.min_size, config.max_size, config.max_batch,
                f"the planned {config.precision} engine")
 
 
 def _build(config: Any) -> Path:
-    from bisenet_rt.builders import build
+    from bisenet_rt.build import build
 
     return build(config)
 
 
 def _stand_in(config: Any) -> Path:
-    """In place of the engine: the graph `build` would give TensorRT (INT8: quantized for TensorRT) with the
-    sidecar `build_engine` would write, as an ONNX Runtime artifact."""
+    """In place of the engine: the graph `build` would hand TensorRT (INT8: quantized for TensorRT), admitted by
+    TensorRT's own build step (its parser rules, the engine's profile), with the sidecar `build` would write, as an
+    ONNX Runtime artifact."""
     from bisenet_rt.artifacts import write_sidecar
     from bisenet_rt.atomic import write_atomic
-    from bisenet_rt.builders import base_sidecar
-    from bisenet_rt.builders.int8 import int8_source
-    from bisenet_rt.builders.tensorrt import engine_source
+    from bisenet_rt.backends import SPECS
+    from bisenet_rt.build import BuildPlan, prepare, rebuild_command, sidecar
+    from bisenet_rt.build.choice import host_facts, int8_weights
 
+    spec = SPECS["tensorrt"]
+    int8 = int8_weights(host_facts(), spec.name, config.int8_target) if config.precision.value == "int8" else None
+    plan = BuildPlan(spec, config.precision, Path(config.output), "the CPU rehearsal of a TensorRT build", int8)
     started = time.perf_counter()
-    if config.precision.value == "int8":  # as build() -> build_int8 does for TensorRT
-        src = int8_source(config, config.engines_dir / "bisenetv2_int8.src.onnx", "tensorrt")
-        config = dataclasses.replace(config, onnx=src, weights=None)
-    source = engine_source(config)
-    output = Path(config.output).with_suffix(".onnx")
-    write_atomic(output, source.onnx.read_bytes())
-    write_sidecar(output, base_sidecar(source.info, "onnxruntime", source.onnx, time.perf_counter() - started,
-                                       stands_in_for="tensorrt"))
+    source, info = prepare(plan, config)
+    output = plan.output.with_suffix(".onnx")
+    write_atomic(output, source.path.read_bytes())
+    entries = sidecar(info, SPECS["onnxruntime"], source, time.perf_counter() - started, rebuild_command(config, plan),
+                      {"stands_in_for": spec.name})
+    write_sidecar(output, entries)
     return output
 
 
 # -- shared ----------------------------------------------------------------------------------------------------
 def _bench(plan: Plan, segs: list[Any], found: dict[str, Any], *, prefix: str, iters: int, rounds: int) -> None:
     """`bench`'s protocol at FRAME in both modes; each mode's report lands in `found` as soon as it is done."""
-    from bisenet_rt.bench import BenchConfig, report, run_bench
+    from bisenet_rt.apps.bench import BenchConfig, report, run_bench
 
     for mode in MODES:
         config = BenchConfig(iters=iters, warmup=plan.warmup, size=FRAME, rounds=rounds, mode=mode)

@@ -2,14 +2,14 @@
 
 Builds the FP32 pipeline graph and the INT8 Q/DQ pipeline graph (calibrated on the synthetic train
 split through bisenet_rt.quantize) from the same weights, then
-  speed     both Segmenters on the same 2048x1024 frame, interleaved rounds (bisenet_rt.bench.run_bench):
+  speed     both Segmenters on the same 2048x1024 frame, interleaved rounds (bisenet_rt.apps.bench.run_bench):
             the paper's protocol, resize and arg-max inside the timed call;
   kernels   which convolutions ONNX Runtime runs as int8 QLinearConv, and a per-op-type profile;
   accuracy  mIoU of each artifact on the synthetic val split and the share of pixels INT8 labels as
-            FP32 does (bisenet_rt.evaluate), for every calibration method asked for.
+            FP32 does (bisenet_rt.apps.evaluate), for every calibration method asked for.
 Both graphs use the post-processing layout the ONNX Runtime builder ships (`separable`). The INT8
 weight grid is the one `bisenet-rt build` picks for this CPU (8-bit with VNNI/AMX, 7-bit on AVX2
-without it: `bisenet_rt.builders.choice.int8_weights`); `--grids int8,int7` scores both, the first timed.
+without it: `bisenet_rt.build.choice.int8_weights`); `--grids int8,int7` scores both, the first timed.
 Writes benchmarks/results/int8_<cpu class>_<date>.json with the CPU's class and flags. Goals (issues 5
 and 14, on every CPU class): INT8 >= 1.5x FP32 FPS, mIoU within 1.0, >= 99% of pixels agreeing. Without
 the demo model (or --weights) the weights are random: speed only.
@@ -39,7 +39,7 @@ def op_profile(path: Path, frame: Any, runs: int) -> dict[str, float]:
     import onnx
     import onnxruntime as ort
 
-    from bisenet_rt.backends.onnxruntime import QDQ_DISABLED_OPTIMIZERS, session_options
+    from bisenet_rt.backends.onnxruntime.run import QDQ_DISABLED_OPTIMIZERS, session_options
     from bisenet_rt.artifacts import read_metadata
 
     int8 = read_metadata(onnx.load(str(path), load_external_data=False)).get("precision") == "int8"
@@ -88,16 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bisenet_rt import Segmenter
-    from bisenet_rt.bench import BenchConfig, format_table, machine_info, report, run_bench
-    from bisenet_rt.builders.int8 import ort_kernel_counts
+    from bisenet_rt.apps.bench import BenchConfig, format_table, machine_info, report, run_bench
+    from bisenet_rt.backends.onnxruntime.build import ort_kernel_counts
     from bisenet_rt.data import open_dataset
-    from bisenet_rt.evaluate import evaluate
-    from bisenet_rt.evaluate import format_table as eval_table
-    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.apps.evaluate import evaluate
+    from bisenet_rt.apps.evaluate import format_table as eval_table
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
     from bisenet_rt.model import model_and_sha
-    from bisenet_rt.builders.choice import host_facts, int8_weights
-    from bisenet_rt.prepost import PostForm
-    from bisenet_rt.quantize import WeightRange, calibration_files, quantize_pipeline
+    from bisenet_rt.build.choice import host_facts, int8_weights
+    from bisenet_rt.graph.prepost import PostForm
+    from bisenet_rt.int8_grid import WeightRange
+    from bisenet_rt.graph.calibration import calibration_files
+    from bisenet_rt.graph.qdq import quantize_graph
     from bisenet_rt.samples import street_frame
 
     torch.set_num_threads(2)

@@ -32,10 +32,12 @@ GRIDS = ("int8", "int7")
 def build(work: Path, frames: int) -> None:
     import onnx
 
-    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
     from bisenet_rt.model import model_and_sha
-    from bisenet_rt.prepost import PostForm
-    from bisenet_rt.quantize import WeightRange, calibration_files, quantize_pipeline
+    from bisenet_rt.graph.prepost import PostForm
+    from bisenet_rt.int8_grid import WeightRange
+    from bisenet_rt.graph.calibration import calibration_files
+    from bisenet_rt.graph.qdq import quantize_graph
     from bisenet_rt.data.synth import write_dataset
 
     write_dataset(work / "synth", n=frames, seed=7, val_fraction=0.5, progress=False)
@@ -51,9 +53,9 @@ def build(work: Path, frames: int) -> None:
 def score(work: Path) -> dict:
     """mIoU and agreement with FP32 of the three graphs on the val frames, on the CPU this process sees."""
     from bisenet_rt import Segmenter
-    from bisenet_rt.bench import machine_info
+    from bisenet_rt.apps.bench import machine_info
     from bisenet_rt.data import open_dataset
-    from bisenet_rt.evaluate import evaluate
+    from bisenet_rt.apps.evaluate import evaluate
 
     names = ("fp32", *GRIDS)
     segs = [Segmenter(work / f"{name}.onnx") for name in names]

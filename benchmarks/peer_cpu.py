@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from bisenet_rt import Segmenter
     from bisenet_rt.host import physical_cores
-    from bisenet_rt.backends.openvino import openvino_version, supports_bf16
-    from bisenet_rt.bench import latency_stats, machine_info
+    from bisenet_rt.backends.openvino.run import openvino_version, supports_bf16
+    from bisenet_rt.apps.bench import latency_stats, machine_info
     from bisenet_rt.classes import DEFAULT_MODEL_SIZE
-    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
     from bisenet_rt.model import model_and_sha, save_checkpoint
     from bisenet_rt.samples import street_frame
 

@@ -50,7 +50,7 @@ def _callables(backend: str, plain: Path, pipes: dict[str, Path], frames: dict[s
     if backend == "onnxruntime":
         import onnxruntime as ort
 
-        from bisenet_rt.backends.onnxruntime import OnnxRuntimeBackend, session_options
+        from bisenet_rt.backends.onnxruntime.run import OnnxRuntimeBackend, session_options
 
         model = ort.InferenceSession(str(plain), session_options(), providers=["CPUExecutionProvider"])
         runners = {form: OnnxRuntimeBackend(pipes[form], device="cpu") for form in FORMS[backend]}
@@ -59,7 +59,7 @@ def _callables(backend: str, plain: Path, pipes: dict[str, Path], frames: dict[s
         import openvino as ov
 
         from bisenet_rt.host import physical_cores
-        from bisenet_rt.backends.openvino import OpenVINOBackend
+        from bisenet_rt.backends.openvino.run import OpenVINOBackend
 
         compiled = ov.Core().compile_model(str(plain), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                                 "PERFORMANCE_HINT": "LATENCY",
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bisenet_rt.bench import latency_stats, machine_info
-    from bisenet_rt.export import ExportConfig, PostForm, export_onnx
-    from bisenet_rt.pipeline import preprocess
+    from bisenet_rt.apps.bench import latency_stats, machine_info
+    from bisenet_rt.graph.export import ExportConfig, PostForm, export_onnx
+    from bisenet_rt.model.reference import preprocess
     from bisenet_rt.samples import street_frame
 
     model, weights = _model(args.weights, args.seed)

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from bisenet_rt.bench import format_table
+from bisenet_rt.apps.bench import format_table
 
 
 def plot(reports: list[dict], path: Path) -> Path:

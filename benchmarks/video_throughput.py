@@ -3,8 +3,8 @@
 Generates street-like frames (default 40 frames of 2048x1024) as MPEG-4 clips of `--chunk` frames,
 then alternates, on one process and one Segmenter, in pairs close in time (the machine is shared,
 so its load drifts; a pair sees about the same load):
-  bench   the Segmenter called on one host frame `--chunk` times (bisenet_rt.bench.run_bench, the `bench` protocol)
-  video   bisenet_rt.video.segment_video on one clip: decode, inference and overlay+FPS+encode overlapped
+  bench   the Segmenter called on one host frame `--chunk` times (bisenet_rt.apps.bench.run_bench, the `bench` protocol)
+  video   bisenet_rt.apps.video.segment_video on one clip: decode, inference and overlay+FPS+encode overlapped
 and writes benchmarks/results/video_<date>.json. The issue's bar: video within 15% of bench.
 
     python benchmarks/video_throughput.py [--engine PATH] [--frames 40] [--chunk 10] [--size 2048x1024] [--repeats 2]
@@ -38,7 +38,7 @@ def make_clip(path: Path, seeds: range, size: tuple[int, int]) -> Path:
 
 def default_artifact(work: Path, weights: str | None) -> Path:
     """The newest artifact under engines/, else the CPU default `bisenet-rt build` makes (in `work`)."""
-    from bisenet_rt.builders import BuildConfig, build
+    from bisenet_rt.build import BuildConfig, build
     from bisenet_rt.artifacts import newest_artifact
 
     found = newest_artifact()
@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import bisenet_rt
     from bisenet_rt import Segmenter
-    from bisenet_rt.bench import BenchConfig, machine_info, run_bench
+    from bisenet_rt.apps.bench import BenchConfig, machine_info, run_bench
     from bisenet_rt.sizes import parse_size
-    from bisenet_rt.video import segment_video
+    from bisenet_rt.apps.video import segment_video
 
     size = parse_size(args.size)
     if args.chunk < 1 or args.frames < args.chunk or args.repeats < 1:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                     pairs.append(pair)
                     print(f"pair {len(pairs)}: bench {pair['bench_fps']:.3f}, video {pair['video_fps']:.3f} frames/s "
                           f"(x{pair['video_over_bench']:.3f}, load {pair['load_average_1min']})", file=sys.stderr)
-            device, backend, versions = seg.device, seg.backend, seg.runner.versions()
+            device, backend, versions = seg.device, seg.backend, seg.backend.versions()
             precision = seg.precision.value
         sidecar = Path(str(artifact) + ".json")
         weights = json.loads(sidecar.read_text())["info"].get("source_sha256") if sidecar.is_file() else None
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"frames": args.frames, "chunk": args.chunk, "size": f"{size[0]}x{size[1]}",
                    "repeats": args.repeats, "warmup": args.warmup, "codec": "mp4v", "overlay_alpha": 0.5,
                    "fps_counter": True, "clips": "bisenet_rt.samples.street_frame(h, w, seed=i), i = 0..frames-1",
-                   "bench_protocol": "bisenet_rt.bench.run_bench: one host frame, Segmenter call timed per frame"},
+                   "bench_protocol": "bisenet_rt.apps.bench.run_bench: one host frame, Segmenter call timed per frame"},
         "pairs": pairs,
         "bench_fps": round(bench_mean, 3),
         "video_fps": round(video_mean, 3),

@@ -30,6 +30,6 @@ def pinned_frames(n: int, h: int, w: int) -> Any:
     Decode into it (or copy once) and pass it, or a slice of it, to a Segmenter: no staging copy on the
     way to the GPU. Without CUDA it is an ordinary array that every backend takes.
     """
-    from .cuda import pinned_array
+    from .backends.tensorrt.cuda import pinned_array
 
     return pinned_array((n, h, w, 3))

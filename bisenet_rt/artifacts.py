@@ -2,7 +2,7 @@
 
 Engines carry a JSON sidecar next to them (`model.engine` -> `model.engine.json`), so plain
 `trtexec` can still load the engine; exported ONNX graphs carry the same facts in metadata_props.
-`open_pipeline` reads either kind for every backend, builder and exporter, with the same checks.
+`open_artifact` reads either kind for every backend, builder and exporter, with the same checks.
 """
 from __future__ import annotations
 
@@ -12,22 +12,23 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .atomic import write_atomic
 from .classes import DEFAULT_MODEL_SIZE
 from .errors import EngineLoadError
-from .families import DEFAULT_FAMILY, FAMILIES
+from .families import DEFAULT_FAMILY, Normalization, family_named
+from .graph.prepost import PostForm
 from .precision import Precision
 from .sizes import format_size, parse_size
 
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["ArtifactInfo", "Pipeline", "open_pipeline", "load_onnx", "read_metadata", "newest_artifact",
+__all__ = ["ArtifactInfo", "Artifact", "open_artifact", "load_onnx", "read_metadata", "newest_artifact",
            "sidecar_path", "read_sidecar", "write_sidecar", "info_from_sidecar", "artifact_sha256",
            "artifact_files", "load_json", "graph_facts",
-           "INPUT_NAME", "OUTPUT_NAME", "METADATA_PREFIX", "ARTIFACT_SUFFIXES"]
+           "INPUT_NAME", "OUTPUT_NAME", "METADATA_PREFIX", "ARTIFACT_SUFFIXES", "RANDOM_INIT"]
 
 #: The pipeline graph's one input (N x H x W x 3 BGR uint8) and one output (N x H x W uint8 labels).
 INPUT_NAME = "frames"
@@ -51,36 +52,91 @@ _PLAIN = ("the Segmenter needs the pipeline graph: 'bisenet-rt export -o PATH.on
 
 @dataclasses.dataclass(frozen=True)
 class ArtifactInfo:
-    """The facts every backend reports about the artifact it runs."""
+    """The facts of an artifact, one schema for the ONNX metadata and the sidecar (`to_dict` / `from_dict`).
+
+    `min_size`, `max_size` (w, h) and `max_batch` bound the frames it takes (None: any); `normalization`
+    is what the graph does to pixels before the model (the checkpoint family's, unless stated);
+    `post` the post-processing layout of the graph; `quantization` the INT8 facts (weight grid, target
+    CPU class, calibration), None for a float artifact.
+    """
 
     classes: tuple[str, ...]
     model_size: tuple[int, int] = DEFAULT_MODEL_SIZE
     precision: Precision = Precision.FP32
     source_sha256: str = "unknown"
-    min_size: tuple[int, int] | None = None  # smallest frame (w, h) the artifact accepts; None = any
-    max_size: tuple[int, int] | None = None  # largest frame (w, h); None = any
+    min_size: tuple[int, int] | None = None
+    max_size: tuple[int, int] | None = None
     max_batch: int | None = None
     family: str = DEFAULT_FAMILY.name  # checkpoint family (`families`): normalization and published protocol
+    normalization: Normalization | None = None  # None: the family's
+    post: PostForm | None = None
+    quantization: Mapping[str, Any] | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def pixel_normalization(self) -> Normalization:
+        """How the graph normalizes pixels: as stated, else as the checkpoint family does."""
+        return self.normalization or family_named(self.family).normalization
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether the weights inside were never trained (built or exported without a checkpoint)."""
+        return self.source_sha256 == RANDOM_INIT
+
+    def to_dict(self) -> dict[str, Any]:
+        """The facts as JSON values ('WxH' sizes, lists, numbers); None-valued facts are left out."""
+        facts = {
+            "classes": list(self.classes), "model_size": format_size(self.model_size),
+            "precision": self.precision.value, "source_sha256": self.source_sha256,
+            "min_size": format_size(self.min_size) if self.min_size else None,
+            "max_size": format_size(self.max_size) if self.max_size else None,
+            "max_batch": self.max_batch, "family": self.family,
+            "normalization": self.pixel_normalization.to_dict(),
+            "post": self.post.value if self.post else None,
+            "quantization": dict(self.quantization) if self.quantization is not None else None,
+        }
+        return {k: v for k, v in facts.items() if v is not None}
+
     @classmethod
-    def from_metadata(cls, meta: dict[str, str]) -> "ArtifactInfo":
-        """Build from the bisenet_rt.* ONNX metadata (prefix removed) or a sidecar's flat strings; every fact
-        is checked (`checked`)."""
+    def from_dict(cls, facts: Mapping[str, Any]) -> "ArtifactInfo":
+        """Read the facts `to_dict` wrote (a sidecar's 'info' section, or parsed ONNX metadata); every fact is
+        checked (`checked`), and a missing or malformed one is an EngineLoadError."""
         try:
-            classes = load_json(meta["classes"], "the class list")
-            frame = parse_size(meta["frame_size"]) if meta.get("frame_size") else None  # a fixed-size graph
-            info = cls(classes=classes, model_size=parse_size(meta.get("model_size", format_size(DEFAULT_MODEL_SIZE))),
-                       precision=Precision.parse(meta.get("precision", "fp32")),
-                       source_sha256=meta.get("source_sha256", "unknown"), min_size=frame, max_size=frame,
-                       max_batch=int(meta["batch"]) if meta.get("batch") else None,
-                       family=meta.get("family", DEFAULT_FAMILY.name))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise EngineLoadError(f"artifact metadata is incomplete or invalid ({exc}); {_REBUILD}") from None
+            info = cls(
+                classes=facts["classes"], model_size=parse_size(facts.get("model_size", DEFAULT_MODEL_SIZE)),
+                precision=Precision.parse(facts.get("precision", "fp32")),
+                source_sha256=str(facts.get("source_sha256", "unknown")),
+                min_size=_optional(parse_size, facts.get("min_size")),
+                max_size=_optional(parse_size, facts.get("max_size")),
+                max_batch=facts.get("max_batch"),  # checked (and made an int) by `checked`
+                family=str(facts.get("family", DEFAULT_FAMILY.name)),
+                normalization=_optional(Normalization.from_dict, facts.get("normalization")),
+                post=_optional(PostForm, facts.get("post")),
+                quantization=_optional(_mapping, facts.get("quantization")))
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise EngineLoadError(f"artifact facts are incomplete or invalid ({exc}); {_REBUILD}") from None
         return info.checked()
+
+    def to_metadata(self) -> dict[str, str]:
+        """The facts as ONNX metadata_props (prefixed keys; JSON text where the value is not a string)."""
+        return {METADATA_PREFIX + k: v if isinstance(v, str) else json.dumps(v) for k, v in self.to_dict().items()}
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str]) -> "ArtifactInfo":
+        """Read the facts `to_metadata` wrote (keys without the prefix, as `read_metadata` gives them)."""
+        try:
+            facts = {k: load_json(v, f"the '{k}' fact") if k in _JSON_FACTS else v for k, v in meta.items()}
+        except ValueError as exc:  # json.JSONDecodeError too
+            raise EngineLoadError(f"artifact facts are invalid ({exc}); {_REBUILD}") from None
+        for legacy, (low, high) in (("frame_size", ("min_size", "max_size")), ("batch", ("max_batch", None))):
+            if legacy in facts:  # graphs exported before the one schema: a fixed frame size or batch
+                facts.setdefault(low, facts[legacy] if high else load_json(facts[legacy], legacy))
+                if high:
+                    facts.setdefault(high, facts[legacy])
+        return cls.from_dict(facts)
 
     def checked(self) -> "ArtifactInfo":
         """This info, once every fact read from a file is within sane bounds; EngineLoadError names the one that is not."""
@@ -96,25 +152,31 @@ class ArtifactInfo:
             for name in ("min_size", "max_size"):
                 if getattr(self, name) is not None:
                     check_frame_size(getattr(self, name), name)
-            if self.max_batch is not None:
-                check_batch(self.max_batch, "max_batch")
+            max_batch = None if self.max_batch is None else check_batch(self.max_batch, "max_batch")
+            family_named(self.family)
         except (ValueError, TypeError) as exc:
             raise EngineLoadError(f"artifact metadata is invalid: {exc}; {_REBUILD}") from None
-        return dataclasses.replace(self, classes=tuple(self.classes))
+        return dataclasses.replace(self, classes=tuple(self.classes), max_batch=max_batch)
 
     def with_profile(self, min_size: tuple[int, int] | None, max_size: tuple[int, int] | None,
                      max_batch: int | None) -> "ArtifactInfo":
         return dataclasses.replace(self, min_size=min_size, max_size=max_size, max_batch=max_batch)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "classes": list(self.classes), "model_size": format_size(self.model_size),
-            "precision": self.precision.value, "source_sha256": self.source_sha256,
-            "min_size": format_size(self.min_size) if self.min_size else None,
-            "max_size": format_size(self.max_size) if self.max_size else None,
-            "max_batch": self.max_batch, "family": self.family,
-            **({"normalization": FAMILIES[self.family].normalization.metadata()} if self.family in FAMILIES else {}),
-        }
+
+#: Facts stored as JSON text in ONNX metadata (the others are plain strings).
+_JSON_FACTS = frozenset({"classes", "max_batch", "normalization", "quantization"})
+#: `source_sha256` of weights that were never trained.
+RANDOM_INIT = "random-init"
+
+
+def _optional(parse: Callable[[Any], Any], value: Any) -> Any:
+    return None if value is None else parse(value)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def load_json(text: str | bytes, what: str) -> Any:
@@ -193,18 +255,9 @@ def read_sidecar(artifact: str | os.PathLike, *, required: bool = True) -> dict[
 
 
 def info_from_sidecar(data: dict[str, Any]) -> ArtifactInfo:
-    """Rebuild the ArtifactInfo stored in a sidecar's 'info' section."""
-    raw = data["info"]
+    """The ArtifactInfo stored in a sidecar's 'info' section."""
     try:
-        info = ArtifactInfo.from_metadata({"classes": json.dumps(raw["classes"]), "model_size": raw["model_size"],
-                                           "precision": raw["precision"], "source_sha256": raw.get("source_sha256", "unknown"),
-                                           "family": raw.get("family", DEFAULT_FAMILY.name)})
-        info = info.with_profile(parse_size(raw["min_size"]) if raw.get("min_size") else None,
-                                 parse_size(raw["max_size"]) if raw.get("max_size") else None, raw.get("max_batch"))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise EngineLoadError(f"sidecar 'info' section is invalid ({exc}); rebuild with 'bisenet-rt build'") from None
-    try:
-        return info.checked()
+        return ArtifactInfo.from_dict(data["info"])
     except EngineLoadError as exc:
         raise EngineLoadError(f"sidecar 'info' section: {exc}") from None
 
@@ -228,26 +281,17 @@ def load_onnx(path: str | os.PathLike, *, external_data: bool = False,
 
 
 @dataclasses.dataclass(frozen=True)
-class Pipeline:
-    """An opened pipeline artifact: its facts, its ONNX graph when it is one, its sidecar when it has one."""
+class Artifact:
+    """An opened artifact: its facts, its ONNX graph when it is one (and it was kept), its sidecar when it has one."""
 
     path: Path
     info: ArtifactInfo
-    metadata: dict[str, str]  # the graph's bisenet_rt.* metadata; {} for engines and IR
     sidecar: dict[str, Any] | None
-    graph: "onnx.ModelProto | None" = None  # None for TensorRT engines and OpenVINO IR
-
-    @property
-    def quantization(self) -> str | None:
-        """The INT8 graph's quantization facts (JSON text), from the graph or its sidecar; None if float."""
-        if "quantization" in self.metadata:
-            return self.metadata["quantization"]
-        stored = (self.sidecar or {}).get("quantization")
-        return json.dumps(stored) if stored is not None else None
+    graph: "onnx.ModelProto | None" = None  # None for TensorRT engines and OpenVINO IR, or not kept
 
 
-def open_pipeline(path: str | os.PathLike, *, keep_graph: bool = False, sidecar: bool = True) -> Pipeline:
-    """Open any artifact the Segmenter runs and read its facts, refusing what is not the pipeline.
+def open_artifact(path: str | os.PathLike, *, keep_graph: bool = False, sidecar: bool = True) -> Artifact:
+    """Open any artifact the Segmenter runs and read its facts, refusing what is not the pipeline graph.
 
     ONNX graphs must be the uint8 `frames` -> labels pipeline with bisenet-rt metadata (a sidecar
     beside one takes precedence, unless `sidecar` is False: builders trust only the graph); engines
@@ -258,7 +302,7 @@ def open_pipeline(path: str | os.PathLike, *, keep_graph: bool = False, sidecar:
         stored = read_sidecar(path)
         assert stored is not None  # required=True raises instead
         try:
-            return Pipeline(path=path, info=info_from_sidecar(stored), metadata={}, sidecar=stored)
+            return Artifact(path=path, info=info_from_sidecar(stored), sidecar=stored)
         except EngineLoadError as exc:
             raise EngineLoadError(f"{path}: {exc}") from None
     import onnx
@@ -283,14 +327,10 @@ def open_pipeline(path: str | os.PathLike, *, keep_graph: bool = False, sidecar:
             info = ArtifactInfo.from_metadata(meta)
         else:
             raise EngineLoadError("no bisenet-rt metadata; export the graph with 'bisenet-rt export'")
-        if "quantization" in meta:
-            load_json(meta["quantization"], "the quantization metadata")
-    except ValueError as exc:
-        raise EngineLoadError(f"{path}: {exc}; {_REBUILD}") from None
     except EngineLoadError as exc:
         raise EngineLoadError(f"{path}: {exc}") from None
     _check_against_graph(info, proto, path)
-    return Pipeline(path=path, info=info, metadata=meta, sidecar=stored, graph=proto if keep_graph else None)
+    return Artifact(path=path, info=info, sidecar=stored, graph=proto if keep_graph else None)
 
 
 def graph_facts(proto: "onnx.ModelProto") -> tuple[tuple[int, int] | None, int | None]:

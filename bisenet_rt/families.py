@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 from typing import Any
 
 import numpy as np
@@ -52,10 +51,19 @@ class Normalization:
         std = np.asarray(self.std, np.float64)
         return self.value_range / (255.0 * std), -np.asarray(self.mean, np.float64) / std
 
-    def metadata(self) -> dict[str, str]:
-        """The ONNX metadata entries (without the `bisenet_rt.` prefix) that state this normalization."""
-        return {"mean_rgb": json.dumps(list(self.mean)), "std_rgb": json.dumps(list(self.std)),
-                "value_range": json.dumps(self.value_range), "channel_order": self.order.value}
+    def to_dict(self) -> dict[str, Any]:
+        """As artifact facts state it (`ArtifactInfo.to_dict`)."""
+        return {"mean_rgb": list(self.mean), "std_rgb": list(self.std), "value_range": self.value_range,
+                "channel_order": self.order.value}
+
+    @classmethod
+    def from_dict(cls, facts: dict[str, Any]) -> "Normalization":
+        """Read what `to_dict` wrote; ValueError or TypeError when it is malformed."""
+        mean, std = (tuple(float(v) for v in facts[key]) for key in ("mean_rgb", "std_rgb"))
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean and std need three values each, got {mean}, {std}")
+        return cls(mean=(mean[0], mean[1], mean[2]), std=(std[0], std[1], std[2]),
+                   value_range=float(facts["value_range"]), order=ChannelOrder(facts["channel_order"]))
 
 
 class BGAUpsample(str, enum.Enum):
@@ -106,12 +114,6 @@ class CheckpointFamily:
             return f"{published}, the size this run uses"
         return (f"{published}; this run resizes to {model_size[0]}x{model_size[1]}, so expect another mIoU "
                 f"(--model-size {w}x{h} reproduces the published protocol)")
-
-    def metadata(self) -> dict[str, str]:
-        """ONNX metadata entries (without the `bisenet_rt.` prefix): family, normalization and protocol."""
-        w, h = self.scored_size
-        return {"family": self.name, **self.normalization.metadata(), "scored_size": f"{w}x{h}",
-                "published_miou": json.dumps(self.published_miou)}
 
 
 COINCHEUNG = CheckpointFamily(

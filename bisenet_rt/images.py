@@ -19,7 +19,10 @@ from .settings import MAX_FRAME_ENV, max_frame_size
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["ImageError", "image_size", "read_image"]
+__all__ = ["ImageError", "IMAGE_SUFFIXES", "image_size", "read_image"]
+
+#: Suffixes of the image files commands pick out of folders (segment inputs, calibration frames, datasets).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 #: The most bytes a pixel takes in any format decoded here (4 channels of float32), for the file-size bound.
 _MAX_BYTES_PER_PIXEL = 16

@@ -13,11 +13,11 @@ from .backends import Backend, open_backend
 from .classes import palette
 from .errors import EngineLoadError, InputError
 from .families import CheckpointFamily, family_named
-from .frames import array_batch, as_batch
+from .backends.frames import array_batch, as_batch
 from .precision import Precision
 from .settings import engines_dir
 from .sizes import check_depth
-from .submission import DEFAULT_DEPTH, Pending
+from .backends.submission import DEFAULT_DEPTH, Pending
 
 __all__ = ["Segmenter"]
 
@@ -38,9 +38,8 @@ class Segmenter:
             if path is None:
                 raise EngineLoadError(f"no artifact given and none built under {engines_dir()}/; run "
                                       "'bisenet-rt build' first or pass a path")
-        check_depth(depth, "depth (submissions in flight)", InputError)
-        self._backend: Backend = open_backend(path, backend, **options)
-        self._backend.depth = depth
+        check_depth(depth, "depth (submissions in flight)", InputError)  # before anything heavy is loaded
+        self._backend: Backend = open_backend(path, backend, depth=depth, **options)
 
     @overload
     def __call__(self, frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray: ...
@@ -155,8 +154,9 @@ class Segmenter:
         return family_named(self._backend.info.family)
 
     @property
-    def backend(self) -> str:
-        return self._backend.name
+    def backend(self) -> Backend:
+        """The backend running the artifact (`.name`, `.versions()`, device timing, its own counters)."""
+        return self._backend
 
     @property
     def device(self) -> str:
@@ -165,11 +165,6 @@ class Segmenter:
     @property
     def path(self) -> Path:
         return self._backend.path
-
-    @property
-    def runner(self) -> Backend:
-        """The backend object (for reports: versions, device timing)."""
-        return self._backend
 
     def close(self) -> None:
         self._backend.close()
@@ -181,7 +176,7 @@ class Segmenter:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"Segmenter({str(self.path)!r}, backend={self.backend!r}, precision={self.precision.value!r}, "
+        return (f"Segmenter({str(self.path)!r}, backend={self.backend.name!r}, precision={self.precision.value!r}, "
                 f"device={self.device!r})")
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from bisenet_rt import Segmenter
 from bisenet_rt.data import open_dataset
-from bisenet_rt.viz import colorize, overlay
+from bisenet_rt.apps.viz import colorize, overlay
 
 DEMO = Path(__file__).resolve().parents[1] / "bisenet_rt" / "assets" / "demo_bisenetv2_synth.pth"
 

@@ -56,7 +56,7 @@ def make_confident_model(seed: int = 0, num_classes: int = 19):
     import torch
 
     from bisenet_rt.model import BiSeNetV2
-    from bisenet_rt.pipeline import preprocess
+    from bisenet_rt.model.reference import preprocess
 
     torch.manual_seed(seed)
     model = BiSeNetV2(num_classes, aux_heads=False)
@@ -86,7 +86,7 @@ def confident_model():
 def exported(tmp_path_factory, confident_model):
     """Pipeline graphs (fp32 in both post-processing forms, fp16) and the plain fp32 graph of `confident_model`,
     exported once."""
-    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("onnx")
     paths = {}

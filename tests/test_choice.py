@@ -13,11 +13,11 @@ import sys
 
 import pytest
 
-from bisenet_rt.builders.choice import CPU_FP32_BACKEND, HostFacts, choose_backend, int8_weights
+from bisenet_rt.build.choice import CPU_FP32_BACKEND, HostFacts, choose_backend, int8_weights
 from bisenet_rt.errors import BackendUnavailableError
 from bisenet_rt.host import CpuFeatures, cpu_features, physical_cores
 from bisenet_rt.precision import Precision
-from bisenet_rt.quantize import WeightRange, cpu_fit_warning
+from bisenet_rt.int8_grid import WeightRange, cpu_fit_warning
 
 #: One row per x86-64 CPU class this project meets (flags as /proc/cpuinfo names them).
 CPU_CLASSES = {
@@ -103,9 +103,9 @@ def test_int8_weights_per_cpu_class(cpu, backend, target, weights):
     assert got is weights and where
 
 
-def _quantization(weights: WeightRange | None) -> str:
-    fields = {"format": "QDQ"} if weights is None else {"format": "QDQ", "weight_range": weights.value}
-    return json.dumps(fields)
+def _quantization(weights: WeightRange | None) -> dict[str, str]:
+    """An artifact's quantization facts (`ArtifactInfo.quantization`); older artifacts recorded no weight grid."""
+    return {"format": "QDQ"} if weights is None else {"format": "QDQ", "weight_range": weights.value}
 
 
 @pytest.mark.parametrize("cpu,weights,warns", [

@@ -1,4 +1,4 @@
-"""The CUDA layer (bisenet_rt.cuda) on machines without a usable NVIDIA driver, and the driver-compatibility rule.
+"""The CUDA layer (bisenet_rt.backends.tensorrt.cuda) on machines without a usable NVIDIA driver, and the driver-compatibility rule.
 
 cuda-python is in the `dev` extra, so these run in CI: the real bindings are called and answer without a
 driver (cuda-bindings 12.9 / 13.x with an error code, cuda-python 12.6 by raising RuntimeError). Where a GPU
@@ -13,7 +13,7 @@ import pytest
 
 runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed (pip install .[dev])")
 
-from bisenet_rt import cuda  # noqa: E402  (after the importorskip above)
+from bisenet_rt.backends.tensorrt import cuda  # noqa: E402  (after the importorskip above)
 
 NO_DEVICE = cuda.device_problem()
 without_gpu = pytest.mark.skipif(NO_DEVICE is None, reason="a CUDA GPU is usable here; tests/test_tensorrt.py covers it")

@@ -12,8 +12,8 @@ from bisenet_rt import Segmenter
 from bisenet_rt.cli import main
 from bisenet_rt.data import open_dataset
 from bisenet_rt.errors import DataError
-from bisenet_rt.evaluate import evaluate, format_table, report
-from bisenet_rt.metrics import ConfusionMatrix
+from bisenet_rt.apps.evaluate import evaluate, format_table, report
+from bisenet_rt.apps.metrics import ConfusionMatrix
 from bisenet_rt.data.synth import write_dataset
 
 SIZE = (256, 128)

@@ -23,8 +23,8 @@ from bisenet_rt.artifacts import read_metadata
 from bisenet_rt.classes import MEAN_RGB
 from bisenet_rt.cli import main
 from bisenet_rt.errors import ExportError
-from bisenet_rt.export import ExportConfig
-from bisenet_rt.pipeline import preprocess, reference_labels, reference_logits
+from bisenet_rt.graph.export import ExportConfig
+from bisenet_rt.model.reference import preprocess, reference_labels, reference_logits
 from conftest import street_frame
 
 SIZES = [(1024, 2048, 1), (1080, 1920, 1), (479, 641, 2)]  # (H, W, batch)
@@ -100,7 +100,7 @@ def test_post_processing_matches_reference_on_given_logits(confident_model, expo
     """
     from onnx import helper
 
-    from bisenet_rt.pipeline import postprocess
+    from bisenet_rt.model.reference import postprocess
 
     frames = np.concatenate([street_frame(479, 641, seed=3)[None], _noise(479, 641, 1, seed=4)])
     for form in FORMS:
@@ -118,7 +118,7 @@ def test_post_processing_matches_reference_on_given_logits(confident_model, expo
 def test_fixed_size_graph(confident_model, tmp_path):
     """`frame_size`/`batch` fix the input dims; the graph and its metadata say so, and it matches the oracle."""
     from bisenet_rt.artifacts import ArtifactInfo
-    from bisenet_rt.export import export_onnx
+    from bisenet_rt.graph.export import export_onnx
 
     path = tmp_path / "fixed.onnx"
     proto = export_onnx(confident_model, path, ExportConfig(model_size=(512, 256), frame_size=(640, 480), batch=1,
@@ -172,7 +172,7 @@ def test_graph_io_and_metadata(exported):
         meta = read_metadata(proto)
         assert meta["precision"] == key and meta["model_size"] == "1024x512" and meta["post"] == "resize"
         assert meta["source_sha256"] == "random-init" and meta["graph"] == "pipeline"
-        assert len(json.loads(meta["classes"])) == 19 and json.loads(meta["mean_rgb"]) == list(MEAN_RGB)
+        assert len(json.loads(meta["classes"])) == 19 and json.loads(meta["normalization"])["mean_rgb"] == list(MEAN_RGB)
     plain = onnx.load(str(exported["plain"]))
     assert plain.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
     assert not any("aux" in init.name for init in plain.graph.initializer)
@@ -193,7 +193,7 @@ def test_model_size_must_be_multiple_of_32():
 
 
 def test_smaller_model_size_exports_and_runs(confident_model, tmp_path):
-    from bisenet_rt.export import export_onnx
+    from bisenet_rt.graph.export import export_onnx
 
     path = tmp_path / "small.onnx"
     export_onnx(confident_model, path, ExportConfig(model_size=(512, 256)))
@@ -226,6 +226,6 @@ def test_cli_export_with_weights(tmp_path, checkpoint, capsys):
     out = tmp_path / "w.onnx"
     assert main(["export", "-o", str(out), "--weights", str(checkpoint), "--model-size", "512x256"]) == 0
     meta = read_metadata(onnx.load(str(out)))
-    from bisenet_rt.model import file_sha256
+    from bisenet_rt.artifacts import artifact_sha256 as file_sha256
 
     assert meta["source_sha256"] == file_sha256(checkpoint) and meta["model_size"] == "512x256"

@@ -35,7 +35,7 @@ def test_every_non_aux_mmseg_key_maps_to_ours_with_its_shape():
 
 
 def test_mmseg_checkpoint_matches_the_real_mmseg_logits(mmseg_checkpoint):
-    from bisenet_rt.pipeline import reference_logits
+    from bisenet_rt.model.reference import reference_logits
 
     reference = np.load(fixtures.REFERENCE)
     model = load_checkpoint(mmseg_checkpoint)
@@ -48,7 +48,7 @@ def test_mmseg_checkpoint_matches_the_real_mmseg_logits(mmseg_checkpoint):
 
 
 def test_coincheung_checkpoint_matches_its_own_model_and_demo_preprocessing(tmp_path):
-    from bisenet_rt.pipeline import reference_logits
+    from bisenet_rt.model.reference import reference_logits
 
     reference = np.load(fixtures.COINCHEUNG_REFERENCE)
     torch.save(reference_state("coincheung"), tmp_path / "model_final_v2_city.pth")
@@ -61,7 +61,7 @@ def test_coincheung_checkpoint_matches_its_own_model_and_demo_preprocessing(tmp_
 
 def test_the_variant_and_the_normalization_both_matter(mmseg_checkpoint):
     """With CoinCheung's BGA or normalization the same weights give other logits, so the test above can fail."""
-    from bisenet_rt.pipeline import reference_logits
+    from bisenet_rt.model.reference import reference_logits
 
     reference = np.load(fixtures.REFERENCE)
     frame = torch.from_numpy(reference["frame"])[None]
@@ -100,7 +100,7 @@ def test_exported_pipeline_normalizes_for_mmseg_and_says_so(tmp_path, mmseg_chec
     import onnxruntime as ort
 
     from bisenet_rt.artifacts import ArtifactInfo, info_from_sidecar
-    from bisenet_rt.builders.trt_conformance import check_tensorrt
+    from bisenet_rt.backends.tensorrt.conformance import check_tensorrt
     from bisenet_rt.classes import MMSEG_MEAN_RGB, MMSEG_STD_RGB
     from bisenet_rt.artifacts import read_metadata
 
@@ -111,15 +111,15 @@ def test_exported_pipeline_normalizes_for_mmseg_and_says_so(tmp_path, mmseg_chec
     assert main(["export", "--weights", str(mmseg_checkpoint), "--model-size", "64x32", "-o", str(path)]) == 0
     assert "this run resizes to 64x32" in capsys.readouterr().err
     meta = read_metadata(onnx.load(str(path)))
-    assert meta["family"] == "mmseg" and meta["channel_order"] == "rgb"
-    assert json.loads(meta["mean_rgb"]) == list(MMSEG_MEAN_RGB) and json.loads(meta["std_rgb"]) == list(MMSEG_STD_RGB)
-    assert json.loads(meta["value_range"]) == 255.0
-    assert meta["scored_size"] == "2048x1024" and json.loads(meta["published_miou"]) == MMSEG.published_miou
+    normalization = json.loads(meta["normalization"])
+    assert meta["family"] == "mmseg" and normalization["channel_order"] == "rgb"
+    assert normalization["mean_rgb"] == list(MMSEG_MEAN_RGB) and normalization["std_rgb"] == list(MMSEG_STD_RGB)
+    assert normalization["value_range"] == 255.0
     info = ArtifactInfo.from_metadata(meta)
-    assert info.family == "mmseg" and info.classes == MMSEG.classes
-    sidecar = {"info": info.to_json()}  # what every builder writes next to its artifact
-    assert sidecar["info"]["normalization"]["mean_rgb"] == meta["mean_rgb"]
-    assert info_from_sidecar(json.loads(json.dumps(sidecar))).family == "mmseg"
+    assert info.family == "mmseg" and info.classes == MMSEG.classes and info.normalization == MMSEG.normalization
+    sidecar = {"info": info.to_dict()}  # what every builder writes next to its artifact
+    assert sidecar["info"]["normalization"] == normalization
+    assert info_from_sidecar(json.loads(json.dumps(sidecar))) == info  # one schema, read back the same way
     assert check_tensorrt(onnx.load(str(path))) == []  # the bilinear BGA upsample is a Resize TensorRT parses
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     labels = session.run(None, {"frames": reference["frame"][None]})[0]
@@ -132,7 +132,7 @@ def test_segmenter_on_an_mmseg_pth_reports_its_family(mmseg_checkpoint):
 
     reference = np.load(fixtures.REFERENCE)
     with Segmenter(mmseg_checkpoint, device="cpu", model_size=fixtures.FRAME_SIZE) as seg:
-        assert seg.family is MMSEG and seg.runner.info.family == "mmseg"
+        assert seg.family is MMSEG and seg.backend.info.family == "mmseg"
         assert (seg(reference["frame"]) == reference["logits"].argmax(1)[0]).all()
 
 
@@ -163,8 +163,8 @@ def test_oracle_and_graph_preprocessing_normalize_alike(family, order):
     import onnxruntime as ort
     from onnx import helper
 
-    from bisenet_rt.pipeline import preprocess
-    from bisenet_rt.prepost import FLOAT, preprocess_nodes
+    from bisenet_rt.model.reference import preprocess
+    from bisenet_rt.graph.prepost import FLOAT, preprocess_nodes
 
     norm = dataclasses.replace(family.normalization, order=order)
     frame = np.load(fixtures.REFERENCE)["frame"][None]

@@ -24,7 +24,7 @@ from conftest import DATA, REPO, street_frame
 
 SMALL = (512, 256)  # model size for the structure tests (w, h)
 DEMO = REPO / "bisenet_rt" / "assets" / "demo_bisenetv2_synth.pth"
-#: The pre- and post-processing nodes around the quantized model (named by `bisenet_rt.prepost`).
+#: The pre- and post-processing nodes around the quantized model (named by `bisenet_rt.graph.prepost`).
 PREPOST = ("pre/", "post/")
 
 
@@ -44,14 +44,16 @@ def int8(tmp_path_factory, confident_model, calib_dir):
     """`confident_model` as FP32 and INT8 pipeline graphs at 512x256, and what the INT8 one was made from."""
     import onnx
 
-    from bisenet_rt.export import ExportConfig, export_onnx
-    from bisenet_rt.quantize import calibration_files, quantize_pipeline
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
+    from bisenet_rt.graph.calibration import calibration_files
+    from bisenet_rt.graph.qdq import quantize_graph
 
     out = tmp_path_factory.mktemp("int8")
     fp32 = out / "fp32.onnx"
     export_onnx(confident_model, fp32, ExportConfig(model_size=SMALL))
     frames = calibration_files(calib_dir, 4)
-    proto = quantize_pipeline(confident_model, frames, cache_dir=out / "cache", model_size=SMALL, progress=False)
+    plain = export_onnx(confident_model, None, ExportConfig(plain=True, model_size=SMALL))
+    proto = quantize_graph(plain, frames, cache_dir=out / "cache", model_size=SMALL, progress=False)
     path = out / "int8.onnx"
     onnx.save(proto, str(path))
     return {"fp32": fp32, "int8": path, "proto": proto, "frames": frames, "cache": out / "cache"}
@@ -81,21 +83,21 @@ def _n_model_convs(model) -> int:
 
 def _n_float_stage_convs(model) -> int:
     """Conv2d layers of the stage the INT8 graph leaves float."""
-    from bisenet_rt.quantize import FLOAT_STAGE
+    from bisenet_rt.graph.qdq import FLOAT_STAGE
 
     return sum(1 for name, m in model.named_modules()
                if name.startswith(f"{FLOAT_STAGE}.") and m.__class__.__name__ == "Conv2d")
 
 
 def _in_float_stage(node) -> bool:
-    from bisenet_rt.quantize import _FLOAT_STAGE_NODES
+    from bisenet_rt.graph.qdq import _FLOAT_STAGE_NODES
 
     return node.name.startswith(_FLOAT_STAGE_NODES)
 
 
 def test_metadata_says_int8(int8):
     from bisenet_rt.artifacts import read_metadata
-    from bisenet_rt.quantize import DEFAULT_METHOD
+    from bisenet_rt.graph.calibration import DEFAULT_METHOD
 
     meta = read_metadata(int8["proto"])
     assert meta["precision"] == "int8" and meta["graph"] == "pipeline" and meta["model_size"] == "512x256"
@@ -196,7 +198,7 @@ def test_pre_and_post_processing_stay_float(int8):
 
 
 def test_onnxruntime_runs_the_model_convs_in_int8(int8, confident_model):
-    from bisenet_rt.builders.int8 import ort_kernel_counts
+    from bisenet_rt.backends.onnxruntime.build import ort_kernel_counts
 
     kernels = ort_kernel_counts(int8["int8"])
     n_float = _n_float_stage_convs(confident_model)
@@ -209,7 +211,7 @@ def test_int8_runs_through_segmenter_and_tracks_fp32(int8):
     from bisenet_rt import Segmenter
 
     with Segmenter(int8["fp32"]) as fp32, Segmenter(int8["int8"]) as q:
-        assert q.precision.value == "int8" and q.backend == "onnxruntime"
+        assert q.precision.value == "int8" and q.backend.name == "onnxruntime"
         frames = [street_frame(256, 512, seed=200), street_frame(300, 520, seed=201), street_frame(256, 512, seed=202)]
         a = [fp32(f) for f in frames]
         b = [q(f) for f in frames]
@@ -229,12 +231,13 @@ def demo_eval(tmp_path_factory):
     import onnx
 
     from bisenet_rt import Segmenter
-    from bisenet_rt.builders.choice import host_facts, int8_weights
+    from bisenet_rt.build.choice import host_facts, int8_weights
     from bisenet_rt.data import open_dataset
-    from bisenet_rt.evaluate import evaluate
-    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.apps.evaluate import evaluate
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
     from bisenet_rt.model import model_and_sha
-    from bisenet_rt.quantize import calibration_files, quantize_pipeline
+    from bisenet_rt.graph.calibration import calibration_files
+    from bisenet_rt.graph.qdq import quantize_graph
     from bisenet_rt.data.synth import write_dataset
 
     out = tmp_path_factory.mktemp("demo_int8")
@@ -247,8 +250,8 @@ def demo_eval(tmp_path_factory):
     weights, target = int8_weights(host_facts(), "onnxruntime")  # the grid `bisenet-rt build` picks for this CPU
     cache = out / "calibration"  # the ranges of these frames, computed once (tests/data/make_demo_calibration.py)
     shutil.copytree(DATA / "demo_calibration", cache)
-    proto = quantize_pipeline(model, calib, cache_dir=cache, source_sha256=sha, progress=False, weights=weights,
-                              target=target)
+    plain = export_onnx(model, None, ExportConfig(plain=True), source_sha256=sha)
+    proto = quantize_graph(plain, calib, cache_dir=cache, progress=False, weights=weights, target=target)
     onnx.save(proto, str(out / "int8.onnx"))
     with Segmenter(out / "fp32.onnx") as fp32, Segmenter(out / "int8.onnx") as q:
         return evaluate([fp32, q], open_dataset(out / "synth", "val"), progress=False)
@@ -280,7 +283,8 @@ def test_calibration_cache_is_reused(int8, confident_model):
     """A second build with the same graph and frames reads the cached ranges instead of calibrating."""
     from onnx import numpy_helper
 
-    from bisenet_rt.quantize import quantize_pipeline
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
+    from bisenet_rt.graph.qdq import quantize_graph
 
     caches = list(int8["cache"].glob("*.json"))
     assert len(caches) == 1
@@ -288,8 +292,8 @@ def test_calibration_cache_is_reused(int8, confident_model):
     for end in ("lowest", "highest"):  # double the cached range of the model input
         data["data"]["input"][end] = _doubled(data["data"]["input"][end])
     caches[0].write_text(json.dumps(data))
-    again = quantize_pipeline(confident_model, int8["frames"], cache_dir=int8["cache"], model_size=SMALL,
-                              progress=False)
+    plain = export_onnx(confident_model, None, ExportConfig(plain=True, model_size=SMALL))
+    again = quantize_graph(plain, int8["frames"], cache_dir=int8["cache"], model_size=SMALL, progress=False)
     assert list(int8["cache"].glob("*.json")) == caches
 
     def input_scale(proto):
@@ -306,18 +310,19 @@ def test_percentile_ranges_follow_the_branch(int8, confident_model, tmp_path):
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import load_tensors_data
 
-    from bisenet_rt import quantize as Q
-    from bisenet_rt.export import export_plain
+    from bisenet_rt.graph import calibration as C
+    from bisenet_rt.graph import qdq as Q
+    from bisenet_rt.graph.export import export_plain
 
     plain = export_plain(confident_model, SMALL)
     Q.quantize_plain(plain, int8["frames"], cache_path=tmp_path / "ours.json", progress=False)
     ours = load_tensors_data(tmp_path / "ours.json")
     prepared, keep = Q._prepared(plain)
     oracle = {}
-    for percentile in (Q.PERCENTILE, Q.SEMANTIC_PERCENTILE):
+    for percentile in (C.PERCENTILE, C.SEMANTIC_PERCENTILE):
         with Q._quiet_quantizer():
             quantize_static(onnx.ModelProto.FromString(prepared.SerializeToString()),  # it converts its input
-                            tmp_path / "q.onnx", Q._CalibrationFrames(int8["frames"], SMALL, progress=False),
+                            tmp_path / "q.onnx", C.CalibrationFrames(int8["frames"], SMALL, progress=False),
                             extra_options={"CalibPercentile": percentile, "ActivationSymmetric": True},
                             calibration_cache_path=tmp_path / f"{percentile}.json", quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -326,17 +331,17 @@ def test_percentile_ranges_follow_the_branch(int8, confident_model, tmp_path):
     semantic = [name for name in ours.keys() if name.startswith("/segment/")]
     assert len(semantic) > 40 and len(ours.keys()) - len(semantic) > 40
     for name in ours.keys():
-        percentile = Q.SEMANTIC_PERCENTILE if name in semantic else Q.PERCENTILE
+        percentile = C.SEMANTIC_PERCENTILE if name in semantic else C.PERCENTILE
         assert np.allclose(ours[name].range_value, oracle[percentile][name].range_value, rtol=1e-6), name
-    wider = [n for n in semantic if oracle[Q.SEMANTIC_PERCENTILE][n].range_value[1]
-             > oracle[Q.PERCENTILE][n].range_value[1]]
+    wider = [n for n in semantic if oracle[C.SEMANTIC_PERCENTILE][n].range_value[1]
+             > oracle[C.PERCENTILE][n].range_value[1]]
     assert len(wider) > len(semantic) // 2  # the two percentiles do differ on this model
 
 
 def test_bad_calibration_cache_is_refused(int8, confident_model, tmp_path):
     from bisenet_rt.errors import BuildError
-    from bisenet_rt.export import export_plain
-    from bisenet_rt.quantize import quantize_plain
+    from bisenet_rt.graph.export import export_plain
+    from bisenet_rt.graph.qdq import quantize_plain
 
     plain = export_plain(confident_model, SMALL)
     cache = tmp_path / "ranges.json"
@@ -349,8 +354,8 @@ def test_bad_calibration_cache_is_refused(int8, confident_model, tmp_path):
 
 
 def test_cache_key_follows_the_frames(int8, confident_model):
-    from bisenet_rt.export import export_plain
-    from bisenet_rt.quantize import calibration_cache_path
+    from bisenet_rt.graph.export import export_plain
+    from bisenet_rt.graph.calibration import calibration_cache_path
 
     plain = export_plain(confident_model, SMALL)
     key = dict(method="percentile", model_size=SMALL, cache_dir=int8["cache"])
@@ -362,7 +367,7 @@ def test_cache_key_follows_the_frames(int8, confident_model):
 
 def test_calibration_files_errors(tmp_path):
     from bisenet_rt.errors import BuildError
-    from bisenet_rt.quantize import calibration_files
+    from bisenet_rt.graph.calibration import calibration_files
 
     with pytest.raises(BuildError, match="--calib DIR"):
         calibration_files(None, 200)
@@ -377,7 +382,7 @@ def test_calibration_files_errors(tmp_path):
 
 
 def test_calibration_files_spread_over_the_folder(tmp_path):
-    from bisenet_rt.quantize import calibration_files
+    from bisenet_rt.graph.calibration import calibration_files
 
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
@@ -391,11 +396,11 @@ def test_calibration_files_spread_over_the_folder(tmp_path):
 def test_build_int8_cli(tmp_path, confident_model, calib_dir, capsys):
     from bisenet_rt import Segmenter
     from bisenet_rt.artifacts import read_sidecar
-    from bisenet_rt.builders.choice import host_facts, int8_weights
+    from bisenet_rt.build.choice import host_facts, int8_weights
     from bisenet_rt.cli import main
-    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
     from bisenet_rt.host import cpu_features
-    from bisenet_rt.quantize import WeightRange
+    from bisenet_rt.int8_grid import WeightRange
 
     plain = tmp_path / "plain.onnx"
     export_onnx(confident_model, plain, ExportConfig(model_size=SMALL, plain=True))
@@ -406,22 +411,23 @@ def test_build_int8_cli(tmp_path, confident_model, calib_dir, capsys):
     out = engines / "bisenetv2_int8.onnx"
     sidecar = read_sidecar(out)
     assert sidecar["info"]["precision"] == "int8" and sidecar["info"]["model_size"] == "512x256"
-    assert sidecar["cpu_conv_kernels"]["QLinearConv"] > 0 and sidecar["quantization"]["calibration_frames"] == 2
+    assert sidecar["cpu_conv_kernels"]["QLinearConv"] > 0 and sidecar["info"]["quantization"]["calibration_frames"] == 2
     assert len(list((tmp_path / "cache" / "calibration").glob("*.json"))) == 1
     expected, target = int8_weights(host_facts(), "onnxruntime")  # auto: the grid for this CPU's class
-    assert (sidecar["quantization"]["weight_range"], sidecar["quantization"]["target"]) == (expected.value, target)
+    quantization = sidecar["info"]["quantization"]
+    assert (quantization["weight_range"], quantization["target"]) == (expected.value, target)
     assert f"{expected.value} weights, for {target}" in capsys.readouterr().err
     with Segmenter(out) as seg:
         assert seg.precision.value == "int8" and seg(street_frame(256, 512, seed=5)).shape == (256, 512)
-        assert seg.runner.fit_warning is None  # built for this CPU, so it fits it
+        assert seg.backend.fit_warning is None  # built for this CPU, so it fits it
 
     # an explicit target is kept, and recorded; 8-bit weights on a CPU without VNNI or AMX warn at load
     vnni = tmp_path / "vnni.onnx"
     assert main(common + ["--onnx", str(plain), "--calib", str(calib_dir), "--calib-count", "2", "--int8-target",
                           "vnni", "-o", str(vnni)]) == 0
-    assert read_sidecar(vnni)["quantization"]["weight_range"] == WeightRange.FULL.value
+    assert read_sidecar(vnni)["info"]["quantization"]["weight_range"] == WeightRange.FULL.value
     with Segmenter(vnni) as seg:
-        assert (seg.runner.fit_warning is None) == cpu_features().exact_int8, seg.runner.fit_warning
+        assert (seg.backend.fit_warning is None) == cpu_features().exact_int8, seg.backend.fit_warning
 
     # an int8 pipeline graph is taken as it is: no calibration frames needed
     assert main(common + ["--onnx", str(out), "-o", str(tmp_path / "copy.onnx")]) == 0
@@ -458,9 +464,9 @@ def test_graph_rewrites_for_int8_kernels_keep_the_function(confident_model):
     import onnxruntime as ort
     import torch
 
-    from bisenet_rt.export import export_plain
-    from bisenet_rt.pipeline import preprocess
-    from bisenet_rt.quantize import _prepared
+    from bisenet_rt.graph.export import export_plain
+    from bisenet_rt.model.reference import preprocess
+    from bisenet_rt.graph.qdq import _prepared
 
     plain = export_plain(confident_model, SMALL)
     prepared, keep_float = _prepared(plain)
@@ -480,8 +486,8 @@ def test_graph_rewrites_for_int8_kernels_keep_the_function(confident_model):
 def test_plain_graph_without_the_float_stage_is_refused(confident_model):
     """A graph whose nodes are not named as `export_plain` names them cannot be told where to stay float."""
     from bisenet_rt.errors import BuildError
-    from bisenet_rt.export import export_plain
-    from bisenet_rt.quantize import _prepared
+    from bisenet_rt.graph.export import export_plain
+    from bisenet_rt.graph.qdq import _prepared
 
     plain = export_plain(confident_model, SMALL)
     for node in plain.graph.node:
@@ -492,9 +498,9 @@ def test_plain_graph_without_the_float_stage_is_refused(confident_model):
 
 def test_build_int8_routes_the_qdq_graph_to_openvino(int8, tmp_path):
     """Other backends build from the same Q/DQ graph (OpenVINO here; TensorRT needs a GPU)."""
-    from bisenet_rt.backends import backend_class
+    from bisenet_rt.backends import SPECS
 
-    missing = backend_class("openvino").availability()
+    missing = SPECS["openvino"].availability()
     if missing:
         pytest.skip(f"OpenVINO cannot run here: {missing}")
     from bisenet_rt import Segmenter

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bisenet_rt.metrics import ConfusionMatrix, confusion_matrix, scores_from_confusion
+from bisenet_rt.apps.metrics import ConfusionMatrix, confusion_matrix, scores_from_confusion
 
 IGN = 255
 

@@ -12,7 +12,7 @@ from conftest import street_frame
 pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino)")
 
 from bisenet_rt import Segmenter  # noqa: E402
-from bisenet_rt.backends.openvino import supports_bf16  # noqa: E402
+from bisenet_rt.backends.openvino.run import supports_bf16  # noqa: E402
 from bisenet_rt.errors import BackendUnavailableError, BuildError, EngineLoadError, InputError  # noqa: E402
 from bisenet_rt.precision import Precision  # noqa: E402
 
@@ -61,14 +61,14 @@ def test_batch_of_two_matches_onnxruntime(exported, ort, hint):
     batch = np.stack([street_frame(240, 320, seed=s) for s in (4, 5)])
     with Segmenter(exported["fp32"], backend="openvino", precision="fp32", hint=hint, cache_dir=None) as seg:
         labels = seg(batch)
-        assert seg.runner.versions()["performance_hint"] == hint.upper()
+        assert seg.backend.versions()["performance_hint"] == hint.upper()
     assert labels.shape == (2, 240, 320)
     assert _agreement(labels, ort(batch)) >= 0.999
 
 
 def test_fp32_is_really_fp32(ov_fp32):
     """OpenVINO would silently compute in BF16 on BF16 CPUs; the compiled model must report f32."""
-    assert ov_fp32.runner.versions()["inference_precision"] == "f32"
+    assert ov_fp32.backend.versions()["inference_precision"] == "f32"
     assert ov_fp32.precision is Precision.FP32
     assert ov_fp32.device.endswith("(OpenVINO fp32)")
 
@@ -77,7 +77,7 @@ def test_tuned_graph_equals_untuned(exported, ov_fp32):
     """The channels-first rewrites change speed, not values (same precision, same frame)."""
     import openvino as ov
 
-    assert ov_fp32.runner.rewrites, "the pipeline graph's NHWC upsample should have been rewritten"
+    assert ov_fp32.backend.rewrites, "the pipeline graph's NHWC upsample should have been rewritten"
     frame = street_frame(200, 300, seed=6)
     plain = ov.Core().compile_model(str(exported["fp32"]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     assert _agreement(ov_fp32(frame), plain(frame[None])[0][0]) >= 0.9999
@@ -86,7 +86,7 @@ def test_tuned_graph_equals_untuned(exported, ov_fp32):
 def test_ir_round_trip(ir_fp32, ov_fp32):
     frame = street_frame(256, 512, seed=7)
     with Segmenter(ir_fp32, cache_dir=None) as seg:  # .xml opens on OpenVINO by its suffix
-        assert seg.backend == "openvino" and seg.precision is Precision.FP32
+        assert seg.backend.name == "openvino" and seg.precision is Precision.FP32
         assert np.array_equal(seg(frame), ov_fp32(frame))
 
 
@@ -156,13 +156,12 @@ def test_fp16_graph_runs(exported):
 
 @pytest.mark.skipif(BF16, reason="this CPU has BF16; the refusal is tested on CPUs without it")
 def test_bf16_refused_without_cpu_support(exported, tmp_path):
-    from bisenet_rt.builders import BuildConfig
-    from bisenet_rt.builders.openvino import build_ir
+    from bisenet_rt.build import BuildConfig, build
 
     with pytest.raises(BackendUnavailableError, match="BF16"):
         Segmenter(exported["fp32"], backend="openvino", precision="bf16", cache_dir=None)
     with pytest.raises(BackendUnavailableError, match="BF16"):
-        build_ir(BuildConfig(precision="bf16", backend="openvino", onnx=exported["fp32"]), tmp_path / "bf16.xml")
+        build(BuildConfig(precision="bf16", backend="openvino", onnx=exported["fp32"], output=tmp_path / "bf16.xml"))
 
 
 @pytest.mark.skipif(not BF16, reason="this CPU has no BF16 arithmetic (OpenVINO does not report BF16)")
@@ -173,11 +172,11 @@ def test_bf16_agrees_with_fp32_where_the_decision_is_clear(exported, confident_m
     import torch
     import torch.nn.functional as F
 
-    from bisenet_rt.pipeline import reference_logits
+    from bisenet_rt.model.reference import reference_logits
 
     frames = np.stack([street_frame(256, 512, seed=s) for s in (9, 10)])
     with Segmenter(exported["fp32"], backend="openvino", precision="bf16", cache_dir=None) as seg:
-        assert seg.precision is Precision.BF16 and seg.runner.versions()["inference_precision"] == "bf16"
+        assert seg.precision is Precision.BF16 and seg.backend.versions()["inference_precision"] == "bf16"
         bf16 = seg(frames)
     fp32 = ov_fp32(frames)
     logits = F.interpolate(reference_logits(confident_model, torch.from_numpy(frames)), size=frames.shape[1:3],
@@ -191,48 +190,47 @@ def test_bf16_agrees_with_fp32_where_the_decision_is_clear(exported, confident_m
 
 @pytest.mark.skipif(not BF16, reason="this CPU has no BF16 arithmetic (OpenVINO does not report BF16)")
 def test_bf16_ir_build_records_bf16(exported, tmp_path):
-    from bisenet_rt.builders import BuildConfig
-    from bisenet_rt.builders.openvino import build_ir
+    from bisenet_rt.build import BuildConfig, build
 
-    out = build_ir(BuildConfig(precision="bf16", backend="openvino", onnx=exported["fp32"]), tmp_path / "bf16.xml")
+    out = build(BuildConfig(precision="bf16", backend="openvino", onnx=exported["fp32"], output=tmp_path / "bf16.xml"))
     with Segmenter(out, cache_dir=None) as seg:
-        assert seg.precision is Precision.BF16 and seg.runner.versions()["inference_precision"] == "bf16"
+        assert seg.precision is Precision.BF16 and seg.backend.versions()["inference_precision"] == "bf16"
     with Segmenter(out, precision="fp32", cache_dir=None) as seg:  # the IR holds the fp32 graph
-        assert seg.runner.versions()["inference_precision"] == "f32"
+        assert seg.backend.versions()["inference_precision"] == "f32"
 
 
-def test_int8_build_needs_a_qdq_graph(tmp_path):
-    from bisenet_rt.builders import BuildConfig
-    from bisenet_rt.builders.openvino import build_ir
+def test_int8_build_needs_calibration_frames(tmp_path):
+    """OpenVINO builds INT8 from the Q/DQ graph the build makes, which needs frames to calibrate on."""
+    from bisenet_rt.build import BuildConfig, build
 
-    with pytest.raises(BuildError, match="Q/DQ"):
-        build_ir(BuildConfig(precision="int8", backend="openvino"), tmp_path / "int8.xml")
+    with pytest.raises(BuildError, match="--calib"):
+        build(BuildConfig(precision="int8", backend="openvino", output=tmp_path / "int8.xml"))
 
 
 def test_auto_picks_the_measured_cpu_path():
     """On this machine's measured facts (the table of every CPU class is tests/test_choice.py): without TensorRT
     and without a precision asked for, auto builds OpenVINO BF16 where the CPU has BF16 (as OpenVINO reports
     it), else FP32 on the faster FP32 engine; a precision asked for is kept."""
-    from bisenet_rt.backends import backend_class
-    from bisenet_rt.builders import resolve_backend
-    from bisenet_rt.builders.choice import CPU_FP32_BACKEND
+    from bisenet_rt.backends import SPECS
+    from bisenet_rt.build.choice import CPU_FP32_BACKEND, choose_backend, host_facts
 
-    if backend_class("tensorrt").availability() is None:
+    if SPECS["tensorrt"].availability() is None:
         pytest.skip("TensorRT is usable here, so auto picks it")
-    backend, precision, why = resolve_backend("auto")
+    facts = host_facts()
+    backend, precision, why = choose_backend(facts, "auto")
     expected = ("openvino", Precision.BF16) if BF16 else (CPU_FP32_BACKEND, Precision.FP32)
     assert (backend, precision) == expected and "TensorRT" in why
-    assert resolve_backend("auto", "fp32")[:2] == (CPU_FP32_BACKEND, Precision.FP32)
-    assert resolve_backend("openvino", "fp32")[:2] == ("openvino", Precision.FP32)
-    assert resolve_backend("auto", "fp16")[:2] == ("onnxruntime", Precision.FP16)
+    assert choose_backend(facts, "auto", "fp32")[:2] == (CPU_FP32_BACKEND, Precision.FP32)
+    assert choose_backend(facts, "openvino", "fp32")[:2] == ("openvino", Precision.FP32)
+    assert choose_backend(facts, "auto", "fp16")[:2] == ("onnxruntime", Precision.FP16)
 
 
 @pytest.mark.skipif(not DEMO.is_file(), reason=f"the demo model {DEMO.name} is not there (made by the training task)")
 @pytest.mark.skipif(not BF16, reason="this CPU has no BF16 arithmetic (OpenVINO does not report BF16)")
 def test_bf16_miou_within_0_3_of_fp32_on_the_demo_model(tmp_path):
     from bisenet_rt.data.cityscapes import label_id_encoding
-    from bisenet_rt.export import ExportConfig, export_onnx
-    from bisenet_rt.metrics import ConfusionMatrix
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
+    from bisenet_rt.apps.metrics import ConfusionMatrix
     from bisenet_rt.model import load_checkpoint
     from bisenet_rt.data.synth import generate_frame
 

@@ -16,7 +16,7 @@ def _frames(n: int, seed: int) -> list[np.ndarray]:
 
 
 def _inputs(frames: list[np.ndarray]) -> list[torch.Tensor]:
-    from bisenet_rt.pipeline import preprocess
+    from bisenet_rt.model.reference import preprocess
 
     with torch.no_grad():
         return [preprocess(torch.from_numpy(f)[None], SIZE) for f in frames]
@@ -36,7 +36,7 @@ def _fake_quant(model, frames):
 
 
 def test_off_changes_nothing_and_on_rounds_to_the_int8_grid(model):
-    from bisenet_rt.quantize import FLOAT_STAGE
+    from bisenet_rt.graph.qdq import FLOAT_STAGE
 
     x = _inputs(_frames(1, 10))[0]
     with torch.no_grad():
@@ -71,7 +71,7 @@ def test_off_changes_nothing_and_on_rounds_to_the_int8_grid(model):
 
 def test_ranges_end_at_the_calibration_percentile_of_their_branch(model):
     """Semantic-branch ranges at SEMANTIC_PERCENTILE, the others at PERCENTILE, as `quantize` calibrates them."""
-    from bisenet_rt.quantize import PERCENTILE, SEMANTIC_PERCENTILE
+    from bisenet_rt.graph.calibration import PERCENTILE, SEMANTIC_PERCENTILE
     from bisenet_rt.train.qat import _CALIB_SAMPLE, Int8FakeQuant
 
     xs = _inputs(_frames(2, 50))
@@ -107,8 +107,8 @@ def test_fake_quant_tracks_onnxruntime_int8(model, tmp_path):
     """
     import onnxruntime as ort
 
-    from bisenet_rt.export import export_plain
-    from bisenet_rt.quantize import quantize_plain
+    from bisenet_rt.graph.export import export_plain
+    from bisenet_rt.graph.qdq import quantize_plain
 
     calib = _frames(4, 30)
     qdq = quantize_plain(export_plain(model, SIZE), calib, progress=False)

@@ -33,7 +33,7 @@ def small(tmp_path_factory, confident_model):
     """A 256x128 pipeline graph and its ONNX Runtime build (with sidecar), and a short clip."""
     import cv2
 
-    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("reliability")
     src = out / "small.onnx"
@@ -257,8 +257,9 @@ def test_corrupt_training_state_is_one_line(tiny_data, tmp_path, capsys, content
 ])
 def test_corrupt_calibration_cache_is_refused(small, tmp_path, edit, match):
     from bisenet_rt.errors import BuildError
-    from bisenet_rt.quantize import _load_ranges, quantize_plain
-    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.graph.calibration import load_ranges as _load_ranges
+    from bisenet_rt.graph.qdq import quantize_plain
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
     from conftest import make_confident_model
 
     plain = export_onnx(make_confident_model(), None, ExportConfig(model_size=SMALL, plain=True))
@@ -418,7 +419,7 @@ def test_row_video_on_a_full_disk_keeps_the_good_video(small, small_disk, capsys
 def test_row_video_on_a_full_disk_simulated(small, tmp_path, monkeypatch, capsys):
     """The same row where no tmpfs can be mounted: the file system reports no room after the fifth frame."""
     import bisenet_rt.atomic
-    import bisenet_rt.video
+    import bisenet_rt.apps.video
 
     out = tmp_path / "out.mp4"
     assert main(_segment_video_argv(small, out) + ["--max-frames", "10"]) == 0
@@ -430,7 +431,7 @@ def test_row_video_on_a_full_disk_simulated(small, tmp_path, monkeypatch, capsys
         written["frames"] += 1
         return written["frames"] > 5 or room(folder)
 
-    monkeypatch.setattr(bisenet_rt.video, "no_room", filling)
+    monkeypatch.setattr(bisenet_rt.apps.video, "no_room", filling)
     monkeypatch.setattr(bisenet_rt.atomic, "no_room", lambda folder: written["frames"] > 5)
     capsys.readouterr()
     assert main(_segment_video_argv(small, out)) == 1
@@ -619,7 +620,7 @@ def test_row_concurrent_builds_of_one_output_all_succeed(small, tmp_path, monkey
     """
     import onnxruntime
 
-    from bisenet_rt.builders import BuildConfig, build
+    from bisenet_rt.build import BuildConfig, build
 
     builders = 3
     optimized = threading.Barrier(builders, timeout=120)
@@ -848,7 +849,7 @@ def test_row_an_unwritable_cache_folder_is_a_warning(small, tmp_path, unwritable
     """`XDG_CACHE_HOME` read-only, INT8 build: was "Permission denied" after calibration ran, exit 1."""
     import cv2
 
-    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
     from bisenet_rt.settings import CACHE_ENV
     from conftest import make_confident_model
 

@@ -46,7 +46,7 @@ def read_labels(path: Path) -> np.ndarray:
 
 
 def test_label_pngs_equal_segmenter_and_overlays_written(exported, segmenter, images, tmp_path):
-    from bisenet_rt.viz import overlay
+    from bisenet_rt.apps.viz import overlay
 
     out = tmp_path / "out"
     assert run_cli(str(images["a"]), str(images["b"]), "-o", str(out), "--engine", str(exported["fp32"]),
@@ -72,7 +72,7 @@ def test_folder_is_searched_recursively_and_mirrored(exported, segmenter, images
 
 
 def test_overlay_only_with_alpha(exported, segmenter, images, tmp_path):
-    from bisenet_rt.viz import overlay
+    from bisenet_rt.apps.viz import overlay
 
     out = tmp_path / "out"
     assert run_cli(str(images["a"]), "-o", str(out), "--engine", str(exported["fp32"]), "--overlay", "--alpha", "1",

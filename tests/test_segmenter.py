@@ -8,7 +8,7 @@ import torch
 from bisenet_rt import InputError, Segmenter
 from bisenet_rt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from bisenet_rt.errors import EngineLoadError
-from bisenet_rt.pipeline import reference_labels
+from bisenet_rt.model.reference import reference_labels
 from bisenet_rt.precision import Precision
 from conftest import street_frame
 
@@ -25,7 +25,7 @@ def frames():
 
 
 def test_properties(seg):
-    assert seg.backend == "onnxruntime" and seg.precision is Precision.FP32
+    assert seg.backend.name == "onnxruntime" and seg.precision is Precision.FP32
     assert seg.classes == CITYSCAPES_CLASSES and seg.num_classes == 19
     assert seg.model_size == (1024, 512) and seg.device.startswith("CPU")
     assert seg.palette.shape == (19, 3) and tuple(seg.palette[13]) == CITYSCAPES_PALETTE[13]
@@ -78,7 +78,7 @@ def test_bad_input_is_rejected_clearly(seg, bad, error, match):
 
 def test_torch_backend_is_the_reference(checkpoint, frames, seg):
     with Segmenter(checkpoint) as ref:
-        assert ref.backend == "torch" and ref.num_classes == 19
+        assert ref.backend.name == "torch" and ref.num_classes == 19
         labels = ref(frames[0])
         assert (labels == seg(frames[0])).mean() >= 0.999
         with pytest.raises(TypeError, match="dtype"):

@@ -21,7 +21,7 @@ H, W = 192, 320
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, confident_model, checkpoint):
     """One artifact per CPU backend: the pipeline ONNX (ONNX Runtime and OpenVINO) and the checkpoint (PyTorch)."""
-    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
 
     path = tmp_path_factory.mktemp("submit") / "small.onnx"
     export_onnx(confident_model, path, ExportConfig(model_size=SMALL, post="separable"))
@@ -86,7 +86,7 @@ def test_submit_returns_ordered_results_equal_to_calls(segs, frames, backend):
         assert np.array_equal(p.result(), e)
     streamed = list(seg.stream(iter(frames)))
     assert all(np.array_equal(s, e) for s, e in zip(streamed, expected)) and len(streamed) == len(frames)
-    assert 1 <= seg.runner.most_in_flight <= seg.depth == 2
+    assert 1 <= seg.backend.most_in_flight <= seg.depth == 2
 
 
 def test_submit_into_out_and_batches(artifacts, frames):
@@ -103,7 +103,7 @@ def test_submit_into_out_and_batches(artifacts, frames):
 def test_in_flight_never_exceeds_depth(artifacts, frames):
     """Submissions wait while `depth` are running: with slow inference, the count in flight is capped."""
     with _open(artifacts, "onnxruntime", depth=2) as seg:
-        runner = seg.runner
+        runner = seg.backend
         running, most = [0], [0]
         lock = threading.Lock()
         original = runner._infer_into
@@ -165,7 +165,7 @@ def test_threads_share_one_segmenter(segs, frames):
 
 def test_throughput_bench_mode(artifacts):
     from bisenet_rt import Segmenter
-    from bisenet_rt.bench import BenchConfig, report, run_bench
+    from bisenet_rt.apps.bench import BenchConfig, report, run_bench
 
     config = BenchConfig(iters=4, warmup=1, size=(W, H), rounds=2, mode="throughput")
     with Segmenter(artifacts["onnxruntime"][0], depth=2) as seg:
@@ -182,8 +182,8 @@ def test_deployed_torch_pipeline_matches_the_oracle(confident_model, size):
     """The GPU path's layout (resize before normalizing, channels-last upsample) is the oracle's function (CPU, FP32)."""
     import torch
 
-    from bisenet_rt.pipeline import reference_labels
-    from bisenet_rt.torch_pipeline import deployed_labels
+    from bisenet_rt.model.reference import reference_labels
+    from bisenet_rt.model.deployed import deployed_labels
 
     frames = torch.from_numpy(np.stack([street_frame(*size, seed=3),
                                         np.random.default_rng(1).integers(0, 256, (*size, 3), dtype=np.uint8)]))

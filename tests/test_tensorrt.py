@@ -27,7 +27,7 @@ without_trt = pytest.mark.skipif(TRT_MISSING is None, reason="TensorRT and a GPU
 def _cuda_missing() -> str | None:
     """None when cuda-python and a CUDA device are usable (TensorRT or not), else what is missing (never raises:
     cuda-python 12.6 without a driver raises from cudaGetDeviceCount, which `device_problem` catches)."""
-    from bisenet_rt.cuda import device_problem
+    from bisenet_rt.backends.tensorrt.cuda import device_problem
 
     return device_problem()
 
@@ -53,7 +53,7 @@ def frames_like(shape=(2, 4, 6, 3), typestr="|u1", **fields) -> CudaArrayLike:
 
 @without_trt
 def test_build_for_tensorrt_fails_in_one_line_naming_the_way_that_works(tmp_path, capsys):
-    from bisenet_rt.backends import backend_class
+    from bisenet_rt.backends import SPECS
     from bisenet_rt.cli import main
 
     assert main(["build", "--backend", "tensorrt", "--engines-dir", str(tmp_path)]) == 1
@@ -61,7 +61,7 @@ def test_build_for_tensorrt_fails_in_one_line_naming_the_way_that_works(tmp_path
     assert len(lines) == 1, lines
     assert "tensorrt" in lines[0] and TRT_MISSING in lines[0]
     suggested = lines[0].rsplit("bisenet-rt build --backend ", 1)[1].split()[0]
-    assert backend_class(suggested).availability() is None, f"suggested backend {suggested!r} cannot run here"
+    assert SPECS[suggested].availability() is None, f"suggested backend {suggested!r} cannot run here"
     assert not list(tmp_path.iterdir()), "nothing may be exported or written when the backend is unusable"
 
 
@@ -76,15 +76,15 @@ def test_segmenter_on_an_engine_says_what_is_missing(tmp_path):
 
 def test_import_stays_light():
     """`import bisenet_rt` loads neither the CUDA layer nor TensorRT; the CUDA layer loads cuda.bindings lazily."""
-    code = ("import sys, bisenet_rt; assert 'bisenet_rt.cuda' not in sys.modules; import bisenet_rt.cuda; "
-            "import bisenet_rt.backends.tensorrt; "
+    code = ("import sys, bisenet_rt; assert 'bisenet_rt.backends.tensorrt.cuda' not in sys.modules; import bisenet_rt.backends.tensorrt.cuda; "
+            "import bisenet_rt.backends.tensorrt.run; "
             "heavy = [m for m in sys.modules if m.split('.')[0] in ('tensorrt', 'torch', 'onnxruntime') "
             "or m.startswith('cuda.bindings')]; assert not heavy, heavy")  # bare 'cuda': cuda-bindings' own .pth
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 def test_device_pointer_reads_a_valid_interface():
-    from bisenet_rt.cuda import device_pointer
+    from bisenet_rt.backends.tensorrt.cuda import device_pointer
 
     arr = device_pointer(frames_like(stream=7), (None, None, None, 3), np.uint8, name="frames")
     assert (arr.ptr, arr.shape, arr.stream) == (0x7F0000000000, (2, 4, 6, 3), 7)
@@ -109,14 +109,14 @@ def test_device_pointer_reads_a_valid_interface():
     (np.zeros((2, 4, 6, 3), np.uint8), (None, None, None, 3), TypeError, r"ndarray without __cuda_array_interface__"),
 ])
 def test_device_pointer_rejects_bad_arrays(obj, expected, error, match):
-    from bisenet_rt.cuda import device_pointer
+    from bisenet_rt.backends.tensorrt.cuda import device_pointer
 
     with pytest.raises(error, match=match):
         device_pointer(obj, expected, np.uint8, name="frames")
 
 
 def test_device_pointer_checks_the_output_shape_and_writability():
-    from bisenet_rt.cuda import device_pointer
+    from bisenet_rt.backends.tensorrt.cuda import device_pointer
 
     wrong = CudaArrayLike(shape=(2, 4, 5), typestr="|u1", data=(0x1000, False))
     with pytest.raises(InputError, match=r"labels has shape 2 x 4 x 5; expected .* 2 x 4 x 6"):
@@ -129,7 +129,7 @@ def test_device_pointer_checks_the_output_shape_and_writability():
 
 def test_check_names_the_failed_call():
     runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python is not installed (pip install .[gpu])")
-    from bisenet_rt.cuda import CudaError, check
+    from bisenet_rt.backends.tensorrt.cuda import CudaError, check
 
     with pytest.raises(CudaError, match=r"cudaMalloc failed: cudaErrorMemoryAllocation \(.+\)"):
         check((runtime.cudaError_t.cudaErrorMemoryAllocation, None), "cudaMalloc")
@@ -142,16 +142,16 @@ def test_check_names_the_failed_call():
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory, exported):
     """fp32 and fp16 engines of the exported pipeline graphs, with a small frame-size profile."""
-    from bisenet_rt.builders import BuildConfig
-    from bisenet_rt.builders.tensorrt import build_engine
+    from bisenet_rt.build import BuildConfig, build
 
     out = tmp_path_factory.mktemp("engines")
     paths = {}
     for precision in ("fp32", "fp16"):
         config = BuildConfig(precision=precision, backend="tensorrt", onnx=exported[precision], engines_dir=out,
                              cache_dir=out / "cache",
-                             min_size=MIN_SIZE, max_size=MAX_SIZE, max_batch=MAX_BATCH, opt_level=1)
-        paths[precision] = build_engine(config, out / f"{precision}.engine")
+                             min_size=MIN_SIZE, max_size=MAX_SIZE, max_batch=MAX_BATCH, opt_level=1,
+                             output=out / f"{precision}.engine")
+        paths[precision] = build(config)
     return paths
 
 
@@ -194,7 +194,7 @@ def test_engine_matches_onnxruntime(engines, street_batch, ort_labels, precision
     from bisenet_rt import Segmenter
 
     with Segmenter(engines[precision]) as seg:
-        assert seg.backend == "tensorrt" and seg.device.startswith("GPU: ")
+        assert seg.backend.name == "tensorrt" and seg.device.startswith("GPU: ")
         batch = seg(street_batch)
         singles = [seg(frame) for frame in street_batch]
     assert batch.shape == (2, FRAME_H, FRAME_W) and batch.dtype == np.uint8
@@ -216,13 +216,13 @@ def test_graph_replay_gives_the_plain_result(engines, street_batch):
     with Segmenter(engines["fp32"], depth=1) as seg:
         for _ in range(3):
             np.testing.assert_array_equal(seg(frame), expected)
-            assert seg.runner.last_device_time_ms() > 0
-        stats = seg.runner.graph_stats
+            assert seg.backend.last_device_time_ms() > 0
+        stats = seg.backend.graph_stats
         assert (stats.fallback, stats.captures, stats.replays, stats.plain_runs) == (None, 1, 2, 1), stats
         other = seg(street_batch)  # a new shape on the one lane, then the old one again
         for _ in range(3):
             np.testing.assert_array_equal(seg(frame), expected)
-        stats = seg.runner.graph_stats
+        stats = seg.backend.graph_stats
         assert (stats.fallback, stats.captures, stats.replays, stats.plain_runs) == (None, 2, 4, 3), stats
     assert other.shape == (2, FRAME_H, FRAME_W)
     with Segmenter(engines["fp32"], depth=2) as seg:
@@ -230,7 +230,7 @@ def test_graph_replay_gives_the_plain_result(engines, street_batch):
             seg(frame)
         np.testing.assert_array_equal(seg(street_batch), other)
         np.testing.assert_array_equal(seg(frame), expected)
-        stats = seg.runner.graph_stats
+        stats = seg.backend.graph_stats
         assert (stats.fallback, stats.captures, stats.replays, stats.plain_runs) == (None, 1, 3, 2), stats
 
 
@@ -247,7 +247,7 @@ def test_threads_spread_over_lanes(engines, street_batch):
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             got = list(pool.map(seg, frames))
         assert all(np.array_equal(g, e) for g, e in zip(got, expected))
-        assert seg.runner.graph_stats.fallback is None
+        assert seg.backend.graph_stats.fallback is None
 
 
 @needs_trt
@@ -289,13 +289,13 @@ def test_device_pointers_from_torch(engines, street_batch, torch_cuda):
             seg.infer_device(frames, again, stream=stream.cuda_stream)
         stream.synchronize()
         assert torch.equal(again, labels)
-        assert seg.runner.last_device_time_ms() > 0
+        assert seg.backend.last_device_time_ms() > 0
         for _ in range(2):  # the same buffers again: captured once, then replayed, ordered on the caller's stream
             with torch.cuda.stream(stream):
                 seg.infer_device(frames, again, stream=stream.cuda_stream)
         stream.synchronize()
         assert torch.equal(again, labels)
-        stats = seg.runner.graph_stats
+        stats = seg.backend.graph_stats
         assert stats.fallback is None and stats.captures >= 1 and stats.replays >= 1, stats
         default = torch.cuda.current_stream()
         assert default.cuda_stream == 0  # PyTorch's default stream: TensorRT must not run on it
@@ -303,11 +303,11 @@ def test_device_pointers_from_torch(engines, street_batch, torch_cuda):
         seg.infer_device(frames, zeroed, stream=default.cuda_stream)
         assert torch.equal(zeroed, labels)  # queued on the default stream after the call: ordered after the labels
         other_frames, other_labels = frames.clone(), torch.empty_like(labels)
-        before = seg.runner.graph_stats.captures
+        before = seg.backend.graph_stats.captures
         for _ in range(3):  # two buffer sets in turn: a graph each, on two lanes
             seg.infer_device(frames, again)
             seg.infer_device(other_frames, other_labels)
-        assert torch.equal(other_labels, labels) and seg.runner.graph_stats.captures >= before + 1
+        assert torch.equal(other_labels, labels) and seg.backend.graph_stats.captures >= before + 1
 
 
 @needs_trt
@@ -375,7 +375,7 @@ def test_close_is_idempotent_and_final(engines, street_batch):
 
     seg = Segmenter(engines["fp32"])
     seg(street_batch[0])
-    assert "tensorrt" in seg.runner.versions() and "cuda_runtime" in seg.runner.versions()
+    assert "tensorrt" in seg.backend.versions() and "cuda_runtime" in seg.backend.versions()
     seg.close()
     seg.close()
     with pytest.raises(BisenetError, match="closed"):
@@ -386,29 +386,28 @@ def test_close_is_idempotent_and_final(engines, street_batch):
 def test_fixed_size_graph_builds_without_a_profile(confident_model, tmp_path, street_batch):
     """A graph exported with a fixed frame size and batch builds for exactly that and runs."""
     from bisenet_rt import Segmenter
-    from bisenet_rt.builders import BuildConfig
-    from bisenet_rt.builders.tensorrt import build_engine
+    from bisenet_rt.build import BuildConfig, build
     from bisenet_rt.errors import BuildError
-    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
 
     onnx_path = tmp_path / "fixed.onnx"
     export_onnx(confident_model, onnx_path, ExportConfig(frame_size=(FRAME_W, FRAME_H), batch=1))
     size = (FRAME_W, FRAME_H)
     with pytest.raises(BuildError, match="fixed to"):
-        build_engine(BuildConfig(precision="fp32", backend="tensorrt", onnx=onnx_path, engines_dir=tmp_path,
-                                 min_size=MIN_SIZE, max_size=MAX_SIZE), tmp_path / "no.engine")
-    engine = build_engine(BuildConfig(precision="fp32", backend="tensorrt", onnx=onnx_path, engines_dir=tmp_path,
-                                      min_size=size, max_size=size, opt_level=1), tmp_path / "fixed.engine")
+        build(BuildConfig(precision="fp32", backend="tensorrt", onnx=onnx_path, engines_dir=tmp_path,
+                          min_size=MIN_SIZE, max_size=MAX_SIZE, output=tmp_path / "no.engine"))
+    engine = build(BuildConfig(precision="fp32", backend="tensorrt", onnx=onnx_path, engines_dir=tmp_path,
+                               min_size=size, max_size=size, opt_level=1, output=tmp_path / "fixed.engine"))
     with Segmenter(engine) as seg:
         for _ in range(3):
             labels = seg(street_batch[0])
-        assert labels.shape == (FRAME_H, FRAME_W) and seg.runner.graph_stats.replays == 2
+        assert labels.shape == (FRAME_H, FRAME_W) and seg.backend.graph_stats.replays == 2
 
 
 @needs_cuda
 def test_cuda_graph_replays_captured_copies():
     """Pinned -> device -> pinned copies captured once; replay after changing the source copies the new data."""
-    from bisenet_rt import cuda
+    from bisenet_rt.backends.tensorrt import cuda
 
     with cuda.PinnedBuffer(1024) as src, cuda.PinnedBuffer(1024) as dst, cuda.DeviceBuffer(1024) as dev:
         stream = cuda.Stream()
@@ -427,7 +426,7 @@ def test_cuda_graph_replays_captured_copies():
 @needs_cuda
 def test_pinned_and_device_buffers_round_trip():
     """Host -> device -> another device buffer's host copy: the bytes arrive, timed by events on one stream."""
-    from bisenet_rt import cuda
+    from bisenet_rt.backends.tensorrt import cuda
 
     n = 3 << 20
     with cuda.PinnedBuffer(n) as src, cuda.PinnedBuffer(n) as dst, cuda.DeviceBuffer(n) as dev:
@@ -450,7 +449,7 @@ def test_pinned_and_device_buffers_round_trip():
 
 @needs_cuda
 def test_device_pointer_reads_torch_cuda_tensors(torch_cuda):
-    from bisenet_rt.cuda import device_pointer
+    from bisenet_rt.backends.tensorrt.cuda import device_pointer
 
     torch = torch_cuda
     frames = torch.zeros((2, 8, 16, 3), dtype=torch.uint8, device="cuda")
@@ -472,7 +471,7 @@ def test_submit_pipelines_on_streams_in_order(engines, street_batch):
         expected = [seg(f) for f in frames]
         pending = [seg.submit(f) for f in frames]
         assert all(np.array_equal(p.result(), e) for p, e in zip(pending, expected))
-        assert seg.runner.most_in_flight <= 3
+        assert seg.backend.most_in_flight <= 3
         pinned = bisenet_rt.pinned_frames(1, FRAME_H, FRAME_W)
         pinned[0] = street_batch[0]
         out = np.empty((FRAME_H, FRAME_W), np.uint8)
@@ -492,4 +491,4 @@ def test_torch_cuda_deployed_pipeline(checkpoint, street_batch, torch_cuda, prec
         for _ in range(3):
             got = seg(street_batch)
         assert float(np.mean(got == expected)) >= bar
-        assert seg.runner.graph_stats == {"captures": 1, "replays": 3}
+        assert seg.backend.graph_stats == {"captures": 1, "replays": 3}

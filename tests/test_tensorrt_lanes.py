@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bisenet_rt.backends.tensorrt_lanes import TENSOR_ALIGNMENT, LaneBooks, Launch, check_tensor_address
+from bisenet_rt.backends.tensorrt.lanes import TENSOR_ALIGNMENT, LaneBooks, Launch, check_tensor_address
 from bisenet_rt.errors import InputError
 
 SHAPE_A, SHAPE_B = (1, 1024, 2048, 3), (2, 1024, 2048, 3)

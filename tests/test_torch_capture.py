@@ -37,7 +37,7 @@ def _ops(call) -> set[str]:
 
 
 def test_the_captured_call_builds_no_tensor_from_host_values(confident_model):
-    from bisenet_rt.torch_pipeline import deployed_labels, normalization_tensors
+    from bisenet_rt.model.deployed import deployed_labels, normalization_tensors
 
     frames = torch.from_numpy(np.stack([street_frame(128, 256, seed=5)]))
     scale_shift = normalization_tensors(confident_model, frames.device)  # made once, before capture

@@ -281,14 +281,14 @@ def test_mmseg_weights_train_as_their_own_network(tiny_synth, tmp_path, monkeypa
     """--weights with an MMSeg checkpoint: its BGA variant trains, its normalization feeds it, the result keeps both."""
     from conftest import reference_state
 
-    from bisenet_rt import pipeline
+    from bisenet_rt.model import reference
     from bisenet_rt.families import MMSEG
     from bisenet_rt.model import load_checkpoint
 
     torch.save({"meta": {}, "state_dict": reference_state("mmseg")}, tmp_path / "mmseg.pth")
     seen = []
-    real = pipeline.preprocess
-    monkeypatch.setattr(pipeline, "preprocess", lambda *a, **k: seen.append(a[2:] + tuple(k.values())) or real(*a, **k))
+    real = reference.preprocess
+    monkeypatch.setattr(reference, "preprocess", lambda *a, **k: seen.append(a[2:] + tuple(k.values())) or real(*a, **k))
     out = tmp_path / "tuned"
     args = ["train", "--data", str(tiny_synth), "--out", str(out), "--iters", "2", "--batch", "2", "--lr", "1e-3",
             "--warmup", "0", "--workers", "0", *_COMMON]

@@ -29,7 +29,7 @@ def test_onnx_repository_config_parses_and_names_the_graph_io(exported, tmp_path
     import onnx
 
     from bisenet_rt.classes import CITYSCAPES_CLASSES
-    from bisenet_rt.triton import export_triton
+    from bisenet_rt.apps.triton import export_triton
 
     model_dir = export_triton(exported["fp32"], tmp_path / "repo")
     assert model_dir == tmp_path / "repo" / "bisenetv2"
@@ -65,7 +65,7 @@ def test_shipped_onnx_runs_a_batch_shaped_as_the_config_says(exported, tmp_path)
     import onnxruntime as ort
 
     from bisenet_rt import Segmenter
-    from bisenet_rt.triton import export_triton
+    from bisenet_rt.apps.triton import export_triton
 
     model_dir = export_triton(exported["fp32"], tmp_path / "repo", max_batch=2)
     batch = np.stack([street_frame(64, 96, seed=s) for s in (1, 2)])
@@ -78,7 +78,7 @@ def test_shipped_onnx_runs_a_batch_shaped_as_the_config_says(exported, tmp_path)
 
 @needs_schema
 def test_onnx_options_gpu_instances_batch_and_pinned_size(exported, tmp_path):
-    from bisenet_rt.triton import export_triton
+    from bisenet_rt.apps.triton import export_triton
 
     model_dir = export_triton(exported["fp16"], tmp_path / "repo", name="seg_fp16", max_batch=6, instances=2,
                               device="gpu", queue_delay_us=500, frame_size=(2048, 1024), version=3)
@@ -105,7 +105,7 @@ def _placeholder_engine(tmp_path: Path, *, min_size, max_size, max_batch) -> Pat
     info = ArtifactInfo(classes=class_names(19), precision=Precision.FP16).with_profile(min_size, max_size, max_batch)
     io = [{"name": "frames", "mode": "input", "shape": [-1, -1, -1, 3], "dtype": "uint8"},
           {"name": "labels", "mode": "output", "shape": [-1, -1, -1], "dtype": "uint8"}]
-    write_sidecar(path, {"info": info.to_json(), "backend": "tensorrt", "tensorrt_version": "11.4.0", "io": io,
+    write_sidecar(path, {"info": info.to_dict(), "backend": "tensorrt", "tensorrt_version": "11.4.0", "io": io,
                          "gpu": {"name": "NVIDIA H100", "compute_capability": "9.0"}})
     return path
 
@@ -113,7 +113,7 @@ def _placeholder_engine(tmp_path: Path, *, min_size, max_size, max_batch) -> Pat
 @needs_schema
 def test_engine_config_generation_from_sidecar(tmp_path):
     """Config-generation test (not a runtime test): platform, batch and dims come from the sidecar."""
-    from bisenet_rt.triton import export_triton
+    from bisenet_rt.apps.triton import export_triton
 
     fixed = _placeholder_engine(tmp_path, min_size=(2048, 1024), max_size=(2048, 1024), max_batch=4)
     model_dir = export_triton(fixed, tmp_path / "repo")
@@ -133,7 +133,7 @@ def test_engine_config_generation_from_sidecar(tmp_path):
 
 def test_engine_limits_are_enforced(tmp_path):
     from bisenet_rt.errors import InputError
-    from bisenet_rt.triton import describe_artifact, export_triton
+    from bisenet_rt.apps.triton import describe_artifact, export_triton
 
     engine = _placeholder_engine(tmp_path, min_size=(512, 256), max_size=(2048, 1024), max_batch=4)
     with pytest.raises(InputError, match="exceeds the largest batch 4.*--max-batch 8"):
@@ -150,7 +150,7 @@ def test_engine_with_other_io_is_refused(tmp_path):
     import json
 
     from bisenet_rt.errors import EngineLoadError
-    from bisenet_rt.triton import export_triton
+    from bisenet_rt.apps.triton import export_triton
 
     engine = _placeholder_engine(tmp_path, min_size=(512, 256), max_size=(2048, 1024), max_batch=4)
     sidecar = Path(str(engine) + ".json")
@@ -163,7 +163,7 @@ def test_engine_with_other_io_is_refused(tmp_path):
 
 def test_bad_artifacts_and_overwrites_error_clearly(exported, tmp_path):
     from bisenet_rt.errors import EngineLoadError, InputError
-    from bisenet_rt.triton import export_triton
+    from bisenet_rt.apps.triton import export_triton
 
     with pytest.raises(EngineLoadError, match="not a bisenet-rt pipeline graph"):
         export_triton(exported["plain"], tmp_path / "repo")
@@ -193,7 +193,7 @@ def test_export_triton_command(exported, tmp_path, capsys):
 
 
 def test_preferred_batch_sizes():
-    from bisenet_rt.triton import preferred_batch_sizes
+    from bisenet_rt.apps.triton import preferred_batch_sizes
 
     assert [preferred_batch_sizes(n) for n in (1, 2, 3, 6, 8, 16)] == [[], [2], [2, 3], [2, 4, 6], [2, 4, 8],
                                                                       [2, 4, 8, 16]]

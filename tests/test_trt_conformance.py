@@ -1,7 +1,7 @@
 """The TensorRT parser-rule check: it accepts every graph the TensorRT builder gets and rejects the
 patterns the parser rejects (or that break static shapes), naming node, op, dtype and rule.
 
-TensorRT is not installed here; `bisenet_rt.builders.trt_conformance` is the proof. Its rules cite the
+TensorRT is not installed here; `bisenet_rt.backends.tensorrt.conformance` is the proof. Its rules cite the
 parser's source; these tests hold it to them on small hand-made graphs, one rule at a time.
 """
 from __future__ import annotations
@@ -13,9 +13,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bisenet_rt.builders.trt_conformance import RULES, SUPPORTED_TYPES, check_tensorrt, require_tensorrt
+from bisenet_rt.backends.tensorrt.conformance import RULES, SUPPORTED_TYPES, check_tensorrt, require_tensorrt
 from bisenet_rt.errors import BuildError
-from bisenet_rt.export import ExportConfig, export_onnx
+from bisenet_rt.graph.export import ExportConfig, export_onnx
+from bisenet_rt.precision import Precision
 from conftest import street_frame
 
 SMALL = (512, 256)  # model size (w, h) of the exported variants: the rules do not depend on it
@@ -28,8 +29,8 @@ def _rules(model: onnx.ModelProto) -> set[str]:
 @pytest.fixture(scope="module")
 def plains(confident_model):
     """The plain graphs every pipeline variant wraps: FP32, FP16-typed, and Q/DQ (calibrated on two frames)."""
-    from bisenet_rt.export import convert_to_fp16, export_plain
-    from bisenet_rt.quantize import quantize_plain
+    from bisenet_rt.graph.export import convert_to_fp16, export_plain
+    from bisenet_rt.graph.qdq import quantize_plain
 
     fp32 = export_plain(confident_model, SMALL)
     frames = [street_frame(256, 512, seed=s) for s in (1, 2)]
@@ -42,12 +43,12 @@ VARIANTS = list(itertools.product(("fp32", "fp16", "int8"), ("resize", "separabl
 
 @pytest.mark.parametrize("precision,post,dims", VARIANTS, ids=["-".join(v) for v in VARIANTS])
 def test_every_exported_pipeline_conforms(plains, precision, post, dims):
-    """Every pipeline the TensorRT builder can get, wrapped as `export_onnx` and `quantize_pipeline` wrap them."""
-    from bisenet_rt.export import build_pipeline
+    """Every pipeline the TensorRT builder can get, wrapped as `export_onnx` and `quantize_graph` wrap them."""
+    from bisenet_rt.graph.export import pipeline_graph
 
     fixed = {"frame_size": (1024, 512), "batch": 1} if dims == "fixed" else {}
     graph_precision = "fp16" if precision == "fp16" else "fp32"
-    proto = build_pipeline(plains[precision], ExportConfig(precision=graph_precision, model_size=SMALL, post=post,
+    proto = pipeline_graph(plains[precision], ExportConfig(precision=graph_precision, model_size=SMALL, post=post,
                                                            **fixed), 19)
     onnx.checker.check_model(proto)
     assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node) == (precision == "int8")
@@ -59,7 +60,7 @@ def test_every_exported_pipeline_conforms(plains, precision, post, dims):
 
 
 def test_the_exporter_output_conforms(confident_model):
-    """`export_onnx` itself (metadata and checks included), not only `build_pipeline`."""
+    """`export_onnx` itself (metadata and checks included), not only `pipeline_graph`."""
     assert check_tensorrt(export_onnx(confident_model, None, ExportConfig(model_size=SMALL, precision="fp16"))) == []
 
 
@@ -246,17 +247,17 @@ def test_require_tensorrt_raises_one_line_build_error():
 
 def test_tensorrt_build_checks_the_graph_before_tensorrt(tmp_path):
     """`build --backend tensorrt --onnx BAD` stops at the check, without TensorRT (it is not installed here)."""
-    from bisenet_rt.builders import BuildConfig
-    from bisenet_rt.builders.tensorrt import _source
-    from bisenet_rt.export import _metadata
+    from bisenet_rt.backends import SPECS
+    from bisenet_rt.build import BuildConfig, BuildPlan, prepare
+    from bisenet_rt.graph.export import add_facts, export_facts
 
     model = _model([_cast("frames", "f", TensorProto.FLOAT, "pre/to_float"),
                     helper.make_node("ArgMax", ["f"], ["ids"], axis=3, keepdims=0, name="post/argmax"),
                     _cast("ids", "labels", TensorProto.UINT8, "post/to_uint8")], [_frames()],
                    [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", "H", "W"])])
-    for key, value in _metadata(ExportConfig(), 3, "test").items():
-        model.metadata_props.add(key=key, value=value)
+    add_facts(model, export_facts(ExportConfig(), 3, "test"))
     path = tmp_path / "bad.onnx"
     onnx.save(model, str(path))
     with pytest.raises(BuildError, match="post/to_uint8.*uint8-cast-float"):
-        _source(BuildConfig(backend="tensorrt", precision="fp32", onnx=path))
+        prepare(BuildPlan(SPECS["tensorrt"], Precision.FP32, tmp_path / "bad.engine"),
+                BuildConfig(backend="tensorrt", precision="fp32", onnx=path))

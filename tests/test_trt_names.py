@@ -18,8 +18,8 @@ import pytest
 from conftest import DATA, REPO
 
 NAMES_FILE = DATA / "tensorrt_11.4_binding_names.txt"
-TRT_FILES = [REPO / "bisenet_rt" / "builders" / "tensorrt.py", REPO / "bisenet_rt" / "backends" / "tensorrt.py"]
-CUDA_FILES = [REPO / "bisenet_rt" / "cuda.py", REPO / "bisenet_rt" / "backends" / "tensorrt.py"]
+TRT_FILES = [REPO / "bisenet_rt" / "backends" / "tensorrt" / name for name in ("build.py", "run.py")]
+CUDA_FILES = [REPO / "bisenet_rt" / "backends" / "tensorrt" / name for name in ("cuda.py", "run.py")]
 
 #: Variables and `self.` attributes that hold TensorRT objects in TRT_FILES.
 TRT_VARIABLES = {"trt", "builder", "network", "parser", "builder_config", "profile", "runtime", "engine", "context",

@@ -46,7 +46,7 @@ def clip(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def small_onnx(tmp_path_factory, confident_model) -> Path:
     """The pipeline graph at a 256x128 model size: the same code path, a sixteenth of the work per frame."""
-    from bisenet_rt.export import ExportConfig, export_onnx
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
 
     path = tmp_path_factory.mktemp("video_onnx") / "small.onnx"
     export_onnx(confident_model, path, ExportConfig(model_size=(256, 128)))
@@ -66,8 +66,8 @@ def _no_pipeline_threads() -> bool:
 
 
 def test_round_trip_keeps_count_size_order_and_overlay(segmenter, clip, tmp_path):
-    from bisenet_rt.video import segment_video
-    from bisenet_rt.viz import overlay
+    from bisenet_rt.apps.video import segment_video
+    from bisenet_rt.apps.viz import overlay
 
     out = tmp_path / "out.mp4"
     stats = segment_video(segmenter, clip, out, show_fps=False, progress=False)
@@ -93,7 +93,7 @@ def test_round_trip_keeps_count_size_order_and_overlay(segmenter, clip, tmp_path
 
 
 def test_fps_counter_is_drawn(segmenter, clip, tmp_path):
-    from bisenet_rt.video import segment_video
+    from bisenet_rt.apps.video import segment_video
 
     plain, counted = tmp_path / "plain.mp4", tmp_path / "fps.mp4"
     segment_video(segmenter, clip, plain, show_fps=False, max_frames=2, progress=False)
@@ -106,7 +106,7 @@ def test_fps_counter_is_drawn(segmenter, clip, tmp_path):
 
 
 def test_truncated_avi_ends_cleanly_keeping_frames(segmenter, tmp_path):
-    from bisenet_rt.video import segment_video
+    from bisenet_rt.apps.video import segment_video
 
     full = tmp_path / "full.avi"
     write_clip(full)
@@ -127,7 +127,7 @@ def test_truncated_avi_ends_cleanly_keeping_frames(segmenter, tmp_path):
 def test_truncated_mp4_is_a_clear_error(segmenter, clip, tmp_path):
     """An .mp4 keeps its index (moov atom) at the end: cut in half, nothing in it can be located."""
     from bisenet_rt.errors import InputError
-    from bisenet_rt.video import segment_video
+    from bisenet_rt.apps.video import segment_video
 
     cut = tmp_path / "cut.mp4"
     data = clip.read_bytes()
@@ -140,7 +140,7 @@ def test_truncated_mp4_is_a_clear_error(segmenter, clip, tmp_path):
 @pytest.mark.parametrize("content", [b"", b"this is not a video\n" * 50])
 def test_non_video_file_errors_clearly(segmenter, tmp_path, content):
     from bisenet_rt.errors import InputError
-    from bisenet_rt.video import segment_video
+    from bisenet_rt.apps.video import segment_video
 
     bad = tmp_path / "notes.mp4"
     bad.write_bytes(content)
@@ -152,7 +152,7 @@ def test_non_video_file_errors_clearly(segmenter, tmp_path, content):
 
 def test_unwritable_output_errors_and_stops_threads(segmenter, clip, tmp_path):
     from bisenet_rt.errors import InputError
-    from bisenet_rt.video import segment_video
+    from bisenet_rt.apps.video import segment_video
 
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(InputError, match="cannot create its folder"):
@@ -185,7 +185,7 @@ class _FailingAfter:
 
 
 def test_inference_error_shuts_down_and_keeps_output(segmenter, clip, tmp_path):
-    from bisenet_rt.video import segment_video
+    from bisenet_rt.apps.video import segment_video
 
     out = tmp_path / "partial.mp4"
     with pytest.raises(RuntimeError, match="injected"):
@@ -195,7 +195,7 @@ def test_inference_error_shuts_down_and_keeps_output(segmenter, clip, tmp_path):
 
 
 def test_ctrl_c_finalizes_output(segmenter, clip, tmp_path):
-    from bisenet_rt.video import segment_video
+    from bisenet_rt.apps.video import segment_video
 
     out = tmp_path / "stopped.mp4"
     stats = segment_video(_FailingAfter(segmenter, 4, KeyboardInterrupt()), clip, out, progress=False)
@@ -227,7 +227,7 @@ def test_segment_command_on_a_video(small_onnx, clip, tmp_path, capsys):
 
 def test_missing_camera_errors_clearly(segmenter, tmp_path):
     from bisenet_rt.errors import InputError
-    from bisenet_rt.video import segment_video
+    from bisenet_rt.apps.video import segment_video
 
     with pytest.raises(InputError, match="camera 99 cannot be opened"):
         segment_video(segmenter, 99, tmp_path / "cam.mp4", progress=False)

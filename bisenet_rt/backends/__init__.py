@@ -1,60 +1,53 @@
-"""Runtime backends behind one interface, chosen in one place: `open_backend`.
+"""Runtime backends, one unit each: a `BackendSpec` per backend (`backends/<name>/`), and the one place that opens
+an artifact, `open_backend`.
 
-Backend modules import their heavy libraries themselves, so importing this package is cheap.
+Each spec says what its backend opens and builds and whether it can run here; its heavy modules (the
+runtime library, the build step) are imported only when used, so importing this package is cheap.
 """
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import BackendUnavailableError, ConfigError, EngineLoadError
+from . import onnxruntime, openvino, tensorrt
+from . import torch as torch_backend
 from .base import Backend
+from .spec import BackendSpec, BuildConfig, GraphForm
 
-__all__ = ["Backend", "BACKENDS", "backend_class", "open_backend", "backend_for_path"]
+__all__ = ["Backend", "BackendSpec", "BuildConfig", "GraphForm", "SPECS", "spec_named", "spec_for_path",
+           "open_backend"]
 
-#: name -> "module:Class"; imported only when used.
-BACKENDS: dict[str, str] = {
-    "tensorrt": "bisenet_rt.backends.tensorrt:TensorRTBackend",
-    "onnxruntime": "bisenet_rt.backends.onnxruntime:OnnxRuntimeBackend",
-    "openvino": "bisenet_rt.backends.openvino:OpenVINOBackend",
-    "torch": "bisenet_rt.backends.torch:TorchBackend",
-}
-
-#: Which backend opens a suffix when none is named.
-_BY_SUFFIX: dict[str, str] = {
-    ".engine": "tensorrt", ".plan": "tensorrt", ".trt": "tensorrt",
-    ".onnx": "onnxruntime", ".ort": "onnxruntime",
-    ".xml": "openvino",
-    ".pt": "torch", ".pth": "torch", ".ckpt": "torch",
-}
+#: Every backend by name; for a suffix several open (.onnx), the first one here opens it by default.
+SPECS: dict[str, BackendSpec] = {spec.name: spec for spec in (tensorrt.SPEC, onnxruntime.SPEC, openvino.SPEC,
+                                                              torch_backend.SPEC)}
 
 
-def backend_class(name: str) -> type[Backend]:
-    """The Backend class registered under `name`."""
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+def spec_named(name: str) -> BackendSpec:
+    """The spec of the backend called `name`; ConfigError listing the choices otherwise."""
+    if name not in SPECS:
+        raise ConfigError(f"unknown backend {name!r}; choose one of: auto, {', '.join(SPECS)}")
+    return SPECS[name]
 
 
-def backend_for_path(path: str | os.PathLike) -> str:
-    """The backend that opens this artifact by default, from its suffix."""
+def spec_for_path(path: str | os.PathLike) -> BackendSpec:
+    """The spec of the backend that opens this artifact by default, from its suffix."""
     suffix = Path(path).suffix.lower()
-    if suffix not in _BY_SUFFIX:
-        raise EngineLoadError(f"{path}: unknown artifact type {suffix or '(no suffix)'!r}; expected one of "
-                              f"{', '.join(sorted(_BY_SUFFIX))}")
-    return _BY_SUFFIX[suffix]
+    for spec in SPECS.values():
+        if suffix in spec.opens:
+            return spec
+    known = sorted({s for spec in SPECS.values() for s in spec.opens})
+    raise EngineLoadError(f"{path}: unknown artifact type {suffix or '(no suffix)'!r}; expected one of {', '.join(known)}")
 
 
 def open_backend(path: str | os.PathLike, backend: str = "auto", **options: Any) -> Backend:
-    """Open an artifact with the named backend, or the one its suffix implies for `auto`."""
-    name = backend_for_path(path) if backend == "auto" else backend
-    cls = backend_class(name)
-    missing = cls.availability()
+    """Open an artifact with the named backend, or the one its suffix implies for `auto`; `options` go to its
+    constructor (`depth` for every backend; `device`, `precision`, `threads`, ... where the backend takes them)."""
+    spec = spec_for_path(path) if backend == "auto" else spec_named(backend)
+    missing = spec.availability()
     if missing:
-        raise BackendUnavailableError(f"the {name} backend cannot run here: {missing}")
-    if Path(path).suffix.lower() not in cls.suffixes:
-        raise EngineLoadError(f"{path}: the {name} backend opens {', '.join(cls.suffixes)} files")
-    return cls(path, **options)
+        raise BackendUnavailableError(f"the {spec.name} backend cannot run here: {missing}")
+    if Path(path).suffix.lower() not in spec.opens:
+        raise EngineLoadError(f"{path}: the {spec.name} backend opens {', '.join(spec.opens)} files")
+    return spec.runtime()(path, **options)

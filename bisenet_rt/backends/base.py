@@ -14,23 +14,27 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..artifacts import ArtifactInfo
-from ..errors import ClosedError, EngineLoadError, UnsupportedError
-from ..frames import check_out, check_size
-from ..submission import DEFAULT_DEPTH, Pending, ThreadSubmitter
+from ..errors import ClosedError, EngineLoadError, InputError, UnsupportedError
+from .frames import check_out, check_size
+from ..sizes import check_depth
+from .submission import DEFAULT_DEPTH, Pending, ThreadSubmitter
 
 __all__ = ["Backend"]
 
 
 class Backend(abc.ABC):
-    """Runs the pipeline graph: uint8 N x H x W x 3 BGR frames -> uint8 N x H x W labels."""
+    """Runs the pipeline graph: uint8 N x H x W x 3 BGR frames -> uint8 N x H x W labels.
 
-    #: Short name used by `--backend` and reports.
+    What opens it, builds for it and says whether it can run here is its `BackendSpec` (`backends/<name>/`).
+    `depth` is the most submissions in flight (`submit`); backends size their requests and lanes by it.
+    """
+
+    #: Short name used by `--backend` and reports (its spec's name).
     name: ClassVar[str] = ""
-    #: File suffixes this backend opens.
-    suffixes: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, depth: int = DEFAULT_DEPTH) -> None:
         self.path = Path(path)
+        self.depth = check_depth(depth, "depth (submissions in flight)", InputError)
         self._lifetime = threading.Lock()  # `close` against `submit`: a submission after close is refused
         if not self.path.exists():
             raise EngineLoadError(f"{self.path}: no such file; build one with 'bisenet-rt build' or export one with "
@@ -52,14 +56,9 @@ class Backend(abc.ABC):
     def device(self) -> str:
         """Where inference runs, in words (CPU model or GPU name)."""
 
-    @classmethod
-    def availability(cls) -> str | None:
-        """None when this backend can run here, else one line naming what is missing."""
-        return None
-
     # -- running ---------------------------------------------------------------------------------
-    #: Submissions in flight at most (`submit`); set before the first submission.
-    depth: int = DEFAULT_DEPTH
+    #: Submissions in flight at most (`submit`), fixed when the backend is opened.
+    depth: int
 
     def infer(self, batch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Labels for a C-contiguous uint8 N x H x W x 3 batch (validated by the Segmenter's `as_batch`).

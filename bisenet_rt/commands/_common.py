@@ -90,10 +90,10 @@ def check_report_path(report: Path, artifacts: list[Path]) -> None:
 
 def open_segmenter(path: Path, backend: str = "auto", model_size: tuple[int, int] | None = None) -> "Segmenter":
     """A Segmenter on `path`; `model_size` applies to checkpoints (a built artifact keeps its export size)."""
-    from ..backends import backend_for_path
+    from ..backends import spec_for_path
     from ..segmenter import Segmenter
 
-    name = backend_for_path(path) if backend == "auto" else backend
+    name = spec_for_path(path).name if backend == "auto" else backend
     if model_size is None:
         return Segmenter(path, backend=backend)
     if name == "torch":

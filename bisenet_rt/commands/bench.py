@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _default_engine(engines_dir: Path | None) -> Path:
     from ..artifacts import newest_artifact
-    from ..builders import BuildConfig, build
+    from ..build import BuildConfig, build
     from ..settings import engines_dir as default_engines_dir
 
     engines_dir = engines_dir or default_engines_dir()
@@ -44,7 +44,7 @@ def _default_engine(engines_dir: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import BenchConfig, format_table, report, run_bench, write_report
+    from ..apps.bench import BenchConfig, format_table, report, run_bench, write_report
     from ..segmenter import Segmenter
 
     config = BenchConfig(iters=args.iters, warmup=args.warmup, batch=args.batch, size=args.size, rounds=args.rounds,

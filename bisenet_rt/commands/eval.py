@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from ..backends import backend_for_path
+from ..backends import spec_for_path
 from ..errors import ConfigError
 from ._common import check_report_path, check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
 
@@ -41,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import open_dataset
-    from ..evaluate import evaluate, format_table, write_report
+    from ..apps.evaluate import evaluate, format_table, write_report
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
@@ -79,7 +79,7 @@ def _open(engines: list[Path], model_sizes: list[tuple[int, int]] | None) -> lis
     segmenters: list["Segmenter"] = []
     try:
         for path in engines:
-            if model_sizes and backend_for_path(path) == "torch":
+            if model_sizes and spec_for_path(path).name == "torch":
                 segmenters += [open_segmenter(path, model_size=size) for size in model_sizes]
             else:  # a built artifact: its export size (open_segmenter notes a --model-size it cannot apply)
                 segmenters.append(open_segmenter(path, model_size=model_sizes[0] if model_sizes else None))

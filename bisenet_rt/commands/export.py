@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import ExportConfig, export_onnx
+    from ..graph.export import ExportConfig, export_onnx
     from ..model import model_and_sha
 
     config = ExportConfig(precision=args.precision, model_size=args.model_size, plain=args.plain, post=args.post,

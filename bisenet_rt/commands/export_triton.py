@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..triton import describe_artifact, export_triton
+    from ..apps.triton import describe_artifact, export_triton
 
     if args.onnx is not None and args.onnx.suffix.lower() != ".onnx":
         raise ConfigError(f"--onnx {args.onnx}: expected a .onnx file; give engines with --engine")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from ..errors import InputError
-from ..images import ImageError
+from ..images import IMAGE_SUFFIXES, ImageError
 from ._common import check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
 
 if TYPE_CHECKING:
@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 
 HELP = "segment images, folders, videos or a camera into label PNGs, colour overlays or overlay videos"
 
-#: Image suffixes read from files and folders (folders are searched recursively).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 class LabelFormat(str, enum.Enum):
@@ -132,7 +130,7 @@ def _plan_images(inputs: Iterable[Path], exclude: Path) -> list[tuple[Path, Path
 
 def _classify(inputs: list[Path]) -> tuple[list[Path], list[Path]]:
     """Split inputs into image sources (files and folders) and video files; reject anything else."""
-    from ..video import VIDEO_SUFFIXES, is_video
+    from ..apps.video import VIDEO_SUFFIXES, is_video
 
     images, videos = [], []
     for item in inputs:
@@ -206,7 +204,7 @@ def segment_images(segmenter: "Segmenter", plan: list[tuple[Path, Path]], out_di
     """Write label PNGs and/or overlays for each (image, relative stem); return (done, skipped files)."""
     from tqdm import tqdm
 
-    from ..viz import overlay as blend
+    from ..apps.viz import overlay as blend
 
     kinds = [k for k, on in (("labels", labels), ("overlay", overlay)) if on]
     to_label_ids = None
@@ -249,7 +247,7 @@ def _artifact(engine: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..video import is_video, segment_video
+    from ..apps.video import is_video, segment_video
 
     if not args.inputs and args.camera is None:
         raise InputError("nothing to segment: give INPUT files or folders, or --camera INDEX")

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..classes import CAMVID_CLASSES, CAMVID_VOID, IGNORE_INDEX
 from ..errors import DataError
+from ..images import IMAGE_SUFFIXES
 from .base import LabelEncoding, SegmentationDataset
 
 __all__ = ["LAYOUT", "looks_like", "open_camvid"]
@@ -32,7 +33,7 @@ def open_camvid(root: str | os.PathLike, split: str = "val", *, skip_bad: bool =
                 progress: bool = False) -> SegmentationDataset:
     """The frames of one split; void (11) becomes ignore."""
     root = Path(root)
-    images = sorted(p for p in (root / split).glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+    images = sorted(p for p in (root / split).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise DataError(f"{root / split}: no frames found; expected {LAYOUT}")
     labels = [root / f"{split}annot" / (p.stem + ".png") for p in images]

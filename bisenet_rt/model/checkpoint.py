@@ -16,12 +16,13 @@ import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..artifacts import RANDOM_INIT, artifact_sha256
 from ..errors import CheckpointError
 from ..families import COINCHEUNG, MMSEG, CheckpointFamily
 from .bisenetv2 import AUX_HEAD_NAMES, BiSeNetV2
 from .mmseg_layout import from_mmseg, is_mmseg_layout
 
-__all__ = ["load_checkpoint", "load_state_dict", "read_checkpoint", "file_sha256", "save_checkpoint", "model_and_sha"]
+__all__ = ["load_checkpoint", "load_state_dict", "read_checkpoint", "save_checkpoint", "model_and_sha"]
 
 _log = logging.getLogger(__name__)
 
@@ -33,15 +34,6 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTO = 0x80
 _SAVE_STATE_DICT = "save its weights with torch.save(model.state_dict(), PATH) and load that file"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Any]:
@@ -214,5 +206,5 @@ def model_and_sha(weights: str | os.PathLike | None, *, num_classes: int = 19) -
     if weights is None:
         _log.warning("no --weights given; using random weights, so predictions are meaningless "
                      "(timings are still valid)")
-        return BiSeNetV2(num_classes, aux_heads=False).eval(), "random-init"
-    return load_checkpoint(weights), file_sha256(weights)
+        return BiSeNetV2(num_classes, aux_heads=False).eval(), RANDOM_INIT
+    return load_checkpoint(weights), artifact_sha256(weights)

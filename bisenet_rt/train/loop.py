@@ -275,7 +275,7 @@ def _open_split(root: Path | None, split: str, skip_bad: bool = False) -> Any:
 def evaluate_model(model: nn.Module, dataset: Any, *, model_size: tuple[int, int] = DEFAULT_MODEL_SIZE,
                    device: str | torch.device = "cpu", limit: int | None = None,
                    progress: bool = True) -> dict[str, Any]:
-    """Scores (bisenet_rt.metrics: mIoU, per-class IoU, pixel accuracy) of `model` on `dataset`.
+    """Scores (bisenet_rt.apps.metrics: mIoU, per-class IoU, pixel accuracy) of `model` on `dataset`.
 
     Frames go through the reference pipeline at `model_size` (resize in, logits resized back to
     the frame), as an exported graph would run them; `limit` scores only the first frames.
@@ -283,8 +283,8 @@ def evaluate_model(model: nn.Module, dataset: Any, *, model_size: tuple[int, int
     from tqdm import tqdm
 
     from ..classes import class_names
-    from ..metrics import ConfusionMatrix
-    from ..pipeline import reference_labels
+    from ..apps.metrics import ConfusionMatrix
+    from ..model.reference import reference_labels
 
     count = len(dataset) if limit is None else min(limit, len(dataset))
     matrix = ConfusionMatrix(int(dataset.num_classes))
@@ -459,7 +459,7 @@ class _Run:
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
         """One SGD step on a uint8 batch; returns the losses (main + each aux, and their sum) and the lr."""
-        from ..pipeline import preprocess
+        from ..model.reference import preprocess
 
         _check_labels(labels, self.num_classes)
         x = preprocess(images.to(self.dist.device, non_blocking=True), self.config.crop, self.model.family.normalization)
@@ -506,7 +506,7 @@ class _Run:
 
     def calibrate(self, frames: Any, count: int = 16) -> None:
         """Set the fake-quant ranges from `count` full frames at the evaluation size (QAT runs only)."""
-        from ..pipeline import preprocess
+        from ..model.reference import preprocess
 
         if self.fake_quant is None:
             return

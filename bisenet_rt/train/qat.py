@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from ..classes import IGNORE_INDEX
-from ..quantize import FLOAT_STAGE, PERCENTILE, SEMANTIC_BRANCH, SEMANTIC_PERCENTILE
+from ..graph.qdq import FLOAT_STAGE
+from ..graph.calibration import PERCENTILE, SEMANTIC_BRANCH, SEMANTIC_PERCENTILE
 
 __all__ = ["Int8FakeQuant", "float_labels"]
 

@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 from bisenet_rt.model import model_and_sha
-from bisenet_rt.quantize import calibration_files, quantize_pipeline
+from bisenet_rt.graph.calibration import calibration_files
+from bisenet_rt.graph.qdq import quantize_graph
 from bisenet_rt.data.synth import write_dataset
 
 HERE = Path(__file__).resolve().parent

@@ -1,0 +1,145 @@
+"""Building an artifact: one template over every backend's spec.
+
+    choose the backend and precision among those that can run here (`choice`)
+      -> the source graph in the form that backend builds that precision from (`source`: export from the
+         weights, the given ONNX, or its quantized form)
+      -> the backend admits it (its checks; TensorRT's parser rules) and says what the artifact's facts are
+      -> the backend compiles it (engine, optimized ONNX, IR)
+      -> one sidecar with those facts beside the artifact
+
+Running never builds; building never runs frames except to check what it made. Every backend-specific step
+is a function of its `BackendSpec`, so nothing here branches on which backend it is.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..artifacts import Artifact, ArtifactInfo, artifact_files, artifact_sha256, sidecar_path, write_sidecar
+from ..backends import SPECS
+from ..backends.spec import BackendSpec, BuildConfig
+from ..errors import BuildError
+from ..int8_grid import WeightRange
+from ..precision import Precision
+from ..settings import unwritable_reason
+from ..sizes import format_size
+
+__all__ = ["BuildConfig", "BuildPlan", "build", "plan_build", "prepare", "rebuild_command"]
+
+_log = logging.getLogger(__name__)
+
+#: The cache folder's part INT8 builds read and write (calibration ranges).
+_CALIBRATION_CACHE = "calibration"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildPlan:
+    """What a build makes: for which backend, in which precision, where, and why that backend."""
+
+    spec: BackendSpec
+    precision: Precision
+    output: Path
+    why: str = ""
+    int8: tuple[WeightRange, str] | None = None  # INT8 only: the weight grid and the CPU class it is for, in words
+
+
+def plan_build(config: BuildConfig) -> BuildPlan:
+    """Choose the backend and precision for this machine (`choice.choose_backend`) and the artifact's path."""
+    from .choice import choose_backend, host_facts, int8_weights
+
+    facts = host_facts()
+    backend, precision, why = choose_backend(facts, config.backend, config.precision)
+    spec = SPECS[backend]
+    int8 = int8_weights(facts, backend, config.int8_target) if precision is Precision.INT8 else None
+    output = Path(config.output) if config.output else spec.default_output(precision, config.engines_dir)
+    if output.suffix.lower() not in spec.writes:
+        raise BuildError(f"-o {output}: a {spec.title} artifact is named NAME{spec.writes[0]}"
+                         + (" (with NAME.bin beside it)" if spec.writes == (".xml",) else ""))
+    return BuildPlan(spec, precision, output, why, int8)
+
+
+def prepare(plan: BuildPlan, config: BuildConfig) -> tuple[Artifact, ArtifactInfo]:
+    """Everything before the backend's compile step: the source graph, admitted by the backend, and the facts
+    the artifact will have. Needs no backend runtime (the GPU plan's CPU rehearsal runs it for TensorRT)."""
+    from .source import source_graph
+
+    config = dataclasses.replace(config, precision=plan.precision)
+    source = source_graph(config, plan.spec, plan.spec.graph_form(plan.precision), plan.int8)
+    return source, plan.spec.admit(source, config)
+
+
+def build(config: BuildConfig) -> Path:
+    """Build the artifact `config` asks for and return its path (the sidecar lies next to it)."""
+    plan = plan_build(config)
+    _log.info(f"backend: {plan.spec.name}, precision: {plan.precision} ({plan.why})")
+    config = dataclasses.replace(config, precision=plan.precision)
+    _check_inputs_kept(config, plan.output)
+    if plan.spec.compile is None:
+        raise BuildError(f"the {plan.spec.name} backend builds no artifacts")
+    with _usable_cache(config, plan.spec) as config:
+        started = time.perf_counter()
+        source, info = prepare(plan, config)
+        details = plan.spec.compile(source, info, config, plan.output)
+        elapsed = time.perf_counter() - started
+    write_sidecar(plan.output, sidecar(info, plan.spec, source, elapsed, rebuild_command(config, plan), details))
+    _log.info(f"wrote {plan.output} in {elapsed:.1f} s")
+    return plan.output
+
+
+def sidecar(info: ArtifactInfo, spec: BackendSpec, source: Artifact, build_seconds: float, rebuild: str,
+            details: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar of a built artifact: its facts, where it came from, and the backend's own entries (`details`)."""
+    return {
+        "info": info.to_dict(), "backend": spec.name, "onnx": str(source.path), "onnx_sha256": artifact_sha256(source.path),
+        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "build_seconds": round(build_seconds, 2), "host": platform.node(), "python": platform.python_version(),
+        "rebuild_command": rebuild, **details,
+    }
+
+
+def rebuild_command(config: BuildConfig, plan: BuildPlan) -> str:
+    """The `bisenet-rt build` command line that builds this artifact again (load-time errors quote it)."""
+    source = f" --onnx {config.onnx}" if config.onnx else (f" --weights {config.weights}" if config.weights else "")
+    calib = f" --calib {config.calib} --calib-count {config.calib_count}" if plan.precision is Precision.INT8 else ""
+    return (f"bisenet-rt build --backend {plan.spec.name} --precision {plan.precision}{source}{calib} "
+            f"--model-size {format_size(config.model_size)} --max-batch {config.max_batch} "
+            f"--min-size {format_size(config.min_size)} --max-size {format_size(config.max_size)} "
+            f"--opt-level {config.opt_level} -o {plan.output}")
+
+
+def _check_inputs_kept(config: BuildConfig, output: Path) -> None:
+    """Refuse an artifact (or its sidecar, or an IR's weights) that would be written over a file the build reads."""
+    from ..outputs import check_outputs
+
+    named = ((config.onnx, "the --onnx graph"), (config.weights, "the --weights checkpoint"))
+    inputs = [(Path(p), what) for p, what in named if p is not None]
+    outputs = [(part, "the built artifact") for part in artifact_files(output)]
+    outputs.append((sidecar_path(output), "the artifact's metadata file"))
+    check_outputs(outputs, inputs)
+
+
+@contextlib.contextmanager
+def _usable_cache(config: BuildConfig, spec: BackendSpec) -> Iterator[BuildConfig]:
+    """The config, with a throwaway cache folder in place of one that cannot be written (a warning, not a failure:
+    caches only save time). What earlier builds left in the unwritable one is still used."""
+    kinds = spec.caches + ((_CALIBRATION_CACHE,) if config.chosen_precision is Precision.INT8 else ())
+    why = unwritable_reason(config.cache_dir) if kinds else None
+    if why is None:
+        yield config
+        return
+    _log.warning(f"cache folder {config.cache_dir} is not writable ({why}); building with a temporary one, so "
+                 "nothing this build learns is kept for the next")
+    with tempfile.TemporaryDirectory(prefix="bisenet_rt_cache_") as tmp:
+        for kind in kinds:
+            with contextlib.suppress(OSError):
+                if (config.cache_dir / kind).is_dir():
+                    shutil.copytree(config.cache_dir / kind, Path(tmp) / kind)
+        yield dataclasses.replace(config, cache_dir=Path(tmp))
