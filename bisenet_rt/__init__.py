@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import (BackendUnavailableError, BisenetError, BuildError, CheckpointError, DataError, EngineLoadError,
+from .errors import (ArtifactError, BackendUnavailableError, BisenetError, BuildError, CheckpointError, DataError,
                      ExportError, InputError)
 from .precision import Precision
 
 __version__ = "0.1.0"
 __all__ = ["Segmenter", "pinned_frames", "Precision", "BisenetError", "InputError", "CheckpointError", "ExportError", "BuildError",
-           "BackendUnavailableError", "EngineLoadError", "DataError", "__version__"]
+           "BackendUnavailableError", "ArtifactError", "DataError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .atomic import write_atomic
 from .classes import DEFAULT_MODEL_SIZE
-from .errors import EngineLoadError
+from .errors import ArtifactError
 from .families import DEFAULT_FAMILY, Normalization, family_named
 from .graph.prepost import PostForm
 from .precision import Precision
@@ -103,7 +103,7 @@ class ArtifactInfo:
     @classmethod
     def from_dict(cls, facts: Mapping[str, Any]) -> "ArtifactInfo":
         """Read the facts `to_dict` wrote (a sidecar's 'info' section, or parsed ONNX metadata); every fact is
-        checked (`checked`), and a missing or malformed one is an EngineLoadError."""
+        checked (`checked`), and a missing or malformed one is an ArtifactError."""
         try:
             info = cls(
                 classes=facts["classes"], model_size=parse_size(facts.get("model_size", DEFAULT_MODEL_SIZE)),
@@ -117,7 +117,7 @@ class ArtifactInfo:
                 post=_optional(PostForm, facts.get("post")),
                 quantization=_optional(_mapping, facts.get("quantization")))
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
-            raise EngineLoadError(f"artifact facts are incomplete or invalid ({exc}); {_REBUILD}") from None
+            raise ArtifactError(f"artifact facts are incomplete or invalid ({exc}); {_REBUILD}") from None
         return info.checked()
 
     def to_metadata(self) -> dict[str, str]:
@@ -130,7 +130,7 @@ class ArtifactInfo:
         try:
             facts = {k: load_json(v, f"the '{k}' fact") if k in _JSON_FACTS else v for k, v in meta.items()}
         except ValueError as exc:  # json.JSONDecodeError too
-            raise EngineLoadError(f"artifact facts are invalid ({exc}); {_REBUILD}") from None
+            raise ArtifactError(f"artifact facts are invalid ({exc}); {_REBUILD}") from None
         for legacy, (low, high) in (("frame_size", ("min_size", "max_size")), ("batch", ("max_batch", None))):
             if legacy in facts:  # graphs exported before the one schema: a fixed frame size or batch
                 facts.setdefault(low, facts[legacy] if high else load_json(facts[legacy], legacy))
@@ -139,7 +139,7 @@ class ArtifactInfo:
         return cls.from_dict(facts)
 
     def checked(self) -> "ArtifactInfo":
-        """This info, once every fact read from a file is within sane bounds; EngineLoadError names the one that is not."""
+        """This info, once every fact read from a file is within sane bounds; ArtifactError names the one that is not."""
         from .sizes import check_batch, check_frame_size, check_model_size
 
         try:
@@ -155,7 +155,7 @@ class ArtifactInfo:
             max_batch = None if self.max_batch is None else check_batch(self.max_batch, "max_batch")
             family_named(self.family)
         except (ValueError, TypeError) as exc:
-            raise EngineLoadError(f"artifact metadata is invalid: {exc}; {_REBUILD}") from None
+            raise ArtifactError(f"artifact metadata is invalid: {exc}; {_REBUILD}") from None
         return dataclasses.replace(self, classes=tuple(self.classes), max_batch=max_batch)
 
     def with_profile(self, min_size: tuple[int, int] | None, max_size: tuple[int, int] | None,
@@ -235,20 +235,20 @@ def read_sidecar(artifact: str | os.PathLike, *, required: bool = True) -> dict[
     path = sidecar_path(artifact)
     if not path.is_file():
         if required:
-            raise EngineLoadError(f"{artifact}: its metadata file {path.name} is missing; rebuild with 'bisenet-rt build'")
+            raise ArtifactError(f"{artifact}: its metadata file {path.name} is missing; rebuild with 'bisenet-rt build'")
         return None
     try:
         if path.stat().st_size > MAX_JSON_BYTES:
             raise ValueError(f"{path.stat().st_size} bytes, more than the {MAX_JSON_BYTES} a sidecar holds")
         data = load_json(path.read_bytes(), "the sidecar")
     except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
-        raise EngineLoadError(f"{path}: unreadable metadata ({exc}); rebuild with 'bisenet-rt build'") from None
+        raise ArtifactError(f"{path}: unreadable metadata ({exc}); rebuild with 'bisenet-rt build'") from None
     if not isinstance(data, dict) or not isinstance(data.get("info"), dict):
-        raise EngineLoadError(f"{path}: not a bisenet-rt sidecar (no 'info' section); rebuild with 'bisenet-rt build'")
+        raise ArtifactError(f"{path}: not a bisenet-rt sidecar (no 'info' section); rebuild with 'bisenet-rt build'")
     expected = data.get("artifact_sha256")
     if expected is not None and all(p.is_file() for p in artifact_files(artifact)):
         if artifact_sha256(artifact) != expected:
-            raise EngineLoadError(f"{artifact}: does not match its metadata file {path.name} (the artifact was "
+            raise ArtifactError(f"{artifact}: does not match its metadata file {path.name} (the artifact was "
                                   "replaced, or a build was cut off between the two); rebuild it with "
                                   "'bisenet-rt build'")
     return data
@@ -258,8 +258,8 @@ def info_from_sidecar(data: dict[str, Any]) -> ArtifactInfo:
     """The ArtifactInfo stored in a sidecar's 'info' section."""
     try:
         return ArtifactInfo.from_dict(data["info"])
-    except EngineLoadError as exc:
-        raise EngineLoadError(f"sidecar 'info' section: {exc}") from None
+    except ArtifactError as exc:
+        raise ArtifactError(f"sidecar 'info' section: {exc}") from None
 
 
 def read_metadata(proto: "onnx.ModelProto") -> dict[str, str]:
@@ -268,7 +268,7 @@ def read_metadata(proto: "onnx.ModelProto") -> dict[str, str]:
 
 
 def load_onnx(path: str | os.PathLike, *, external_data: bool = False,
-              error: type[Exception] = EngineLoadError) -> "onnx.ModelProto":
+              error: type[Exception] = ArtifactError) -> "onnx.ModelProto":
     """Read an ONNX file (weights in external files left unread unless `external_data`); unreadable -> `error`."""
     import onnx
 
@@ -303,32 +303,32 @@ def open_artifact(path: str | os.PathLike, *, keep_graph: bool = False, sidecar:
         assert stored is not None  # required=True raises instead
         try:
             return Artifact(path=path, info=info_from_sidecar(stored), sidecar=stored)
-        except EngineLoadError as exc:
-            raise EngineLoadError(f"{path}: {exc}") from None
+        except ArtifactError as exc:
+            raise ArtifactError(f"{path}: {exc}") from None
     import onnx
 
     proto = load_onnx(path)
     meta = read_metadata(proto)
     inputs = [(i.name, i.type.tensor_type.elem_type) for i in proto.graph.input]
     if meta.get("graph") == "plain" or inputs != [(INPUT_NAME, onnx.TensorProto.UINT8)]:
-        raise EngineLoadError(f"{path}: this is a plain model graph (float input {inputs}); {_PLAIN}")
+        raise ArtifactError(f"{path}: this is a plain model graph (float input {inputs}); {_PLAIN}")
     outputs = [(o.name, o.type.tensor_type.elem_type, len(o.type.tensor_type.shape.dim)) for o in proto.graph.output]
     if outputs != [(OUTPUT_NAME, onnx.TensorProto.UINT8, 3)]:
-        raise EngineLoadError(f"{path}: its outputs {[o[0] for o in outputs]} are not the pipeline's one uint8 "
+        raise ArtifactError(f"{path}: its outputs {[o[0] for o in outputs]} are not the pipeline's one uint8 "
                               f"N x H x W label map '{OUTPUT_NAME}'; {_REEXPORT}")
     stored = read_sidecar(path, required=False) if sidecar else None
     try:
         if stored is not None:
             info = info_from_sidecar(stored)
             if meta and info.classes != ArtifactInfo.from_metadata(meta).classes:
-                raise EngineLoadError(f"its sidecar {sidecar_path(path).name} names other classes than the graph does; "
+                raise ArtifactError(f"its sidecar {sidecar_path(path).name} names other classes than the graph does; "
                                       "rebuild it with 'bisenet-rt build'")
         elif meta:
             info = ArtifactInfo.from_metadata(meta)
         else:
-            raise EngineLoadError("no bisenet-rt metadata; export the graph with 'bisenet-rt export'")
-    except EngineLoadError as exc:
-        raise EngineLoadError(f"{path}: {exc}") from None
+            raise ArtifactError("no bisenet-rt metadata; export the graph with 'bisenet-rt export'")
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from None
     _check_against_graph(info, proto, path)
     return Artifact(path=path, info=info, sidecar=stored, graph=proto if keep_graph else None)
 
@@ -352,10 +352,10 @@ def _check_against_graph(info: ArtifactInfo, proto: "onnx.ModelProto", path: Pat
     """Refuse metadata that says another model size or number of classes than the graph computes with."""
     size, classes = graph_facts(proto)
     if size is not None and size != info.model_size:
-        raise EngineLoadError(f"{path}: its metadata says model size {format_size(info.model_size)}, but the graph "
+        raise ArtifactError(f"{path}: its metadata says model size {format_size(info.model_size)}, but the graph "
                               f"resizes frames to {format_size(size)}; {_REBUILD}")
     if classes is not None and classes != info.num_classes:
-        raise EngineLoadError(f"{path}: its metadata names {info.num_classes} classes, but the graph's labels range "
+        raise ArtifactError(f"{path}: its metadata names {info.num_classes} classes, but the graph's labels range "
                               f"over {classes}; {_REBUILD}")
 
 

@@ -11,7 +11,7 @@ __all__ = [
     "ExportError",
     "BuildError",
     "BackendUnavailableError",
-    "EngineLoadError",
+    "ArtifactError",
     "DataError",
     "DiskFullError",
     "OutputError",
@@ -55,8 +55,8 @@ class BackendUnavailableError(BisenetError):
     """The requested backend cannot run on this machine (module, driver or device missing)."""
 
 
-class EngineLoadError(BisenetError):
-    """An engine or model file is missing, corrupt, or was built for another machine or version."""
+class ArtifactError(BisenetError):
+    """An artifact (engine, ONNX graph, IR, checkpoint) is missing, corrupt, or was built for another machine or version."""
 
 
 class DataError(BisenetError):

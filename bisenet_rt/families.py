@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .classes import CITYSCAPES_CLASSES, MEAN_RGB, MMSEG_MEAN_RGB, MMSEG_STD_RGB, STD_RGB, class_names
-from .errors import EngineLoadError
+from .errors import ArtifactError
 
 __all__ = ["ChannelOrder", "Normalization", "BGAUpsample", "BGAVariant", "CheckpointFamily", "COINCHEUNG", "MMSEG",
            "FAMILIES", "DEFAULT_FAMILY", "family_named", "family_for_bga", "family_of"]
@@ -138,7 +138,7 @@ def family_named(name: str) -> CheckpointFamily:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise EngineLoadError(f"unknown checkpoint family {name!r} in the artifact's metadata (known: "
+        raise ArtifactError(f"unknown checkpoint family {name!r} in the artifact's metadata (known: "
                               f"{', '.join(FAMILIES)}); re-export it with this version of bisenet-rt") from None
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from .artifacts import newest_artifact
 from .backends import Backend, open_backend
 from .classes import palette
-from .errors import EngineLoadError, InputError
+from .errors import ArtifactError, InputError
 from .families import CheckpointFamily, family_named
 from .backends.frames import array_batch, as_batch
 from .precision import Precision
@@ -36,7 +36,7 @@ class Segmenter:
         if path is None:
             path = newest_artifact()
             if path is None:
-                raise EngineLoadError(f"no artifact given and none built under {engines_dir()}/; run "
+                raise ArtifactError(f"no artifact given and none built under {engines_dir()}/; run "
                                       "'bisenet-rt build' first or pass a path")
         check_depth(depth, "depth (submissions in flight)", InputError)  # before anything heavy is loaded
         self._backend: Backend = open_backend(path, backend, depth=depth, **options)
@@ -86,7 +86,7 @@ class Segmenter:
     def stream(self, frames: Iterable[np.ndarray], *, copy: bool = True) -> Iterator[np.ndarray]:
         """Labels of each frame of an iterable, in order, with up to `depth` frames in flight.
 
-        The pipeline stays full: frame k+1 is handed in while frame k computes (on TensorRT, its upload
+        Submissions stay in flight: frame k+1 is handed in while frame k computes (on TensorRT, its upload
         overlaps; on CPU backends, a worker thread runs it). A bad frame (or an error of the iterable)
         is raised after the labels of every good frame before it. `copy` as for `submit`.
         """

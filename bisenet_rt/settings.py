@@ -25,7 +25,7 @@ DEFAULT_MAX_FRAME = (8192, 8192)
 
 
 def engines_dir() -> Path:
-    """Where `bisenet-rt build` writes artifacts and where a command without `--engine` looks for one."""
+    """Where `bisenet-rt build` writes artifacts and where a command without `--artifact` looks for one."""
     return Path(os.environ.get(ENGINES_ENV) or "engines")
 
 

@@ -116,7 +116,7 @@ def test_cli_bad_frames_and_missing_artifact(exported, synth_root, tmp_path, mon
         pytest.skip("BISENET_RT_ENGINES is set: the default engines folder is not the working directory's")
     monkeypatch.chdir(tmp_path)
     assert main(["eval", "--data", str(synth_root), "--no-progress"]) == 1
-    assert "no --engine given and no artifact under engines/" in capsys.readouterr().err
+    assert "no --artifact given and no artifact under engines/" in capsys.readouterr().err
     (tmp_path / "engines").mkdir()
     shutil.copy(exported["fp32"], tmp_path / "engines" / "newest.onnx")
     assert main(["eval", "--data", str(synth_root), "--no-progress", "--limit", "1"]) == 0

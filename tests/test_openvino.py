@@ -13,7 +13,7 @@ pytest.importorskip("openvino", reason="openvino is not installed (pip install o
 
 from bisenet_rt import Segmenter  # noqa: E402
 from bisenet_rt.backends.openvino.run import supports_bf16  # noqa: E402
-from bisenet_rt.errors import BackendUnavailableError, BuildError, EngineLoadError, InputError  # noqa: E402
+from bisenet_rt.errors import BackendUnavailableError, BuildError, ArtifactError, InputError  # noqa: E402
 from bisenet_rt.precision import Precision  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "bisenet_rt" / "assets" / "demo_bisenetv2_synth.pth"
@@ -103,22 +103,22 @@ def test_broken_ir_is_a_load_error(ir_fp32, tmp_path):
                       (ir_fp32.with_name(ir_fp32.name + ".json"), "m.xml.json")):
         shutil.copy(src, tmp_path / name)
     (tmp_path / "m.xml").write_text("<net><layers>broken")
-    with pytest.raises(EngineLoadError, match="rebuild"):
+    with pytest.raises(ArtifactError, match="rebuild"):
         Segmenter(tmp_path / "m.xml", cache_dir=None)
     shutil.copy(ir_fp32, tmp_path / "m.xml")
     (tmp_path / "m.bin").unlink()
-    with pytest.raises(EngineLoadError, match="m.bin is missing"):
+    with pytest.raises(ArtifactError, match="m.bin is missing"):
         Segmenter(tmp_path / "m.xml", cache_dir=None)
-    with pytest.raises(EngineLoadError, match="no such file"):
+    with pytest.raises(ArtifactError, match="no such file"):
         Segmenter(tmp_path / "absent.xml", cache_dir=None)
 
 
 def test_plain_and_corrupt_onnx_are_refused(exported, tmp_path):
-    with pytest.raises(EngineLoadError, match="plain model graph"):
+    with pytest.raises(ArtifactError, match="plain model graph"):
         Segmenter(exported["plain"], backend="openvino", cache_dir=None)
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a protobuf at all")
-    with pytest.raises(EngineLoadError, match="not a readable ONNX"):
+    with pytest.raises(ArtifactError, match="not a readable ONNX"):
         Segmenter(bad, backend="openvino", cache_dir=None)
 
 

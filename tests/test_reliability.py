@@ -21,7 +21,7 @@ from bisenet_rt import Segmenter
 from bisenet_rt.artifacts import newest_artifact, read_sidecar, sidecar_path
 from bisenet_rt.atomic import replacing, write_atomic
 from bisenet_rt.cli import main
-from bisenet_rt.errors import EngineLoadError, InputError
+from bisenet_rt.errors import ArtifactError, InputError
 from conftest import REPO, street_frame
 
 SMALL = (256, 128)
@@ -124,7 +124,7 @@ def test_an_artifact_that_does_not_match_its_sidecar_is_refused(small, tmp_path)
     with Segmenter(art):
         pass
     art.write_bytes(small["src"].read_bytes())  # another graph under the old sidecar
-    with pytest.raises(EngineLoadError, match="does not match its metadata file"):
+    with pytest.raises(ArtifactError, match="does not match its metadata file"):
         Segmenter(art)
 
 
@@ -137,7 +137,7 @@ def test_ir_pair_cut_in_two_is_refused(small, tmp_path):
     data = bytearray(bin_path.read_bytes())
     data[-1] ^= 0xFF  # the weights of another build
     bin_path.write_bytes(bytes(data))
-    with pytest.raises(EngineLoadError, match="does not match its metadata file"):
+    with pytest.raises(ArtifactError, match="does not match its metadata file"):
         Segmenter(out / "m.xml", cache_dir=None)
 
 
@@ -283,7 +283,7 @@ def test_outputs_are_checked_at_load(small, tmp_path):
     echo = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     echo.metadata_props.extend(proto.metadata_props)
     onnx.save(echo, str(tmp_path / "echo.onnx"))
-    with pytest.raises(EngineLoadError, match="not the pipeline's one uint8 N x H x W label map"):
+    with pytest.raises(ArtifactError, match="not the pipeline's one uint8 N x H x W label map"):
         Segmenter(tmp_path / "echo.onnx")
 
 
@@ -293,7 +293,7 @@ def test_sidecar_whose_classes_disagree_with_the_graph_is_refused(small, tmp_pat
     sidecar = json.loads(sidecar_path(small["built"]).read_text())
     sidecar["info"]["classes"] = ["road", "sky", "car"]
     sidecar_path(art).write_text(json.dumps(sidecar))
-    with pytest.raises(EngineLoadError, match="names other classes than the graph"):
+    with pytest.raises(ArtifactError, match="names other classes than the graph"):
         Segmenter(art)
 
 
@@ -757,12 +757,12 @@ def _sidecar_copy(small, tmp_path: Path, edit) -> Path:
 def test_row_deeply_nested_sidecar_is_one_line(small, tmp_path, capsys):
     """A sidecar of 100,000 nested `[`: was a RecursionError traceback."""
     art = _sidecar_copy(small, tmp_path, lambda text: "[" * 100000)
-    with pytest.raises(EngineLoadError, match="nests JSON deeper than 32 levels"):
+    with pytest.raises(ArtifactError, match="nests JSON deeper than 32 levels"):
         Segmenter(art)
     assert main(["segment", str(small["clip"]), "-o", str(tmp_path / "o.avi"), "--engine", str(art)]) == 1
     assert "nests JSON deeper than 32 levels" in _one_error_line(capsys)
     oversized = _sidecar_copy(small, tmp_path, lambda text: text + " " * (2 << 20))
-    with pytest.raises(EngineLoadError, match="more than the 1048576 a sidecar holds"):
+    with pytest.raises(ArtifactError, match="more than the 1048576 a sidecar holds"):
         Segmenter(oversized)
 
 
@@ -777,7 +777,7 @@ def _with_info(**changes):
 def test_row_sidecar_without_classes_is_refused(small, tmp_path, capsys):
     """Sidecar `classes: []`: `segment --overlay` and `eval` tracebacked (or succeeded silently)."""
     art = _sidecar_copy(small, tmp_path, _with_info(classes=[]))
-    with pytest.raises(EngineLoadError, match=r"it names no classes"):
+    with pytest.raises(ArtifactError, match=r"it names no classes"):
         Segmenter(art)
     assert main(["segment", str(small["clip"]), "-o", str(tmp_path / "o.avi"), "--engine", str(art), "--quiet"]) == 1
     assert "names no classes" in _one_error_line(capsys)
@@ -798,7 +798,7 @@ def _graph_with_metadata(small, tmp_path: Path, **meta: str) -> Path:
 def test_row_classes_fewer_than_the_graph_predicts_are_refused(small, tmp_path, capsys):
     """Metadata naming 3 classes on a graph whose arg-max ranges over 19: ids >= classes crashed `--overlay`/eval."""
     path = _graph_with_metadata(small, tmp_path, classes=json.dumps(["road", "sky", "car"]))
-    with pytest.raises(EngineLoadError, match="its metadata names 3 classes, but the graph's labels range over 19"):
+    with pytest.raises(ArtifactError, match="its metadata names 3 classes, but the graph's labels range over 19"):
         Segmenter(path)
     assert main(["segment", str(small["clip"]), "-o", str(tmp_path / "o.avi"), "--engine", str(path), "--overlay"]) == 1
     assert "range over 19" in _one_error_line(capsys)
@@ -817,18 +817,18 @@ def test_row_classes_fewer_than_the_graph_predicts_are_refused(small, tmp_path, 
 def test_row_sidecar_facts_out_of_bounds_are_refused(small, tmp_path, changes, match):
     """Sidecar `model_size 99999999999x...`, `max_batch -1 / "abc" / 1e400`: accepted, and bench reported the fake size."""
     art = _sidecar_copy(small, tmp_path, _with_info(**changes))
-    with pytest.raises(EngineLoadError, match=match):
+    with pytest.raises(ArtifactError, match=match):
         Segmenter(art)
 
 
 def test_row_metadata_model_size_must_be_the_graphs(small, tmp_path, capsys):
     """ONNX metadata saying 2048x1024 on a 256x128 graph: `eval` printed "at model size 2048x1024"."""
     path = _graph_with_metadata(small, tmp_path, model_size="2048x1024")
-    with pytest.raises(EngineLoadError, match="its metadata says model size 2048x1024, but the graph resizes frames to "
+    with pytest.raises(ArtifactError, match="its metadata says model size 2048x1024, but the graph resizes frames to "
                                               "256x128"):
         Segmenter(path)
     sidecar_lies = _sidecar_copy(small, tmp_path, _with_info(model_size="2048x1024"))
-    with pytest.raises(EngineLoadError, match="says model size 2048x1024, but the graph resizes frames to 256x128"):
+    with pytest.raises(ArtifactError, match="says model size 2048x1024, but the graph resizes frames to 256x128"):
         Segmenter(sidecar_lies)
 
 

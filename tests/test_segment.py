@@ -122,7 +122,7 @@ def test_bad_arguments_error_clearly(exported, images, tmp_path, capsys, monkeyp
     # No --engine and nothing built: say how to get an artifact.
     monkeypatch.chdir(tmp_path)
     assert run_cli(str(images["a"]), "-o", str(tmp_path / "o")) == 1
-    assert "no --engine given and no artifact under engines/" in capsys.readouterr().err
+    assert "no --artifact given and no artifact under engines/" in capsys.readouterr().err
 
 
 def test_cityscapes_label_ids_named_for_the_official_evaluation(exported, segmenter, tmp_path):

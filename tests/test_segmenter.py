@@ -7,7 +7,7 @@ import torch
 
 from bisenet_rt import InputError, Segmenter
 from bisenet_rt.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
-from bisenet_rt.errors import EngineLoadError
+from bisenet_rt.errors import ArtifactError
 from bisenet_rt.model.reference import reference_labels
 from bisenet_rt.precision import Precision
 from conftest import street_frame
@@ -92,15 +92,15 @@ def test_fp16_graph_agrees_with_fp32(exported, frames, seg):
 
 
 def test_artifact_errors(tmp_path, exported):
-    with pytest.raises(EngineLoadError, match="no such file"):
+    with pytest.raises(ArtifactError, match="no such file"):
         Segmenter(tmp_path / "missing.onnx")
     (tmp_path / "corrupt.onnx").write_bytes(b"not a protobuf" * 10)
-    with pytest.raises(EngineLoadError, match="corrupt.onnx"):
+    with pytest.raises(ArtifactError, match="corrupt.onnx"):
         Segmenter(tmp_path / "corrupt.onnx")
-    with pytest.raises(EngineLoadError, match="plain model graph"):
+    with pytest.raises(ArtifactError, match="plain model graph"):
         Segmenter(exported["plain"])
     (tmp_path / "model.bin").write_bytes(b"x")
-    with pytest.raises(EngineLoadError, match="unknown artifact type"):
+    with pytest.raises(ArtifactError, match="unknown artifact type"):
         Segmenter(tmp_path / "model.bin")
     with pytest.raises(ValueError, match="unknown backend"):
         Segmenter(exported["fp32"], backend="tflite")

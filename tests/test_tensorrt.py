@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bisenet_rt.backends.tensorrt import tensorrt_availability
-from bisenet_rt.errors import BackendUnavailableError, BisenetError, EngineLoadError, InputError
+from bisenet_rt.errors import BackendUnavailableError, BisenetError, ArtifactError, InputError
 from conftest import REPO, street_frame
 
 TRT_MISSING = tensorrt_availability()
@@ -347,7 +347,7 @@ def test_engine_from_another_tensorrt_or_gpu_is_refused_with_the_rebuild_command
         sidecar = json.loads(sidecar_path(engines["fp32"]).read_text())
         sidecar[field] = value
         sidecar_path(engine).write_text(json.dumps(sidecar))
-        with pytest.raises(EngineLoadError, match=match) as info:
+        with pytest.raises(ArtifactError, match=match) as info:
             Segmenter(engine)
         assert "bisenet-rt build --backend tensorrt" in str(info.value)
 
@@ -360,12 +360,12 @@ def test_corrupt_engine_is_refused(engines, tmp_path):
     engine = tmp_path / "corrupt.engine"
     engine.write_bytes(engines["fp32"].read_bytes()[:4096])
     shutil.copy(sidecar_path(engines["fp32"]), sidecar_path(engine))
-    with pytest.raises(EngineLoadError, match="does not match its metadata file"):  # the sidecar holds its hash
+    with pytest.raises(ArtifactError, match="does not match its metadata file"):  # the sidecar holds its hash
         Segmenter(engine)
     sidecar = json.loads(sidecar_path(engine).read_text())
     del sidecar["artifact_sha256"]  # as an older build wrote it: TensorRT itself must refuse the file
     sidecar_path(engine).write_text(json.dumps(sidecar))
-    with pytest.raises(EngineLoadError, match="corrupt or was built by another TensorRT"):
+    with pytest.raises(ArtifactError, match="corrupt or was built by another TensorRT"):
         Segmenter(engine)
 
 

@@ -149,7 +149,7 @@ def test_engine_with_other_io_is_refused(tmp_path):
     """Config-generation guard: an engine whose sidecar lists other tensors is not our pipeline."""
     import json
 
-    from bisenet_rt.errors import EngineLoadError
+    from bisenet_rt.errors import ArtifactError
     from bisenet_rt.apps.triton import export_triton
 
     engine = _placeholder_engine(tmp_path, min_size=(512, 256), max_size=(2048, 1024), max_batch=4)
@@ -157,21 +157,21 @@ def test_engine_with_other_io_is_refused(tmp_path):
     data = json.loads(sidecar.read_text())
     data["io"][0].update(name="input", dtype="float32")
     sidecar.write_text(json.dumps(data))
-    with pytest.raises(EngineLoadError, match="not the pipeline's uint8 'frames' -> 'labels'"):
+    with pytest.raises(ArtifactError, match="not the pipeline's uint8 'frames' -> 'labels'"):
         export_triton(engine, tmp_path / "repo")
 
 
 def test_bad_artifacts_and_overwrites_error_clearly(exported, tmp_path):
-    from bisenet_rt.errors import EngineLoadError, InputError
+    from bisenet_rt.errors import ArtifactError, InputError
     from bisenet_rt.apps.triton import export_triton
 
-    with pytest.raises(EngineLoadError, match="not a bisenet-rt pipeline graph"):
+    with pytest.raises(ArtifactError, match="not a bisenet-rt pipeline graph"):
         export_triton(exported["plain"], tmp_path / "repo")
     lone = tmp_path / "lone.engine"
     lone.write_bytes(b"x")
-    with pytest.raises(EngineLoadError, match="lone.engine.json is missing"):
+    with pytest.raises(ArtifactError, match="lone.engine.json is missing"):
         export_triton(lone, tmp_path / "repo")
-    with pytest.raises(EngineLoadError, match="Triton export takes"):
+    with pytest.raises(ArtifactError, match="Triton export takes"):
         export_triton(Path(__file__), tmp_path / "repo")
     export_triton(exported["fp32"], tmp_path / "repo")
     with pytest.raises(InputError, match="already exists; pass --force"):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactInfo, load_onnx, open_artifact, sidecar_path
 from ..atomic import replacing, write_atomic
-from ..errors import EngineLoadError, InputError
+from ..errors import ArtifactError, InputError
 from ..outputs import check_outputs
 from ..sizes import check_batch, check_frame_size, format_size
 
@@ -67,15 +67,15 @@ def _engine_model(path: Path) -> TritonModel:
     artifact = open_artifact(path)
     sidecar = artifact.sidecar or {}
     if sidecar.get("backend", "tensorrt") != "tensorrt":
-        raise EngineLoadError(f"{path}: its sidecar says it was built for {sidecar['backend']}, not TensorRT; "
+        raise ArtifactError(f"{path}: its sidecar says it was built for {sidecar['backend']}, not TensorRT; "
                               "Triton's tensorrt_plan platform needs a TensorRT engine")
     if path.stat().st_size == 0:
-        raise EngineLoadError(f"{path}: the engine file is empty; rebuild it with 'bisenet-rt build'")
+        raise ArtifactError(f"{path}: the engine file is empty; rebuild it with 'bisenet-rt build'")
     info = artifact.info
     io = sidecar.get("io") or []  # read back from the engine by 'bisenet-rt build'
     found = sorted((t.get("mode"), t.get("name"), t.get("dtype")) for t in io)
     if io and found != [("input", INPUT_NAME, "uint8"), ("output", OUTPUT_NAME, "uint8")]:
-        raise EngineLoadError(f"{path}: its I/O tensors {found} are not the pipeline's uint8 '{INPUT_NAME}' -> "
+        raise ArtifactError(f"{path}: its I/O tensors {found} are not the pipeline's uint8 '{INPUT_NAME}' -> "
                               f"'{OUTPUT_NAME}'; build the engine from the pipeline graph with 'bisenet-rt build'")
     version, gpu = sidecar.get("tensorrt_version", "unknown"), (sidecar.get("gpu") or {}).get("name", "unknown")
     notes = (f"{path.name} was built by TensorRT {version} for {gpu}: serve it with the Triton release that ships "
@@ -102,14 +102,14 @@ def _onnx_model(path: Path) -> TritonModel:
 
     proto = load_onnx(path)
     if any(uses_external_data(t) for t in proto.graph.initializer):
-        raise EngineLoadError(f"{path}: keeps its weights in external data files, which a one-file Triton model "
+        raise ArtifactError(f"{path}: keeps its weights in external data files, which a one-file Triton model "
                               "cannot carry; re-export it with 'bisenet-rt export' (one self-contained file)")
     inputs = [_onnx_dims(v) for v in proto.graph.input]
     outputs = [_onnx_dims(v) for v in proto.graph.output]
     uint8 = onnx.TensorProto.UINT8
     if (len(inputs) != 1 or inputs[0][0] != INPUT_NAME or inputs[0][2] != uint8 or len(inputs[0][1]) != 4
             or len(outputs) != 1 or outputs[0][0] != OUTPUT_NAME or outputs[0][2] != uint8 or len(outputs[0][1]) != 3):
-        raise EngineLoadError(f"{path}: not a bisenet-rt pipeline graph (inputs {[i[:2] for i in inputs]}, outputs "
+        raise ArtifactError(f"{path}: not a bisenet-rt pipeline graph (inputs {[i[:2] for i in inputs]}, outputs "
                               f"{[o[:2] for o in outputs]}); Triton needs the uint8 '{INPUT_NAME}' -> '{OUTPUT_NAME}' "
                               "graph: 'bisenet-rt export -o PATH.onnx' without --plain")
     artifact = open_artifact(path)
@@ -131,14 +131,14 @@ def describe_artifact(path: str | os.PathLike) -> TritonModel:
     """Read an engine (via its sidecar) or a pipeline ONNX (via its graph and metadata) for Triton."""
     path = Path(path)
     if not path.is_file():
-        raise EngineLoadError(f"{path}: no such file; build one with 'bisenet-rt build' or export one with "
+        raise ArtifactError(f"{path}: no such file; build one with 'bisenet-rt build' or export one with "
                               "'bisenet-rt export -o PATH.onnx'")
     suffix = path.suffix.lower()
     if suffix in _ENGINE_SUFFIXES:
         return _engine_model(path)
     if suffix == ".onnx":
         return _onnx_model(path)
-    raise EngineLoadError(f"{path}: Triton export takes a TensorRT engine ({', '.join(_ENGINE_SUFFIXES)}) or a "
+    raise ArtifactError(f"{path}: Triton export takes a TensorRT engine ({', '.join(_ENGINE_SUFFIXES)}) or a "
                           "pipeline .onnx")
 
 

@@ -204,7 +204,7 @@ class _Encoder:
         self.frames += 1
 
     def _draw_rate(self, image: np.ndarray) -> None:
-        """Draw the pipeline's frame rate (a moving average of frame intervals) in the top-left corner."""
+        """Draw the video's frame rate (a moving average of frame intervals) in the top-left corner."""
         import cv2
 
         now = time.perf_counter()

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import BackendUnavailableError, ConfigError, EngineLoadError
+from ..errors import BackendUnavailableError, ConfigError, ArtifactError
 from . import onnxruntime, openvino, tensorrt
 from . import torch as torch_backend
 from .base import Backend
@@ -38,7 +38,7 @@ def spec_for_path(path: str | os.PathLike) -> BackendSpec:
         if suffix in spec.opens:
             return spec
     known = sorted({s for spec in SPECS.values() for s in spec.opens})
-    raise EngineLoadError(f"{path}: unknown artifact type {suffix or '(no suffix)'!r}; expected one of {', '.join(known)}")
+    raise ArtifactError(f"{path}: unknown artifact type {suffix or '(no suffix)'!r}; expected one of {', '.join(known)}")
 
 
 def open_backend(path: str | os.PathLike, backend: str = "auto", **options: Any) -> Backend:
@@ -49,5 +49,5 @@ def open_backend(path: str | os.PathLike, backend: str = "auto", **options: Any)
     if missing:
         raise BackendUnavailableError(f"the {spec.name} backend cannot run here: {missing}")
     if Path(path).suffix.lower() not in spec.opens:
-        raise EngineLoadError(f"{path}: the {spec.name} backend opens {', '.join(spec.opens)} files")
+        raise ArtifactError(f"{path}: the {spec.name} backend opens {', '.join(spec.opens)} files")
     return spec.runtime()(path, **options)

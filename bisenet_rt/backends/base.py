@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..artifacts import ArtifactInfo
-from ..errors import ClosedError, EngineLoadError, InputError, UnsupportedError
+from ..errors import ClosedError, ArtifactError, InputError, UnsupportedError
 from .frames import check_out, check_size
 from ..sizes import check_depth
 from .submission import DEFAULT_DEPTH, Pending, ThreadSubmitter
@@ -37,7 +37,7 @@ class Backend(abc.ABC):
         self.depth = check_depth(depth, "depth (submissions in flight)", InputError)
         self._lifetime = threading.Lock()  # `close` against `submit`: a submission after close is refused
         if not self.path.exists():
-            raise EngineLoadError(f"{self.path}: no such file; build one with 'bisenet-rt build' or export one with "
+            raise ArtifactError(f"{self.path}: no such file; build one with 'bisenet-rt build' or export one with "
                                   "'bisenet-rt export -o PATH.onnx'")
         self._closed = False
         self._submitter: ThreadSubmitter | None = None

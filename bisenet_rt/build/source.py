@@ -14,7 +14,7 @@ from pathlib import Path
 from ..artifacts import Artifact, load_onnx, open_artifact, read_metadata
 from ..atomic import write_atomic
 from ..backends.spec import BackendSpec, BuildConfig, GraphForm
-from ..errors import BackendUnavailableError, BuildError, EngineLoadError
+from ..errors import BackendUnavailableError, BuildError, ArtifactError
 from ..graph.export import GRAPH_KIND, ExportConfig
 from ..graph.prepost import PostForm
 from ..int8_grid import WeightRange
@@ -39,7 +39,7 @@ def source_graph(config: BuildConfig, spec: BackendSpec, form: GraphForm,
         path = _exported(config, form)
     try:
         source = open_artifact(path, keep_graph=True, sidecar=False)
-    except EngineLoadError as exc:
+    except ArtifactError as exc:
         raise BuildError(str(exc)) from None
     if source.info.precision is not form.precision:
         raise BuildError(f"{path} is a {source.info.precision} graph but --precision {config.chosen_precision} was "
@@ -61,7 +61,11 @@ def _source_path(config: BuildConfig, form: GraphForm) -> Path:
 
 
 def _require_torch(what: str) -> None:
-    if importlib.util.find_spec("torch") is None:
+    try:
+        found = importlib.util.find_spec("torch") is not None
+    except ImportError:  # an import hook refusing it
+        found = False
+    if not found:
         raise BackendUnavailableError(f"{what} needs PyTorch, which is not installed: pip install '.[torch]' from the "
                                       "clone, or build from an exported graph with --onnx")
 

@@ -47,12 +47,12 @@ def precision_arg(text: str) -> str:
 def newest_artifact_or_fail(option: str, build_hint: str = "'bisenet-rt build'") -> Path:
     """The newest artifact in the engines folder, said on stderr; none -> one line naming `option` to pass."""
     from ..artifacts import newest_artifact
-    from ..errors import EngineLoadError
+    from ..errors import ArtifactError
     from ..settings import engines_dir
 
     found = newest_artifact()
     if found is None:
-        raise EngineLoadError(f"no {option} given and no artifact under {engines_dir()}/; build one with "
+        raise ArtifactError(f"no {option} given and no artifact under {engines_dir()}/; build one with "
                               f"{build_hint} or pass {option} PATH")
     print(f"using {found} (newest under {engines_dir()}/)", file=sys.stderr)
     return found

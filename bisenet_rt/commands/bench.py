@@ -12,10 +12,10 @@ HELP = "time artifacts end to end (frame in, labels out), the paper's protocol"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--engine", action="append", type=Path, metavar="PATH",
+    p.add_argument("--artifact", "--engine", dest="artifact", action="append", type=Path, metavar="PATH",
                    help="artifact to time (.engine, .onnx, .xml, .pth); repeat to compare side by side "
                         "(default: the newest under engines/, built first if there is none)")
-    p.add_argument("--backend", default="auto", help="backend for every --engine (default: by suffix)")
+    p.add_argument("--backend", default="auto", help="backend for every --artifact (default: by suffix)")
     p.add_argument("--iters", type=int, default=5000, help="timed iterations per artifact (default 5000, the paper's)")
     p.add_argument("--warmup", type=int, default=50, help="untimed calls first (default 50)")
     p.add_argument("--batch", type=int, default=1, help="frames per call (default 1)")
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     check_depth(args.depth, "--depth")
     if args.json:
         check_writable(args.json, "--json")
-    paths = args.engine or [_default_engine(args.engines_dir)]
+    paths = args.artifact or [_default_engine(args.engines_dir)]
     if args.json:
         check_report_path(args.json, paths)
     segmenters = [Segmenter(p, backend=args.backend, depth=args.depth) for p in paths]

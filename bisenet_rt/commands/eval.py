@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val", help="split to score (default val)")
     p.add_argument("--kind", default="auto", choices=["auto", "cityscapes", "camvid", "list"],
                    help="dataset layout (default: told from the files)")
-    p.add_argument("--engine", type=Path, action="append", default=None, metavar="PATH",
+    p.add_argument("--artifact", "--engine", dest="artifact", type=Path, action="append", default=None, metavar="PATH",
                    help="artifact to score (.engine, .onnx, .xml, .pth); repeat to compare several on the same "
                         "frames (default: the newest artifact under engines/)")
     p.add_argument("--model-size", type=model_size_arg, action="append", default=None, metavar="WxH",
@@ -47,14 +47,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     if args.json:
         check_writable(args.json, "--json")
-    engines = args.engine or [newest_artifact_or_fail("--engine")]
+    artifacts = args.artifact or [newest_artifact_or_fail("--artifact")]
     if args.json:
-        check_report_path(args.json, engines)
+        check_report_path(args.json, artifacts)
     dataset = open_dataset(args.data, args.split, kind=args.kind, skip_bad=args.skip_bad,
                            num_classes=args.num_classes, progress=not args.no_progress)
     if dataset.skipped:
         print(f"skipped {dataset.skipped} bad frame(s); first: {dataset.problems[0]}", file=sys.stderr)
-    segmenters = _open(engines, args.model_size)
+    segmenters = _open(artifacts, args.model_size)
     notes = [f"{seg.path.name}: {seg.family.protocol_note(seg.model_size)}" for seg in segmenters]
     try:
         results = evaluate(segmenters, dataset, progress=not args.no_progress, limit=args.limit)
@@ -74,11 +74,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 
-def _open(engines: list[Path], model_sizes: list[tuple[int, int]] | None) -> list["Segmenter"]:
+def _open(artifacts: list[Path], model_sizes: list[tuple[int, int]] | None) -> list["Segmenter"]:
     """One Segmenter per artifact, and per model size for checkpoints (the PyTorch reference runs any size)."""
     segmenters: list["Segmenter"] = []
     try:
-        for path in engines:
+        for path in artifacts:
             if model_sizes and spec_for_path(path).name == "torch":
                 segmenters += [open_segmenter(path, model_size=size) for size in model_sizes]
             else:  # a built artifact: its export size (open_segmenter notes a --model-size it cannot apply)

@@ -47,7 +47,7 @@ outputs:
   camera   --camera N records camera N as an overlay video until Ctrl-C or --max-frames;
            OUT is the video file (or OUT/cameraN.mp4 when OUT is a folder).
 An unreadable image is an error naming the file; --skip-bad skips it with a warning and counts it.
-Without --engine the newest artifact under engines/ is used.
+Without --artifact the newest artifact under engines/ is used.
 """
 
 
@@ -58,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="image files, folders of images (recursive) or video files")
     p.add_argument("--camera", type=int, metavar="INDEX", help="segment camera INDEX (e.g. 0) instead of INPUT")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder, or video file (see below)")
-    p.add_argument("--engine", type=Path, help="artifact to run (.engine, .onnx, .xml); default: newest under engines/")
+    p.add_argument("--artifact", "--engine", dest="artifact", type=Path,
+                   help="artifact to run (.engine, .onnx, .xml, .pth); default: newest under engines/")
     p.add_argument("--backend", default="auto", help="backend to open the artifact with (default: by suffix)")
     p.add_argument("--model-size", type=model_size_arg, metavar="WxH",
                    help="checkpoints (.pth): size frames are resized to (default 1024x512; 2048x1024 is the "
@@ -242,8 +243,8 @@ def segment_images(segmenter: "Segmenter", plan: list[tuple[Path, Path]], out_di
     return done, skipped
 
 
-def _artifact(engine: Path | None) -> Path:
-    return engine if engine is not None else newest_artifact_or_fail("--engine")
+def _artifact(given: Path | None) -> Path:
+    return given if given is not None else newest_artifact_or_fail("--artifact")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -277,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
                              "frame would count as a second prediction); write overlays in a separate run")
         want_labels, want_overlay = True, False
     kinds = [k for k, on in (("labels", want_labels), ("overlay", want_overlay)) if on]
-    artifact = _artifact(args.engine)
+    artifact = _artifact(args.artifact)
     check_outputs_against_inputs([*image_outputs(plan, out, kinds, args.label_format),
                                   *((src, target, "video") for src, target in sources)], artifact)
     progress = not args.quiet

@@ -57,7 +57,7 @@ def reference_logits(model: "torch.nn.Module", frames: "torch.Tensor",
 
 def reference_labels(model: "torch.nn.Module", frames: "torch.Tensor",
                      model_size: tuple[int, int] = DEFAULT_MODEL_SIZE) -> "torch.Tensor":
-    """The whole reference pipeline: uint8 N x H x W x 3 BGR frames -> uint8 N x H x W labels."""
+    """The whole reference: uint8 N x H x W x 3 BGR frames -> uint8 N x H x W labels."""
     import torch
 
     with torch.inference_mode():

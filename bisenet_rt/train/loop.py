@@ -277,7 +277,7 @@ def evaluate_model(model: nn.Module, dataset: Any, *, model_size: tuple[int, int
                    progress: bool = True) -> dict[str, Any]:
     """Scores (bisenet_rt.apps.metrics: mIoU, per-class IoU, pixel accuracy) of `model` on `dataset`.
 
-    Frames go through the reference pipeline at `model_size` (resize in, logits resized back to
+    Frames go through the PyTorch reference (`model.reference`) at `model_size` (resize in, logits resized back to
     the frame), as an exported graph would run them; `limit` scores only the first frames.
     """
     from tqdm import tqdm

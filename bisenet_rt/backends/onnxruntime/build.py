@@ -9,7 +9,7 @@ from typing import Any
 
 from ...artifacts import Artifact, ArtifactInfo, open_artifact
 from ...atomic import replacing, write_atomic
-from ...errors import BuildError, EngineLoadError
+from ...errors import BuildError, ArtifactError
 from ...precision import Precision
 from ..spec import BuildConfig
 
@@ -51,7 +51,7 @@ def compile_onnxruntime(source: Artifact, info: ArtifactInfo, config: BuildConfi
             raise BuildError(f"ONNX Runtime could not optimize {source.path}: {str(exc).splitlines()[0]}") from None
         try:
             open_artifact(tmp, sidecar=False)  # written whole: ORT says nothing when a write falls short
-        except EngineLoadError as exc:
+        except ArtifactError as exc:
             raise BuildError(f"ONNX Runtime wrote an unreadable {output}: {exc}") from None
     return {"onnxruntime_version": ort.__version__, "optimization_level": "extended"}
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ...artifacts import INPUT_NAME, OUTPUT_NAME, open_artifact
-from ...errors import BackendUnavailableError, ConfigError, EngineLoadError
+from ...errors import BackendUnavailableError, ConfigError, ArtifactError
 from ...host import cpu_name, physical_cores
 from ...precision import Precision
 from ..base import Backend
@@ -25,7 +25,7 @@ QDQ_DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
 
 
 def session_options(threads: int | None = None) -> Any:
-    """Session options tuned for this pipeline: all graph optimisations, one thread per physical core."""
+    """Session options tuned for the pipeline graph: all graph optimisations, one thread per physical core."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -77,7 +77,7 @@ class OnnxRuntimeBackend(Backend):
             self._session = ort.InferenceSession(str(self.path), session_options(threads), providers=providers,
                                                  disabled_optimizers=disabled)
         except Exception as exc:  # ORT raises its own exception classes from C++
-            raise EngineLoadError(f"{self.path}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from None
+            raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from None
         self._provider = self._session.get_providers()[0]
 
     @property

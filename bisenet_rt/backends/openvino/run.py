@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ...artifacts import INPUT_NAME, ArtifactInfo, open_artifact
-from ...errors import BackendUnavailableError, ConfigError, EngineLoadError, InputError
+from ...errors import BackendUnavailableError, ConfigError, ArtifactError, InputError
 from ...host import physical_cores
 from ...precision import Precision
 from ...settings import cache_dir as user_cache_dir, unwritable_reason
@@ -152,7 +152,7 @@ class OpenVINOBackend(Backend):
         try:
             self._compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as exc:
-            raise EngineLoadError(f"{self.path}: OpenVINO cannot load it ({_first_line(exc)}); "
+            raise ArtifactError(f"{self.path}: OpenVINO cannot load it ({_first_line(exc)}); "
                                   f"{_REBUILD if is_ir else _REEXPORT}") from None
         self._check_io(self._compiled.inputs)
         self._check_output(self._compiled.outputs)
@@ -180,7 +180,7 @@ class OpenVINOBackend(Backend):
     def _read_info(self) -> ArtifactInfo:
         is_ir = self.path.suffix.lower() == ".xml"
         if is_ir and not self.path.with_suffix(".bin").is_file():
-            raise EngineLoadError(f"{self.path}: its weights file {self.path.with_suffix('.bin').name} is missing; "
+            raise ArtifactError(f"{self.path}: its weights file {self.path.with_suffix('.bin').name} is missing; "
                                   f"{_REBUILD}")
         artifact = open_artifact(self.path)
         if is_ir or artifact.sidecar is None:
@@ -191,7 +191,7 @@ class OpenVINOBackend(Backend):
         try:
             model = core.read_model(str(self.path))
         except RuntimeError as exc:
-            raise EngineLoadError(f"{self.path}: OpenVINO cannot read it ({_first_line(exc)}); {_REEXPORT}") from None
+            raise ArtifactError(f"{self.path}: OpenVINO cannot read it ({_first_line(exc)}); {_REEXPORT}") from None
         self._check_io(model.inputs)
         return model
 
@@ -199,13 +199,13 @@ class OpenVINOBackend(Backend):
         found = [(p.get_any_name(), p.get_element_type().get_type_name(), p.get_partial_shape().rank.get_length())
                  for p in outputs]
         if len(found) != 1 or found[0][1:] != ("u8", 3):
-            raise EngineLoadError(f"{self.path}: expected one uint8 N x H x W label map as output (the pipeline graph), "
+            raise ArtifactError(f"{self.path}: expected one uint8 N x H x W label map as output (the pipeline graph), "
                                   f"found {found}; {_REBUILD}")
 
     def _check_io(self, inputs: Any) -> None:
         found = [(p.get_any_name(), p.get_element_type().get_type_name()) for p in inputs]
         if len(found) != 1 or found[0][1] != "u8":
-            raise EngineLoadError(f"{self.path}: expected one uint8 input '{INPUT_NAME}' (the pipeline graph), found "
+            raise ArtifactError(f"{self.path}: expected one uint8 input '{INPUT_NAME}' (the pipeline graph), found "
                                   f"{found}; export with 'bisenet-rt export -o PATH.onnx' without --plain")
 
     # -- what it reports ---------------------------------------------------------------------------

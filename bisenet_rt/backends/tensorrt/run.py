@@ -26,7 +26,7 @@ from typing import Any, Callable, Hashable
 import numpy as np
 
 from ...artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactInfo, open_artifact
-from ...errors import BisenetError, EngineLoadError
+from ...errors import BisenetError, ArtifactError
 from ..base import Backend
 from ..submission import DEFAULT_DEPTH
 from ..frames import check_size
@@ -112,11 +112,11 @@ def _check_compatible(sidecar: dict[str, Any], path: os.PathLike) -> None:
     built, here = sidecar.get("tensorrt_version"), str(trt.__version__)
     fix = f"rebuild it on this machine: {_rebuild_command(sidecar, path)}"
     if built != here:
-        raise EngineLoadError(f"{path} was built by TensorRT {built}, but TensorRT {here} is installed; "
+        raise ArtifactError(f"{path} was built by TensorRT {built}, but TensorRT {here} is installed; "
                               f"engines only load in the TensorRT version that built them; {fix}")
     gpu, here_gpu = sidecar.get("gpu") or {}, gpu_facts()
     if gpu.get("compute_capability") != here_gpu["compute_capability"] or gpu.get("name") != here_gpu["name"]:
-        raise EngineLoadError(f"{path} was built for {gpu.get('name')} (sm {gpu.get('compute_capability')}), but this "
+        raise ArtifactError(f"{path} was built for {gpu.get('name')} (sm {gpu.get('compute_capability')}), but this "
                               f"GPU is {here_gpu['name']} (sm {here_gpu['compute_capability']}); engines are tuned for "
                               f"one GPU model; {fix}")
 
@@ -124,7 +124,7 @@ def _check_compatible(sidecar: dict[str, Any], path: os.PathLike) -> None:
 def _check_pipeline_io(io: list[dict[str, Any]], path: os.PathLike) -> None:
     expected = {INPUT_NAME: ("input", 4, "uint8"), OUTPUT_NAME: ("output", 3, "uint8")}
     if {t["name"]: (t["mode"], len(t["shape"]), t["dtype"]) for t in io} != expected:
-        raise EngineLoadError(f"{path}: not a bisenet-rt pipeline engine (I/O {io}; expected uint8 '{INPUT_NAME}' "
+        raise ArtifactError(f"{path}: not a bisenet-rt pipeline engine (I/O {io}; expected uint8 '{INPUT_NAME}' "
                               f"N x H x W x 3 in, uint8 '{OUTPUT_NAME}' N x H x W out); build it with "
                               "'bisenet-rt build --backend tensorrt'")
 
@@ -154,7 +154,7 @@ class _Lane:
         self.job: "_TrtPending | None" = None  # the submission whose labels are still in this lane's buffers
         self.context: Any = backend._engine.create_execution_context()
         if self.context is None:
-            raise EngineLoadError(f"{backend.path}: TensorRT could not create an execution context "
+            raise ArtifactError(f"{backend.path}: TensorRT could not create an execution context "
                                   f"({trt_logger().take_errors() or 'out of GPU memory?'})")
         self.stream: Any = cuda.Stream()
         self.events: tuple[Any, Any] = (cuda.Event(), cuda.Event())
@@ -384,7 +384,7 @@ class TensorRTBackend(Backend):
         self._runtime = trt.Runtime(logger)
         self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
         if self._engine is None:
-            raise EngineLoadError(f"{self.path}: TensorRT could not deserialize it: the file is corrupt or was "
+            raise ArtifactError(f"{self.path}: TensorRT could not deserialize it: the file is corrupt or was "
                                   f"built by another TensorRT ({logger.take_errors() or 'no detail'}); "
                                   f"rebuild it with: {_rebuild_command(sidecar, self.path)}")
         io = engine_io(self._engine)
