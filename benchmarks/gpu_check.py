@@ -286,7 +286,7 @@ def _tensorrt(plan: Plan, work: Path, found: dict[str, Any]) -> None:
 
 def _engine_config(precision: str, work: Path, plan: Plan) -> Any:
     """The BuildConfig of one engine: the demo weights, `bisenet-rt build`'s default profile (FRAME only)."""
-    from bisenet_rt.build import BuildConfig
+    from bisenet_rt.builder import BuildConfig
 
     calib = {"calib": work / "synth" / "leftImg8bit" / "train", "calib_count": plan.calib_count} \
         if precision == "int8" else {}
@@ -304,7 +304,7 @@ def _check_plan_fits(config: Any) -> None:
 
 
 def _build(config: Any) -> Path:
-    from bisenet_rt.build import build
+    from bisenet_rt.builder import build
 
     return build(config)
 
@@ -316,8 +316,8 @@ def _stand_in(config: Any) -> Path:
     from bisenet_rt.artifacts import write_sidecar
     from bisenet_rt.atomic import write_atomic
     from bisenet_rt.backends import SPECS
-    from bisenet_rt.build import BuildPlan, prepare, rebuild_command, sidecar
-    from bisenet_rt.build.choice import host_facts, int8_weights
+    from bisenet_rt.builder import BuildPlan, prepare, rebuild_command, sidecar
+    from bisenet_rt.builder.choice import host_facts, int8_weights
 
     spec = SPECS["tensorrt"]
     int8 = int8_weights(host_facts(), spec.name, config.int8_target) if config.precision.value == "int8" else None

@@ -1,7 +1,7 @@
 """INT8 (Q/DQ) against FP32 on ONNX Runtime (CPU): end-to-end speed at 2048x1024 and accuracy.
 
 Builds the FP32 pipeline graph and the INT8 Q/DQ pipeline graph (calibrated on the synthetic train
-split through bisenet_rt.quantize) from the same weights, then
+split through bisenet_rt.graph.qdq) from the same weights, then
   speed     both Segmenters on the same 2048x1024 frame, interleaved rounds (bisenet_rt.apps.bench.run_bench):
             the paper's protocol, resize and arg-max inside the timed call;
   kernels   which convolutions ONNX Runtime runs as int8 QLinearConv, and a per-op-type profile;
@@ -9,7 +9,7 @@ split through bisenet_rt.quantize) from the same weights, then
             FP32 does (bisenet_rt.apps.evaluate), for every calibration method asked for.
 Both graphs use the post-processing layout the ONNX Runtime builder ships (`separable`). The INT8
 weight grid is the one `bisenet-rt build` picks for this CPU (8-bit with VNNI/AMX, 7-bit on AVX2
-without it: `bisenet_rt.build.choice.int8_weights`); `--grids int8,int7` scores both, the first timed.
+without it: `bisenet_rt.builder.choice.int8_weights`); `--grids int8,int7` scores both, the first timed.
 Writes benchmarks/results/int8_<cpu class>_<date>.json with the CPU's class and flags. Goals (issues 5
 and 14, on every CPU class): INT8 >= 1.5x FP32 FPS, mIoU within 1.0, >= 99% of pixels agreeing. Without
 the demo model (or --weights) the weights are random: speed only.
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from bisenet_rt.apps.evaluate import format_table as eval_table
     from bisenet_rt.graph.export import ExportConfig, export_onnx
     from bisenet_rt.model import model_and_sha
-    from bisenet_rt.build.choice import host_facts, int8_weights
+    from bisenet_rt.builder.choice import host_facts, int8_weights
     from bisenet_rt.graph.prepost import PostForm
     from bisenet_rt.int8_grid import WeightRange
     from bisenet_rt.graph.calibration import calibration_files

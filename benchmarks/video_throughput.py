@@ -38,7 +38,7 @@ def make_clip(path: Path, seeds: range, size: tuple[int, int]) -> Path:
 
 def default_artifact(work: Path, weights: str | None) -> Path:
     """The newest artifact under engines/, else the CPU default `bisenet-rt build` makes (in `work`)."""
-    from bisenet_rt.build import BuildConfig, build
+    from bisenet_rt.builder import BuildConfig, build
     from bisenet_rt.artifacts import newest_artifact
 
     found = newest_artifact()

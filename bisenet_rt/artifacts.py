@@ -294,7 +294,7 @@ def open_artifact(path: str | os.PathLike, *, keep_graph: bool = False, sidecar:
     """Open any artifact the Segmenter runs and read its facts, refusing what is not the pipeline graph.
 
     ONNX graphs must be the uint8 `frames` -> labels pipeline with bisenet-rt metadata (a sidecar
-    beside one takes precedence, unless `sidecar` is False: builders trust only the graph); engines
+    beside one takes precedence, unless `sidecar` is False: a build trusts only the graph); engines
     and IR need their sidecar. The ONNX graph is returned only with `keep_graph` (it can be large).
     """
     path = Path(path)

@@ -1,6 +1,6 @@
 """Facts about the machine this process runs on: CPU model, instruction sets, cores it may use.
 
-One place, read by the builders (which backend and INT8 recipe fit here), the backends (how many
+One place, read by the build (which backend and INT8 recipe fit here), the backends (how many
 threads; whether an INT8 artifact fits this CPU) and the reports. Nothing here imports a heavy
 library; the runtime probes (TensorRT, OpenVINO) are the backends' own `availability()`.
 """

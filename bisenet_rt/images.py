@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Callable
 
 from .errors import InputError
-from .settings import MAX_FRAME_ENV, max_frame_size
+from .settings import MAX_FRAME_ENV
+from .sizes import max_frame_size
 
 if TYPE_CHECKING:
     import numpy as np

@@ -1,7 +1,7 @@
 """The INT8 weight grid an artifact was quantized to, and whether it fits this CPU: what the runtime checks at load.
 
 Light on purpose (no ONNX, no quantizer): the ONNX Runtime and OpenVINO backends import it to warn when an
-artifact's grid does not fit the CPU they run on; the build chooses the grid for its target (`build.choice`).
+artifact's grid does not fit the CPU they run on; the build chooses the grid for its target (`builder.choice`).
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 __all__ = ["ENGINES_ENV", "CACHE_ENV", "MAX_FRAME_ENV", "DEFAULT_MAX_FRAME", "engines_dir", "cache_dir",
-           "max_frame_size", "unwritable_reason"]
+           "unwritable_reason"]
 
 #: Environment variable naming the engines folder.
 ENGINES_ENV = "BISENET_RT_ENGINES"
@@ -54,17 +54,3 @@ def unwritable_reason(folder: str | os.PathLike) -> str | None:
     except OSError as exc:
         return f"{exc.strerror or exc}"
     return None
-
-
-def max_frame_size() -> tuple[int, int]:
-    """The largest frame (width, height) the Segmenter takes; bigger ones are refused before any allocation."""
-    from .errors import ConfigError
-    from .sizes import parse_size
-
-    text = os.environ.get(MAX_FRAME_ENV)
-    if not text:
-        return DEFAULT_MAX_FRAME
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise ConfigError(f"{MAX_FRAME_ENV}={text!r}: {exc}") from None

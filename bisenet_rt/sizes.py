@@ -1,12 +1,14 @@
 """Parsing and checking of 'WIDTHxHEIGHT' sizes, and the bounds on sizes and counts checked before memory is spent."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .errors import ConfigError
+from .settings import DEFAULT_MAX_FRAME, MAX_FRAME_ENV
 
 __all__ = ["parse_size", "check_model_size", "check_frame_size", "format_size", "check_count", "check_batch",
-           "check_depth", "MAX_BATCH", "MAX_DEPTH"]
+           "check_depth", "max_frame_size", "MAX_BATCH", "MAX_DEPTH"]
 
 _STRIDE = 32
 #: The largest batch any artifact is built for or timed with: a batch's frames, labels and activations are all
@@ -32,9 +34,8 @@ def parse_size(text: str | tuple[int, int]) -> tuple[int, int]:
 
 
 def check_frame_size(size: str | tuple[int, int], what: str = "frame size", reason: str = "") -> tuple[int, int]:
-    """Parse a size and require it within the frame-size limit (`settings.max_frame_size`); `reason` says why
+    """Parse a size and require it within the frame-size limit (`max_frame_size`); `reason` says why
     this size is bounded by it."""
-    from .settings import MAX_FRAME_ENV, max_frame_size
 
     w, h = parse_size(size)
     limit_w, limit_h = max_frame_size()
@@ -80,3 +81,15 @@ def check_depth(value: Any, what: str = "depth", error: type[Exception] = Config
     """Submissions in flight, 1..MAX_DEPTH."""
     return check_count(value, what, MAX_DEPTH, "each submission in flight holds its own frames, labels and buffers, "
                        "and once the runtime is busy more only add latency and memory", error)
+
+
+def max_frame_size() -> tuple[int, int]:
+    """The largest frame (width, height) the Segmenter takes (`$BISENET_RT_MAX_FRAME`, read when asked for);
+    bigger ones are refused before any allocation."""
+    text = os.environ.get(MAX_FRAME_ENV)
+    if not text:
+        return DEFAULT_MAX_FRAME
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise ConfigError(f"{MAX_FRAME_ENV}={text!r}: {exc}") from None

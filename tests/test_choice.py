@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from bisenet_rt.build.choice import CPU_FP32_BACKEND, HostFacts, choose_backend, int8_weights
+from bisenet_rt.builder.choice import CPU_FP32_BACKEND, HostFacts, choose_backend, int8_weights
 from bisenet_rt.errors import BackendUnavailableError
 from bisenet_rt.host import CpuFeatures, cpu_features, physical_cores
 from bisenet_rt.precision import Precision

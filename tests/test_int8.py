@@ -231,7 +231,7 @@ def demo_eval(tmp_path_factory):
     import onnx
 
     from bisenet_rt import Segmenter
-    from bisenet_rt.build.choice import host_facts, int8_weights
+    from bisenet_rt.builder.choice import host_facts, int8_weights
     from bisenet_rt.data import open_dataset
     from bisenet_rt.apps.evaluate import evaluate
     from bisenet_rt.graph.export import ExportConfig, export_onnx
@@ -396,7 +396,7 @@ def test_calibration_files_spread_over_the_folder(tmp_path):
 def test_build_int8_cli(tmp_path, confident_model, calib_dir, capsys):
     from bisenet_rt import Segmenter
     from bisenet_rt.artifacts import read_sidecar
-    from bisenet_rt.build.choice import host_facts, int8_weights
+    from bisenet_rt.builder.choice import host_facts, int8_weights
     from bisenet_rt.cli import main
     from bisenet_rt.graph.export import ExportConfig, export_onnx
     from bisenet_rt.host import cpu_features

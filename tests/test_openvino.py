@@ -156,7 +156,7 @@ def test_fp16_graph_runs(exported):
 
 @pytest.mark.skipif(BF16, reason="this CPU has BF16; the refusal is tested on CPUs without it")
 def test_bf16_refused_without_cpu_support(exported, tmp_path):
-    from bisenet_rt.build import BuildConfig, build
+    from bisenet_rt.builder import BuildConfig, build
 
     with pytest.raises(BackendUnavailableError, match="BF16"):
         Segmenter(exported["fp32"], backend="openvino", precision="bf16", cache_dir=None)
@@ -190,7 +190,7 @@ def test_bf16_agrees_with_fp32_where_the_decision_is_clear(exported, confident_m
 
 @pytest.mark.skipif(not BF16, reason="this CPU has no BF16 arithmetic (OpenVINO does not report BF16)")
 def test_bf16_ir_build_records_bf16(exported, tmp_path):
-    from bisenet_rt.build import BuildConfig, build
+    from bisenet_rt.builder import BuildConfig, build
 
     out = build(BuildConfig(precision="bf16", backend="openvino", onnx=exported["fp32"], output=tmp_path / "bf16.xml"))
     with Segmenter(out, cache_dir=None) as seg:
@@ -201,7 +201,7 @@ def test_bf16_ir_build_records_bf16(exported, tmp_path):
 
 def test_int8_build_needs_calibration_frames(tmp_path):
     """OpenVINO builds INT8 from the Q/DQ graph the build makes, which needs frames to calibrate on."""
-    from bisenet_rt.build import BuildConfig, build
+    from bisenet_rt.builder import BuildConfig, build
 
     with pytest.raises(BuildError, match="--calib"):
         build(BuildConfig(precision="int8", backend="openvino", output=tmp_path / "int8.xml"))
@@ -212,7 +212,7 @@ def test_auto_picks_the_measured_cpu_path():
     and without a precision asked for, auto builds OpenVINO BF16 where the CPU has BF16 (as OpenVINO reports
     it), else FP32 on the faster FP32 engine; a precision asked for is kept."""
     from bisenet_rt.backends import SPECS
-    from bisenet_rt.build.choice import CPU_FP32_BACKEND, choose_backend, host_facts
+    from bisenet_rt.builder.choice import CPU_FP32_BACKEND, choose_backend, host_facts
 
     if SPECS["tensorrt"].availability() is None:
         pytest.skip("TensorRT is usable here, so auto picks it")

@@ -620,7 +620,7 @@ def test_row_concurrent_builds_of_one_output_all_succeed(small, tmp_path, monkey
     """
     import onnxruntime
 
-    from bisenet_rt.build import BuildConfig, build
+    from bisenet_rt.builder import BuildConfig, build
 
     builders = 3
     optimized = threading.Barrier(builders, timeout=120)

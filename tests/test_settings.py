@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bisenet_rt.artifacts import newest_artifact
-from bisenet_rt.build import BuildConfig
+from bisenet_rt.builder import BuildConfig
 from bisenet_rt.settings import CACHE_ENV, ENGINES_ENV, cache_dir, engines_dir
 
 

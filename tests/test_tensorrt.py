@@ -142,7 +142,7 @@ def test_check_names_the_failed_call():
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory, exported):
     """fp32 and fp16 engines of the exported pipeline graphs, with a small frame-size profile."""
-    from bisenet_rt.build import BuildConfig, build
+    from bisenet_rt.builder import BuildConfig, build
 
     out = tmp_path_factory.mktemp("engines")
     paths = {}
@@ -386,7 +386,7 @@ def test_close_is_idempotent_and_final(engines, street_batch):
 def test_fixed_size_graph_builds_without_a_profile(confident_model, tmp_path, street_batch):
     """A graph exported with a fixed frame size and batch builds for exactly that and runs."""
     from bisenet_rt import Segmenter
-    from bisenet_rt.build import BuildConfig, build
+    from bisenet_rt.builder import BuildConfig, build
     from bisenet_rt.errors import BuildError
     from bisenet_rt.graph.export import ExportConfig, export_onnx
 

@@ -248,7 +248,7 @@ def test_require_tensorrt_raises_one_line_build_error():
 def test_tensorrt_build_checks_the_graph_before_tensorrt(tmp_path):
     """`build --backend tensorrt --onnx BAD` stops at the check, without TensorRT (it is not installed here)."""
     from bisenet_rt.backends import SPECS
-    from bisenet_rt.build import BuildConfig, BuildPlan, prepare
+    from bisenet_rt.builder import BuildConfig, BuildPlan, prepare
     from bisenet_rt.graph.export import add_facts, export_facts
 
     model = _model([_cast("frames", "f", TensorProto.FLOAT, "pre/to_float"),

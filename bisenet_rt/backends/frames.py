@@ -6,7 +6,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError, InputTypeError
-from ..settings import MAX_FRAME_ENV, max_frame_size
+from ..settings import MAX_FRAME_ENV
+from ..sizes import max_frame_size
 
 __all__ = ["as_batch", "array_batch", "check_size", "check_out"]
 

@@ -3,7 +3,7 @@
 Each backend package (`backends/<name>/__init__.py`) defines its spec: its name and files, whether it can
 run here, which pipeline graph each precision is built from (`GraphForm`), how a source graph is admitted
 (checks, and the facts the artifact will have), how it is compiled, and the runtime class that opens the
-artifact. Building (`bisenet_rt.build`) and opening (`backends.open_backend`) only iterate over specs; the
+artifact. Building (`bisenet_rt.builder`) and opening (`backends.open_backend`) only iterate over specs; the
 heavy modules (`run.py`, `build.py`) are imported by the spec's functions when they are called.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BackendSpec", "GraphForm", "BuildConfig", "INT8_TARGETS", "DEFAULT_FRAME"]
 
-#: `--int8-target` choices: the CPU class the INT8 weight grid is chosen for (see `build.choice.int8_weights`).
+#: `--int8-target` choices: the CPU class the INT8 weight grid is chosen for (see `builder.choice.int8_weights`).
 INT8_TARGETS = ("auto", "vnni", "avx2")
 #: The frame size of the paper's protocol, and the default of a build's frame-size range.
 DEFAULT_FRAME = (2048, 1024)
@@ -76,7 +76,7 @@ class BuildConfig:
     def chosen_precision(self) -> Precision:
         """The precision to build: set, or resolved from auto by the build template before any backend step."""
         if self.precision is None:
-            raise BuildError("no precision chosen: call bisenet_rt.build.build(config), which resolves auto, "
+            raise BuildError("no precision chosen: call bisenet_rt.builder.build(config), which resolves auto, "
                              "or set BuildConfig(precision=...)")
         return self.precision
 

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _default_engine(engines_dir: Path | None) -> Path:
     from ..artifacts import newest_artifact
-    from ..build import BuildConfig, build
+    from ..builder import BuildConfig, build
     from ..settings import engines_dir as default_engines_dir
 
     engines_dir = engines_dir or default_engines_dir()

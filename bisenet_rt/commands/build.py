@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..build import BuildConfig, build
+    from ..builder import BuildConfig, build
 
     if args.output is not None:
         check_writable(args.output, "-o")

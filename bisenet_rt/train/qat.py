@@ -1,6 +1,6 @@
 """Quantization-aware fine-tuning: teach the model the int8 activations its INT8 build will run with.
 
-Post-training quantization (`bisenet_rt.quantize`) rounds every activation to a per-tensor int8 grid;
+Post-training quantization (`bisenet_rt.graph.qdq`) rounds every activation to a per-tensor int8 grid;
 pixels the float model is unsure of then change class. Fine-tuning with the same rounding simulated
 (fake quantization, gradients passed straight through) lets the weights adapt to it. The fine-tune
 runs each batch twice: the float pass learns the ground truth, the fake-quantized pass learns to

@@ -20,7 +20,7 @@ _log = logging.getLogger(__name__)
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 #: Graph passes turned off for INT8 (Q/DQ) graphs: common-subexpression elimination merges the
 #: per-consumer QuantizeLinear nodes, and on x86 ORT runs a convolution in int8 only after a
-#: QuantizeLinear with one consumer (see bisenet_rt/quantize.py).
+#: QuantizeLinear with one consumer (see bisenet_rt/graph/qdq.py).
 QDQ_DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
 
 

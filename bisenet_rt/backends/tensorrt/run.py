@@ -3,13 +3,13 @@
 Host frames go through page-locked buffers (async H2D, `execute_async_v3`, async D2H, one
 synchronize); the engine's work for a fixed input shape and fixed buffers is captured once into a
 CUDA graph and replayed, for host and device (`infer_device`) calls alike. The pipeline graph has no
-data-dependent shapes (see `build.trt_conformance`), so capture succeeds; where an engine still
+data-dependent shapes (see `conformance`), so capture succeeds; where an engine still
 cannot be captured, the backend says so once and runs it plainly. Device arrays of other libraries
 (PyTorch, CuPy) are used zero-copy by `infer_device`.
 
 A lane is one execution context with its own stream, buffers and CUDA graph. Calls from several threads
 and submissions spread over up to `depth` lanes; which lane a call takes, when a lane's graph is dropped
-and how lanes' runs are ordered is decided by `tensorrt_lanes` (bookkeeping without CUDA, tested on any
+and how lanes' runs are ordered is decided by `lanes` (bookkeeping without CUDA, tested on any
 machine). The engine always runs on a lane's own non-default stream: TensorRT warns that enqueueV3 on the
 default stream adds device-wide synchronisation (NvInferRuntime.h, enqueueV3).
 """
@@ -132,7 +132,7 @@ def _check_pipeline_io(io: list[dict[str, Any]], path: os.PathLike) -> None:
 class _Lane:
     """One execution context with its own stream, timing events, buffers and CUDA graph: one frame in flight.
 
-    Its `book` (tensorrt_lanes.LaneBook) says which key (shape, input and output address) the context is
+    Its `book` (lanes.LaneBook) says which key (shape, input and output address) the context is
     bound to and what its graph belongs to; this class does the CUDA and TensorRT calls the book decides.
     """
 

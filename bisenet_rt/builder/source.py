@@ -31,7 +31,7 @@ def source_graph(config: BuildConfig, spec: BackendSpec, form: GraphForm,
     precision. `int8` is the weight grid and its target in words (`choice.int8_weights`), for INT8 only."""
     if form.precision is Precision.INT8:
         if int8 is None:
-            raise BuildError("an INT8 build needs its weight grid (build.choice.int8_weights)")
+            raise BuildError("an INT8 build needs its weight grid (builder.choice.int8_weights)")
         path = _quantized(config, form, *int8)
     elif config.onnx is not None:
         path = _given(config.onnx, "'bisenet-rt export -o PATH.onnx'")
