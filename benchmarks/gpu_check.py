@@ -380,7 +380,8 @@ def _importable() -> str | None:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--plan-on-cpu", action="store_true",
                         help="rehearse the whole plan on the CPU, ONNX Runtime standing in for the engines")
     parser.add_argument("--quick", action="store_true",

@@ -16,6 +16,12 @@ if TYPE_CHECKING:
 
 HELP = "mIoU / per-class IoU / pixel accuracy of artifacts on a dataset split (several side by side)"
 
+EXAMPLES = """
+bisenet-rt eval --data data/synth --artifact bisenet_rt/assets/demo_bisenetv2_synth.pth
+bisenet-rt eval --data data/synth --artifact engines/fp32.onnx --artifact engines/int8.onnx --json cmp.json
+bisenet-rt eval --data cityscapes/ --artifact model.pth --model-size 1024x512 --model-size 2048x1024
+"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path,

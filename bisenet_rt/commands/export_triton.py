@@ -10,6 +10,11 @@ from ._common import newest_artifact_or_fail, size_arg
 
 HELP = "write a Triton Inference Server model repository (config.pbtxt + model.plan/model.onnx)"
 
+EXAMPLES = """
+bisenet-rt export-triton -o model_repository --engine engines/bisenetv2_fp16.engine
+bisenet-rt export-triton -o model_repository --onnx engines/demo.onnx --max-batch 8 --instances 2
+"""
+
 _EPILOG = """\
 layout written:
   REPO/NAME/config.pbtxt        platform tensorrt_plan (engine) or onnxruntime_onnx (ONNX),

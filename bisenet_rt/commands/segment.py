@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from ..backends import SPECS
 from ..errors import InputError
 from ..images import IMAGE_SUFFIXES, ImageError
 from ._common import check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
@@ -18,6 +19,15 @@ if TYPE_CHECKING:
     from ..segmenter import Segmenter
 
 HELP = "segment images, folders, videos or a camera into label PNGs, colour overlays or overlay videos"
+
+EXAMPLES = """
+bisenet-rt segment frame.png more_frames/ -o out/ --artifact engines/bisenetv2_fp32.onnx
+bisenet-rt segment more_frames/ -o out/ --labels
+bisenet-rt segment more_frames/ -o out/ --overlay --alpha 0.7
+bisenet-rt segment drive.mp4 -o drive_seg.mp4
+bisenet-rt segment --camera 0 -o camera.mp4 --max-frames 300
+bisenet-rt segment cityscapes/leftImg8bit/val -o results/ --label-format cityscapes
+"""
 
 
 
@@ -60,7 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder, or video file (see below)")
     p.add_argument("--artifact", "--engine", dest="artifact", type=Path,
                    help="artifact to run (.engine, .onnx, .xml, .pth); default: newest under engines/")
-    p.add_argument("--backend", default="auto", help="backend to open the artifact with (default: by suffix)")
+    p.add_argument("--backend", default="auto", choices=["auto", *SPECS],
+                   help="backend to open the artifact with (default auto: by suffix)")
     p.add_argument("--model-size", type=model_size_arg, metavar="WxH",
                    help="checkpoints (.pth): size frames are resized to (default 1024x512; 2048x1024 is the "
                         "published accuracy protocol); built artifacts keep their export size")

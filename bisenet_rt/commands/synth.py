@@ -9,6 +9,11 @@ from ._common import size_arg
 
 HELP = "generate a synthetic street-scene dataset in the Cityscapes layout"
 
+EXAMPLES = """
+bisenet-rt synth -o data/synth --n 400
+bisenet-rt synth -o data/small --n 20 --size 512x256 --seed 1
+"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="dataset root to write (leftImg8bit/, gtFine/)")
