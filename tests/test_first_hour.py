@@ -1,0 +1,70 @@
+"""What a newcomer meets in the first hour (issue 25): random weights said wherever they are used, outputs whose
+names say another kind refused, advice that matches what was done."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import pytest
+
+from bisenet_rt.artifacts import RANDOM_WEIGHTS, ArtifactInfo
+from bisenet_rt.cli import main
+from bisenet_rt.classes import CITYSCAPES_CLASSES
+from bisenet_rt.families import COINCHEUNG, DEMO_CHECKPOINT, MMSEG, OWN_WEIGHTS
+from conftest import street_frame
+
+
+@pytest.fixture(scope="module")
+def frame_png(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("frames") / "street.png"
+    cv2.imwrite(str(path), street_frame(128, 256, seed=3))
+    return path
+
+
+# -- random weights --------------------------------------------------------------------------------------------------
+def test_segmenter_says_random_weights_in_its_repr_and_log(exported, checkpoint, caplog):
+    """The `exported` graphs were made without a checkpoint (their facts say 'random-init'); a checkpoint is not."""
+    from bisenet_rt import Segmenter
+
+    with caplog.at_level(logging.WARNING, logger="bisenet_rt"):
+        with Segmenter(exported["fp32"]) as seg:
+            assert seg.random_weights and f"weights={RANDOM_WEIGHTS!r}" in repr(seg)
+    assert [r.getMessage() for r in caplog.records if RANDOM_WEIGHTS in r.getMessage()] == [
+        f"{exported['fp32']}: {RANDOM_WEIGHTS}; build from a checkpoint: 'bisenet-rt build --weights CKPT' "
+        "(the demo model: bisenet_rt/assets/demo_bisenetv2_synth.pth)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bisenet_rt"):
+        with Segmenter(checkpoint) as seg:
+            assert not seg.random_weights and "random" not in repr(seg)
+    assert not any(RANDOM_WEIGHTS in r.getMessage() for r in caplog.records)
+
+
+def test_segment_says_random_weights(exported, frame_png, tmp_path, capsys):
+    assert main(["segment", str(frame_png), "-o", str(tmp_path / "out"), "--artifact", str(exported["fp32"]),
+                 "--quiet"]) == 0
+    assert f"warning: {exported['fp32']}: {RANDOM_WEIGHTS}" in capsys.readouterr().err
+
+
+def test_build_from_random_weights_says_so_at_the_end(exported, tmp_path, capsys):
+    out = tmp_path / "e"
+    assert main(["build", "--backend", "onnxruntime", "--onnx", str(exported["fp32"]), "--engines-dir", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"warning: {out / 'bisenetv2_fp32.onnx'} holds random weights: predictions are "
+                              "meaningless (timings hold); build from a checkpoint: 'bisenet-rt build --weights CKPT'")
+
+
+def test_demo_checkpoint_is_ours_and_has_no_published_score():
+    """Published-protocol notes go only with weights that may be published: not random, not the demo (known by
+    its sha256), not a head of other classes."""
+    import hashlib
+
+    demo_sha = hashlib.sha256(DEMO_CHECKPOINT.read_bytes()).hexdigest()
+    assert demo_sha in OWN_WEIGHTS
+    facts = ArtifactInfo(classes=CITYSCAPES_CLASSES, source_sha256="0" * 64)
+    assert facts.published_family is COINCHEUNG
+    assert ArtifactInfo(classes=CITYSCAPES_CLASSES, source_sha256="0" * 64, family="mmseg").published_family is MMSEG
+    assert ArtifactInfo(classes=CITYSCAPES_CLASSES, source_sha256=demo_sha).published_family is None
+    assert ArtifactInfo(classes=CITYSCAPES_CLASSES).published_family is COINCHEUNG  # unknown source: may be published
+    assert ArtifactInfo(classes=CITYSCAPES_CLASSES, source_sha256="random-init").published_family is None
+    assert ArtifactInfo(classes=("a", "b"), source_sha256="0" * 64).published_family is None
