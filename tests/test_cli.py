@@ -44,3 +44,11 @@ def test_every_subcommand_shows_examples_that_parse():
             assert command[:2] == ["bisenet-rt", name], line
             parser.parse_args(command[1:])  # SystemExit (2) if an example names an option that does not exist
 
+
+def test_help_texts_name_their_choices():
+    commands = _subcommands()
+    bench = commands["bench"].format_help()
+    assert "{auto,tensorrt,onnxruntime,openvino,torch}" in bench and "--rounds" in bench
+    build = commands["build"].format_help()
+    assert "OpenVINO" in (commands["build"].description or "") and "--model-size WxH      size frames are resized" in build
+    assert "--batch 1" in commands["export"].format_help() and "{1}" not in commands["export"].format_help()

@@ -40,10 +40,15 @@ def test_segmenter_says_random_weights_in_its_repr_and_log(exported, checkpoint,
     assert not any(RANDOM_WEIGHTS in r.getMessage() for r in caplog.records)
 
 
-def test_segment_says_random_weights(exported, frame_png, tmp_path, capsys):
+def test_segment_and_bench_say_random_weights(exported, frame_png, tmp_path, capsys):
     assert main(["segment", str(frame_png), "-o", str(tmp_path / "out"), "--artifact", str(exported["fp32"]),
                  "--quiet"]) == 0
     assert f"warning: {exported['fp32']}: {RANDOM_WEIGHTS}" in capsys.readouterr().err
+    assert main(["bench", "--artifact", str(exported["fp32"]), "--iters", "1", "--warmup", "0",
+                 "--size", "256x128"]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {exported['fp32']}: {RANDOM_WEIGHTS}" in captured.err
+    assert f"fp32.onnx: {RANDOM_WEIGHTS} (the timings hold)" in captured.out
 
 
 def test_build_from_random_weights_says_so_at_the_end(exported, tmp_path, capsys):
@@ -52,6 +57,23 @@ def test_build_from_random_weights_says_so_at_the_end(exported, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"warning: {out / 'bisenetv2_fp32.onnx'} holds random weights: predictions are "
                               "meaningless (timings hold); build from a checkpoint: 'bisenet-rt build --weights CKPT'")
+
+
+def test_bench_without_artifacts_builds_from_the_demo_checkpoint(tmp_path, monkeypatch, exported, capsys):
+    """`make bench` on a fresh clone: the artifact it builds holds the demo model, not random weights."""
+    import bisenet_rt.builder
+
+    asked = []
+
+    def build(config):  # the build itself is tested in test_build_bench; here: what bench asks for
+        asked.append(config)
+        return exported["fp32"]
+
+    monkeypatch.setattr(bisenet_rt.builder, "build", build)
+    assert main(["bench", "--engines-dir", str(tmp_path), "--iters", "1", "--warmup", "0", "--size", "256x128"]) == 0
+    (config,) = asked
+    assert config.weights == DEMO_CHECKPOINT and DEMO_CHECKPOINT.is_file() and config.engines_dir == tmp_path
+    assert f"building the default for this machine from the demo checkpoint {DEMO_CHECKPOINT}" in capsys.readouterr().err
 
 
 def test_demo_checkpoint_is_ours_and_has_no_published_score():
