@@ -90,3 +90,52 @@ def test_demo_checkpoint_is_ours_and_has_no_published_score():
     assert ArtifactInfo(classes=CITYSCAPES_CLASSES).published_family is COINCHEUNG  # unknown source: may be published
     assert ArtifactInfo(classes=CITYSCAPES_CLASSES, source_sha256="random-init").published_family is None
     assert ArtifactInfo(classes=("a", "b"), source_sha256="0" * 64).published_family is None
+
+
+# -- outputs whose names say another kind ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (128, 64))
+    for i in range(3):
+        writer.write(street_frame(64, 128, seed=i))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("inputs, out", [("clip", "o.png"), ("frame", "o.png"), ("frame", "labels.json"),
+                                         ("both", "o.mp4")])
+def test_segment_refuses_a_file_name_for_its_output_folder(inputs, out, clip, frame_png, exported, tmp_path, capsys):
+    """`segment clip.mp4 -o o.png` would have made a folder o.png/; it is refused in one line, before any work."""
+    given = {"clip": [clip], "frame": [frame_png], "both": [clip, frame_png]}[inputs]
+    target = tmp_path / out
+    assert main(["segment", *map(str, given), "-o", str(target), "--artifact", str(exported["fp32"])]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"bisenet-rt segment: error: -o {target}")
+    assert "give a folder" in err[0] and not target.exists()
+
+
+def test_an_existing_folder_with_a_file_suffix_is_still_a_folder(frame_png, exported, tmp_path):
+    out = tmp_path / "v1.png"
+    out.mkdir()
+    assert main(["segment", str(frame_png), "-o", str(out), "--artifact", str(exported["fp32"]), "--quiet"]) == 0
+    assert (out / "street_labels.png").is_file()
+
+
+@pytest.mark.parametrize("argv", [["bench", "--json", "reports/"], ["eval", "--data", "d", "--json", "reports/"],
+                                  ["export", "-o", "graphs/"], ["build", "-o", "engines/"]])
+def test_a_file_output_ending_in_a_slash_is_refused(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "ends in '/', so it names a folder; give a file name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, option", [(["synth", "-o", "data.json", "--n", "1"], "-o"),
+                                          (["build", "--engines-dir", "engines.onnx"], "--engines-dir"),
+                                          (["export-triton", "-o", "repo.pbtxt", "--onnx", "x.onnx"], "-o")])
+def test_a_folder_output_named_like_a_file_is_refused(argv, option, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"error: {option} {argv[argv.index(option) + 1]}: ends in ." in err and "give a folder name such as" in err
+    assert not any(tmp_path.iterdir())

@@ -7,13 +7,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..apps.video import VIDEO_SUFFIXES
+from ..images import IMAGE_SUFFIXES
 from ..sizes import parse_size
 
 if TYPE_CHECKING:
     from ..segmenter import Segmenter
 
-__all__ = ["size_arg", "model_size_arg", "precision_arg", "newest_artifact_or_fail", "check_writable", "check_report_path",
-           "open_segmenter"]
+__all__ = ["size_arg", "model_size_arg", "output_file_arg", "FILE_SUFFIXES", "precision_arg", "newest_artifact_or_fail",
+           "check_writable", "check_report_path", "open_segmenter"]
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -58,11 +60,34 @@ def newest_artifact_or_fail(option: str, build_hint: str = "'bisenet-rt build'")
     return found
 
 
-def check_writable(path: str | os.PathLike, option: str, *, folder: bool = False) -> Path:
-    """Refuse an output path that cannot be written, before any work starts: one line saying why."""
+#: Suffixes that name files (images, videos, reports, artifacts, checkpoints, archives): a folder output ending in
+#: one is a mistake (`segment clip.mp4 -o o.png` would make a folder o.png/), refused unless that folder exists.
+FILE_SUFFIXES = (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES, ".gif", ".json", ".jsonl", ".txt", ".csv", ".yaml", ".yml",
+                 ".pbtxt", ".onnx", ".engine", ".plan", ".xml", ".bin", ".pth", ".pt", ".ckpt", ".npy", ".npz", ".zip",
+                 ".tar", ".gz")
+
+
+def output_file_arg(text: str) -> Path:
+    """argparse type for a file to write: a path ending in '/' names a folder and is refused."""
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text} ends in '/', so it names a folder; give a file name "
+                                         f"(e.g. {text.rstrip('/' + os.sep) or '.'}/report.json)")
+    return Path(text)
+
+
+def check_writable(path: str | os.PathLike, option: str, *, folder: bool = False, folder_why: str = "") -> Path:
+    """Refuse an output path that cannot be written, before any work starts: one line saying why.
+
+    A folder output whose name ends in a file suffix (FILE_SUFFIXES) is refused unless that folder exists;
+    `folder_why` says what the folder is for.
+    """
     from ..errors import InputError
 
     path = Path(path)
+    if folder and path.suffix.lower() in FILE_SUFFIXES and not path.is_dir():
+        why = folder_why or "this output is a folder"
+        raise InputError(f"{option} {path}: ends in {path.suffix}, a file name, but {why}; give a folder name such "
+                         f"as {path.with_suffix('')}/")
     if path.exists():
         if folder and not path.is_dir():
             raise InputError(f"{option} {path}: exists and is not a folder; give a folder")

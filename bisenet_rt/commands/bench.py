@@ -13,7 +13,7 @@ from pathlib import Path
 from ..backends import SPECS
 from ..errors import ConfigError
 from ..sizes import check_depth
-from ._common import check_report_path, check_writable, size_arg
+from ._common import check_report_path, check_writable, output_file_arg, size_arg
 
 HELP = "time artifacts end to end (frame in, labels out), the paper's protocol"
 
@@ -50,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["latency", "throughput"], default="latency",
                    help="latency: one call at a time (the paper's); throughput: --depth frames in flight, frames/s")
     p.add_argument("--depth", type=int, default=2, help="throughput mode: submissions in flight (default 2)")
-    p.add_argument("--json", type=Path, metavar="PATH", help="write the report here")
+    p.add_argument("--json", type=output_file_arg, metavar="PATH", help="write the report here")
     p.add_argument("--engines-dir", type=Path, help="where to look for / build artifacts (default engines/, or "
                    "$BISENET_RT_ENGINES)")
 

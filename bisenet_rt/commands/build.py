@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..classes import DEFAULT_MODEL_SIZE
 from ..errors import ConfigError
-from ._common import check_writable, model_size_arg, precision_arg, size_arg
+from ._common import check_writable, model_size_arg, output_file_arg, precision_arg, size_arg
 
 HELP = "build a TensorRT engine / optimized ONNX Runtime model / OpenVINO IR under engines/"
 
@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--onnx", type=Path, help="an exported pipeline ONNX to build from")
     p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "openvino"],
                    help="auto: TensorRT where TensorRT and a GPU are present, else the fastest CPU path")
-    p.add_argument("-o", "--output", type=Path, help="artifact path (default engines/bisenetv2_<precision>.<ext>)")
+    p.add_argument("-o", "--output", type=output_file_arg, help="artifact path (default engines/bisenetv2_<precision>.<ext>)")
     p.add_argument("--engines-dir", type=Path, help="where artifacts go (default engines/, or $BISENET_RT_ENGINES)")
     p.add_argument("--cache-dir", type=Path, help="calibration ranges and TensorRT timing cache (default: the user's "
                    "cache folder, ~/.cache/bisenet-rt, or $BISENET_RT_CACHE)")
@@ -60,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
                           "was exported at (export it again with 'bisenet-rt export --model-size WxH')")
     if args.output is not None:
         check_writable(args.output, "-o")
+    for option, folder in (("--engines-dir", args.engines_dir), ("--cache-dir", args.cache_dir)):
+        if folder is not None:
+            check_writable(folder, option, folder=True)
     folders = {k: v for k, v in (("engines_dir", args.engines_dir), ("cache_dir", args.cache_dir)) if v is not None}
     config = BuildConfig(precision=args.precision, backend=args.backend, weights=args.weights, onnx=args.onnx,
                          output=args.output, model_size=args.model_size or DEFAULT_MODEL_SIZE, **folders,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..backends import spec_for_path
 from ..errors import ConfigError
-from ._common import check_report_path, check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
+from ._common import check_report_path, check_writable, model_size_arg, output_file_arg, newest_artifact_or_fail, open_segmenter
 
 if TYPE_CHECKING:
     from ..segmenter import Segmenter
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(e.g. --model-size 1024x512 --model-size 2048x1024: the paper's speed protocol and the "
                         "published accuracy protocol; default 1024x512); built artifacts keep the size they were "
                         "exported at")
-    p.add_argument("--json", type=Path, metavar="PATH", help="also write a JSON report here")
+    p.add_argument("--json", type=output_file_arg, metavar="PATH", help="also write a JSON report here")
     p.add_argument("--skip-bad", action="store_true",
                    help="check every frame first; skip (and count) missing, mismatched or out-of-range labels")
     p.add_argument("--limit", type=int, metavar="N", help="score only the first N frames")

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from ..classes import DEFAULT_MODEL_SIZE
-from ._common import check_writable, model_size_arg, precision_arg, size_arg
+from ._common import check_writable, model_size_arg, output_file_arg, precision_arg, size_arg
 
 HELP = "export the model (with in-graph pre/post-processing) to ONNX"
 
@@ -19,7 +19,7 @@ bisenet-rt export -o plain.onnx --weights model.pth --plain
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", required=True, help="path of the .onnx file to write")
+    p.add_argument("-o", "--output", required=True, type=output_file_arg, help="path of the .onnx file to write")
     p.add_argument("--weights", help="checkpoint (.pth/.pt; CoinCheung/BiSeNet or MMSegmentation, told from its keys); "
                                      "without it the weights are random")
     p.add_argument("--precision", type=precision_arg, default="fp32", choices=["fp32", "fp16"],

@@ -259,7 +259,7 @@ def _artifact(given: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..apps.video import is_video, segment_video
+    from ..apps.video import VIDEO_SUFFIXES, is_video, segment_video
 
     if not args.inputs and args.camera is None:
         raise InputError("nothing to segment: give INPUT files or folders, or --camera INDEX")
@@ -277,7 +277,9 @@ def run(args: argparse.Namespace) -> int:
                          "give a folder")
     if out.is_file() and not to_file:
         raise InputError(f"-o {out} is an existing file; give a folder")
-    check_writable(out, "-o", folder=not to_file)
+    check_writable(out, "-o", folder=not to_file,
+                   folder_why="segment writes a folder here (a file only for one video or camera input and OUT "
+                              f"ending in {'/'.join(VIDEO_SUFFIXES)})")
     plan = _plan_images(images, exclude=out)
     sources: list[tuple[Path | int, Path]] = [(v, out if to_file else out / f"{v.stem}.mp4") for v in videos]
     if args.camera is not None:
