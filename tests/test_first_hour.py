@@ -139,3 +139,59 @@ def test_a_folder_output_named_like_a_file_is_refused(argv, option, tmp_path, mo
     err = capsys.readouterr().err
     assert f"error: {option} {argv[argv.index(option) + 1]}: ends in ." in err and "give a folder name such as" in err
     assert not any(tmp_path.iterdir())
+
+
+# -- eval: advice that matches what it did -----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def city_root(tmp_path_factory) -> Path:
+    from bisenet_rt.data.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("synth")
+    write_dataset(root, n=2, seed=7, size=(256, 128), val_fraction=0.5, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def published_onnx(checkpoint, confident_model, tmp_path_factory) -> Path:
+    """A pipeline graph exported from `checkpoint` as `bisenet-rt export --weights` does (its sha256 in the facts):
+    weights of the CoinCheung layout that are neither random nor ours, so they may be the published ones."""
+    from bisenet_rt.artifacts import artifact_sha256
+    from bisenet_rt.graph.export import ExportConfig, export_onnx
+
+    path = tmp_path_factory.mktemp("published") / "city.onnx"
+    export_onnx(confident_model, path, ExportConfig(), source_sha256=artifact_sha256(checkpoint))
+    return path
+
+
+def _eval(capsys, root: Path, *argv: str) -> tuple[str, list[str]]:
+    assert main(["eval", "--data", str(root), "--no-progress", "--limit", "1", *argv]) == 0
+    captured = capsys.readouterr()
+    return captured.out, captured.err.strip().splitlines()
+
+
+def test_eval_of_a_built_artifact_never_recommends_the_size_it_ignored(city_root, published_onnx, capsys):
+    """`eval --artifact built.onnx --model-size 2048x1024` says the graph keeps its size and how to get the other;
+    it does not also recommend `--model-size 2048x1024`."""
+    _, err = _eval(capsys, city_root, "--artifact", str(published_onnx), "--model-size", "2048x1024")
+    assert err == [
+        "note: city.onnx was exported at model size 1024x512 and keeps it (--model-size applies to checkpoints, .pth); "
+        "to run it at 2048x1024, export or build it again with --model-size 2048x1024",
+        "CoinCheung/BiSeNet weights: the published ones score 74.95 mIoU on Cityscapes val at model size 2048x1024; "
+        "city.onnx resize to 1024x512, so expect another mIoU (city.onnx: export or build it again with "
+        "--model-size 2048x1024)"]
+
+
+def test_eval_says_the_published_protocol_once_for_a_family(city_root, checkpoint, published_onnx, capsys):
+    out, err = _eval(capsys, city_root, "--artifact", str(checkpoint), "--model-size", "1024x512", "--model-size",
+                     "2048x1024", "--artifact", str(published_onnx))
+    assert [line for line in err if "published" in line] == [
+        "CoinCheung/BiSeNet weights: the published ones score 74.95 mIoU on Cityscapes val at model size 2048x1024; "
+        "confident.pth@1024x512, city.onnx@1024x512 resize to 1024x512, so expect another mIoU (--model-size "
+        "2048x1024 scores a checkpoint at it; city.onnx@1024x512: export or build it again with --model-size "
+        "2048x1024)"]
+    assert any(line.startswith("mAcc ") for line in out.splitlines())
+
+
+def test_eval_of_the_demo_model_says_nothing_of_published_scores(city_root, capsys):
+    out, err = _eval(capsys, city_root, "--artifact", str(DEMO_CHECKPOINT))
+    assert not any("published" in line for line in err) and "demo_bisenetv2_synth.pth" in out

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..apps.video import VIDEO_SUFFIXES
 from ..images import IMAGE_SUFFIXES
@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from ..segmenter import Segmenter
 
 __all__ = ["size_arg", "model_size_arg", "output_file_arg", "FILE_SUFFIXES", "precision_arg", "newest_artifact_or_fail",
-           "check_writable", "check_report_path", "open_segmenter"]
+           "check_writable", "check_report_path", "open_segmenter", "runs_checkpoints", "rebuild_at",
+           "note_kept_size"]
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -113,16 +114,39 @@ def check_report_path(report: Path, artifacts: list[Path]) -> None:
     check_outputs([(report, "the --json report")], inputs)
 
 
-def open_segmenter(path: Path, backend: str = "auto", model_size: tuple[int, int] | None = None) -> "Segmenter":
-    """A Segmenter on `path`; `model_size` applies to checkpoints (a built artifact keeps its export size)."""
+def runs_checkpoints(path: Path, backend: str = "auto") -> bool:
+    """Whether `path` opens as a checkpoint, which runs at any model size (a built artifact keeps its export size)."""
     from ..backends import spec_for_path
+
+    return (spec_for_path(path).name if backend == "auto" else backend) == "torch"
+
+
+def rebuild_at(size: tuple[int, int]) -> str:
+    """How a built artifact gets another model size, in words."""
+    from ..sizes import format_size
+
+    return f"export or build it again with --model-size {format_size(size)}"
+
+
+def open_segmenter(path: Path, backend: str = "auto", model_size: tuple[int, int] | None = None,
+                   **options: Any) -> "Segmenter":
+    """A Segmenter on `path`; `model_size` applies to checkpoints. A built artifact keeps its export size: another
+    size asked for is noted on stderr with how to get it. `options` go to the Segmenter (`depth`, `device`)."""
     from ..segmenter import Segmenter
 
-    name = spec_for_path(path).name if backend == "auto" else backend
-    if model_size is None:
-        return Segmenter(path, backend=backend)
-    if name == "torch":
-        return Segmenter(path, backend=backend, model_size=model_size)
-    print(f"note: {path} keeps the model size it was exported at; --model-size applies to checkpoints (.pth)",
-          file=sys.stderr)
-    return Segmenter(path, backend=backend)
+    if model_size is not None and runs_checkpoints(path, backend):
+        return Segmenter(path, backend=backend, model_size=model_size, **options)
+    seg = Segmenter(path, backend=backend, **options)
+    if model_size is not None:
+        note_kept_size(seg, model_size)
+    return seg
+
+
+def note_kept_size(seg: "Segmenter", asked: tuple[int, int]) -> None:
+    """Say on stderr that a built artifact keeps its export size when another was asked for, and how to get it."""
+    from ..sizes import format_size
+
+    if tuple(asked) != tuple(seg.model_size):
+        print(f"note: {seg.path.name} was exported at model size {format_size(seg.model_size)} and keeps it "
+              f"(--model-size applies to checkpoints, .pth); to run it at {format_size(asked)}, {rebuild_at(asked)}",
+              file=sys.stderr)
