@@ -195,3 +195,61 @@ def test_eval_says_the_published_protocol_once_for_a_family(city_root, checkpoin
 def test_eval_of_the_demo_model_says_nothing_of_published_scores(city_root, capsys):
     out, err = _eval(capsys, city_root, "--artifact", str(DEMO_CHECKPOINT))
     assert not any("published" in line for line in err) and "demo_bisenetv2_synth.pth" in out
+
+
+# -- --device ----------------------------------------------------------------------------------------------------------
+def _cuda_usable() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_cuda_usable(), reason="refusals of a GPU are checked where PyTorch sees none")
+@pytest.mark.parametrize("command, artifact, extra, says", [
+    ("segment", "checkpoint", ["--device", "cuda"],
+     "device cuda: PyTorch sees no CUDA GPU here (torch.cuda.is_available() is False); run on the CPU (device cpu)"),
+    ("eval", "checkpoint", ["--device", "cuda:1"], "device cuda:1: PyTorch sees no CUDA GPU here"),
+    ("bench", "onnx", ["--device", "cuda"], "device cuda: ONNX Runtime has no CUDA provider here; swap in "
+                                            "onnxruntime-gpu"),
+    ("segment", "onnx", ["--device", "cuda", "--backend", "openvino"],
+     "device cuda: OpenVINO artifacts run on the CPU only; on a GPU, use a TensorRT engine (.engine), a checkpoint "
+     "(.pth) or an ONNX graph with onnxruntime-gpu"),
+    ("bench", "onnx", ["--device", "gpu"], "unknown device 'gpu'; choose cpu, cuda or cuda:N (N: the GPU's index), "
+                                           "or auto"),
+])
+def test_a_device_that_cannot_be_used_is_one_line(command, artifact, extra, says, checkpoint, exported, frame_png,
+                                                  city_root, tmp_path, capsys):
+    path = str(checkpoint if artifact == "checkpoint" else exported["fp32"])
+    argv = {"segment": ["segment", str(frame_png), "-o", str(tmp_path / "o"), "--artifact", path, "--quiet"],
+            "eval": ["eval", "--data", str(city_root), "--artifact", path, "--no-progress"],
+            "bench": ["bench", "--artifact", path, "--iters", "1"]}[command]
+    assert main([*argv, *extra]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"bisenet-rt {command}: error: {says}") and len(err) <= 2  # (+ the random-weights line)
+    assert not (tmp_path / "o").exists()
+
+
+def test_device_cpu_runs_every_cpu_artifact(checkpoint, exported, frame_png, tmp_path):
+    from bisenet_rt import Segmenter
+    from bisenet_rt.errors import ConfigError
+
+    for path, backend in ((checkpoint, "auto"), (exported["fp32"], "auto"), (exported["fp32"], "openvino")):
+        with Segmenter(path, backend=backend, device="cpu") as seg:
+            assert seg.device.startswith("CPU")
+    with pytest.raises(ConfigError, match="TensorRT runs on the current CUDA device; choose GPU 1 with "
+                                          "CUDA_VISIBLE_DEVICES=1"):
+        Segmenter(tmp_path / "x.engine", device="cuda:1")
+    with pytest.raises(ConfigError, match="TensorRT artifacts run on a CUDA GPU only; on the CPU, use the ONNX graph"):
+        Segmenter(tmp_path / "x.engine", device="cpu")
+
+
+def test_onnxruntime_providers_follow_the_device():
+    """What ONNX Runtime is handed for each device (its GPU providers named as a GPU build lists them)."""
+    from bisenet_rt.backends.onnxruntime.run import _providers
+
+    gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert _providers("cpu", gpu_build) == ["CPUExecutionProvider"]
+    assert _providers(None, gpu_build) == gpu_build and _providers("cuda", gpu_build) == gpu_build
+    assert _providers("cuda:1", gpu_build) == [("TensorrtExecutionProvider", {"device_id": 1}),
+                                               ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert _providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["size_arg", "model_size_arg", "output_file_arg", "FILE_SUFFIXES", "precision_arg", "newest_artifact_or_fail",
            "check_writable", "check_report_path", "open_segmenter", "runs_checkpoints", "rebuild_at",
-           "note_kept_size"]
+           "note_kept_size", "add_device_argument"]
 
 
 def size_arg(text: str) -> tuple[int, int]:
@@ -102,6 +102,13 @@ def check_writable(path: str | os.PathLike, option: str, *, folder: bool = False
     if not os.access(probe, os.W_OK | os.X_OK):
         raise InputError(f"{option} {path}: {probe} is not writable (permissions or a read-only mount)")
     return path
+
+
+def add_device_argument(p: argparse.ArgumentParser) -> None:
+    """`--device`: where the artifacts run, as the Segmenter's `device=` takes it."""
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="cpu, cuda or cuda:N (default: what the artifact implies: checkpoints and ONNX graphs on a "
+                        "usable GPU, else the CPU; TensorRT engines on the GPU; OpenVINO IR on the CPU)")
 
 
 def check_report_path(report: Path, artifacts: list[Path]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..backends import SPECS
 from ..errors import ConfigError
 from ..sizes import check_depth
-from ._common import check_report_path, check_writable, output_file_arg, size_arg
+from ._common import add_device_argument, check_report_path, check_writable, output_file_arg, size_arg
 
 HELP = "time artifacts end to end (frame in, labels out), the paper's protocol"
 
@@ -22,6 +22,7 @@ bisenet-rt bench
 bisenet-rt bench --artifact engines/bisenetv2_fp32.onnx --artifact engines/bisenetv2_int8.onnx --json cmp.json
 bisenet-rt bench --iters 5000 --warmup 50          # the paper's protocol
 bisenet-rt bench --duration 30 --mode throughput --depth 3
+bisenet-rt bench --artifact model.pth --device cuda:1
 """
 
 
@@ -33,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: the newest under engines/, built from the demo checkpoint if there is none)")
     p.add_argument("--backend", default="auto", choices=["auto", *SPECS],
                    help="backend for every --artifact (default auto: by suffix)")
+    add_device_argument(p)
     p.add_argument("--iters", type=int, metavar="N",
                    help=f"timed calls per artifact ({PAPER_ITERS} is the paper's protocol; default: by time, "
                         "see --duration)")
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     segmenters: list[Segmenter] = []
     try:
         for path in paths:
-            segmenters.append(Segmenter(path, backend=args.backend, depth=args.depth))
+            segmenters.append(Segmenter(path, backend=args.backend, depth=args.depth, device=args.device))
         results = run_bench(segmenters, config)
     finally:
         for s in segmenters:

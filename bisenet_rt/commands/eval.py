@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..errors import ConfigError
 from ..sizes import format_size
-from ._common import (check_report_path, check_writable, model_size_arg, newest_artifact_or_fail, note_kept_size,
+from ._common import (add_device_argument, check_report_path, check_writable, model_size_arg, newest_artifact_or_fail, note_kept_size,
                       open_segmenter, output_file_arg, rebuild_at, runs_checkpoints)
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ HELP = "mIoU / per-class IoU / pixel accuracy of artifacts on a dataset split (s
 EXAMPLES = """
 bisenet-rt eval --data data/synth --artifact bisenet_rt/assets/demo_bisenetv2_synth.pth
 bisenet-rt eval --data data/synth --artifact engines/fp32.onnx --artifact engines/int8.onnx --json cmp.json
-bisenet-rt eval --data cityscapes/ --artifact model.pth --model-size 1024x512 --model-size 2048x1024
+bisenet-rt eval --data cityscapes/ --artifact model.pth --model-size 1024x512 --model-size 2048x1024 --device cuda
 """
 
 
@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(e.g. --model-size 1024x512 --model-size 2048x1024: the paper's speed protocol and the "
                         "published accuracy protocol; default 1024x512); built artifacts keep the size they were "
                         "exported at")
+    add_device_argument(p)
     p.add_argument("--json", type=output_file_arg, metavar="PATH", help="also write a JSON report here")
     p.add_argument("--skip-bad", action="store_true",
                    help="check every frame first; skip (and count) missing, mismatched or out-of-range labels")
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                            num_classes=args.num_classes, progress=not args.no_progress)
     if dataset.skipped:
         print(f"skipped {dataset.skipped} bad frame(s); first: {dataset.problems[0]}", file=sys.stderr)
-    segmenters = _open(artifacts, args.model_size)
+    segmenters = _open(artifacts, args.model_size, args.device)
     try:
         results = evaluate(segmenters, dataset, progress=not args.no_progress, limit=args.limit)
         notes = protocol_notes(segmenters, column_names(results)) if dataset.kind == "cityscapes" else []
@@ -107,16 +108,17 @@ def protocol_notes(segmenters: Sequence["Segmenter"], columns: Sequence[str]) ->
     return notes
 
 
-def _open(artifacts: list[Path], model_sizes: list[tuple[int, int]] | None) -> list["Segmenter"]:
+def _open(artifacts: list[Path], model_sizes: list[tuple[int, int]] | None,
+          device: str | None = None) -> list["Segmenter"]:
     """One Segmenter per artifact, and per model size for checkpoints (the PyTorch reference runs any size); a
     built artifact once, at its export size (open_segmenter notes the sizes it cannot apply)."""
     segmenters: list["Segmenter"] = []
     try:
         for path in artifacts:
             if model_sizes and runs_checkpoints(path):
-                segmenters += [open_segmenter(path, model_size=size) for size in model_sizes]
+                segmenters += [open_segmenter(path, model_size=size, device=device) for size in model_sizes]
             else:
-                seg = open_segmenter(path)
+                seg = open_segmenter(path, device=device)
                 segmenters.append(seg)
                 for size in dict.fromkeys(model_sizes or []):
                     note_kept_size(seg, size)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Iterable
 from ..backends import SPECS
 from ..errors import InputError
 from ..images import IMAGE_SUFFIXES, ImageError
-from ._common import check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
+from ._common import add_device_argument, check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,6 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="artifact to run (.engine, .onnx, .xml, .pth); default: newest under engines/")
     p.add_argument("--backend", default="auto", choices=["auto", *SPECS],
                    help="backend to open the artifact with (default auto: by suffix)")
+    add_device_argument(p)
     p.add_argument("--model-size", type=model_size_arg, metavar="WxH",
                    help="checkpoints (.pth): size frames are resized to (default 1024x512; 2048x1024 is the "
                         "published accuracy protocol); built artifacts keep their export size")
@@ -319,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.quiet
 
     code = 0
-    with open_segmenter(artifact, args.backend, args.model_size) as segmenter:
+    with open_segmenter(artifact, args.backend, args.model_size, device=args.device) as segmenter:
         if plan:
             done, skipped = segment_images(segmenter, plan, out, labels=want_labels, overlay=want_overlay,
                                            alpha=args.alpha, skip_bad=args.skip_bad, progress=progress,

@@ -81,5 +81,5 @@ def _compile(source: "Artifact", info: "ArtifactInfo", config: BuildConfig, outp
 SPEC = BackendSpec(
     name="tensorrt", title="TensorRT", extra="gpu", opens=(".engine", ".plan", ".trt"), writes=(".engine", ".plan", ".trt"),
     availability=tensorrt_availability, runtime=_runtime, on_gpu=True, caches=("tensorrt",), admit=_admit,
-    compile=_compile,
+    compile=_compile, devices=("cuda",),
     graph_forms={p: GraphForm(p, PostForm.RESIZE) for p in (Precision.FP32, Precision.FP16, Precision.INT8)})
