@@ -23,7 +23,7 @@ from .errors import BisenetError
 __all__ = ["main", "build_parser"]
 
 #: Subcommands in the order `--help` lists them; others found in bisenet_rt.commands follow.
-_ORDER = ("export", "build", "bench", "segment", "eval", "synth", "train", "export_triton")
+_ORDER = ("export", "build", "bench", "segment", "eval", "compare", "synth", "train", "export_triton")
 
 
 def _command_modules() -> list:

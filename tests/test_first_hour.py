@@ -245,11 +245,11 @@ def test_device_cpu_runs_every_cpu_artifact(checkpoint, exported, frame_png, tmp
 
 def test_onnxruntime_providers_follow_the_device():
     """What ONNX Runtime is handed for each device (its GPU providers named as a GPU build lists them)."""
-    from bisenet_rt.backends.onnxruntime.run import _providers
+    from bisenet_rt.backends.onnxruntime.run import execution_providers as providers
 
     gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert _providers("cpu", gpu_build) == ["CPUExecutionProvider"]
-    assert _providers(None, gpu_build) == gpu_build and _providers("cuda", gpu_build) == gpu_build
-    assert _providers("cuda:1", gpu_build) == [("TensorrtExecutionProvider", {"device_id": 1}),
-                                               ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
-    assert _providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert providers("cpu", gpu_build) == ["CPUExecutionProvider"]
+    assert providers(None, gpu_build) == gpu_build and providers("cuda", gpu_build) == gpu_build
+    assert providers("cuda:1", gpu_build) == [("TensorrtExecutionProvider", {"device_id": 1}),
+                                              ("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]

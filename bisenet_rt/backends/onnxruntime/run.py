@@ -14,7 +14,7 @@ from ...precision import Precision
 from ..base import Backend
 from ..submission import DEFAULT_DEPTH
 
-__all__ = ["OnnxRuntimeBackend", "session_options", "QDQ_DISABLED_OPTIMIZERS"]
+__all__ = ["OnnxRuntimeBackend", "session_options", "execution_providers", "QDQ_DISABLED_OPTIMIZERS"]
 
 _log = logging.getLogger(__name__)
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -37,7 +37,7 @@ def session_options(threads: int | None = None) -> Any:
     return so
 
 
-def _providers(device: str | None, available: list[str]) -> list[Any]:
+def execution_providers(device: str | None, available: list[str]) -> list[Any]:
     """The execution providers for `device`: 'cpu'; 'cuda' or 'cuda:N' (the GPU providers present, on GPU N);
     None or 'auto' (the GPU providers present, else the CPU). The CPU provider comes last in every list."""
     kind, _, index = (device or "auto").partition(":")
@@ -73,7 +73,7 @@ class OnnxRuntimeBackend(Backend):
             self.fit_warning = cpu_fit_warning(self._info.quantization, cpu_features(), self.path.name)
             if self.fit_warning and device != "cuda":
                 _log.warning(self.fit_warning)
-        providers = _providers(device, ort.get_available_providers())
+        providers = execution_providers(device, ort.get_available_providers())
         try:
             disabled = list(QDQ_DISABLED_OPTIMIZERS) if self._info.precision is Precision.INT8 else None
             self._session = ort.InferenceSession(str(self.path), session_options(threads), providers=providers,
