@@ -222,7 +222,7 @@ def _torch_reference(plan: Plan, found: dict[str, Any]) -> None:
     try:
         import torch
     except ImportError:
-        raise _Skip("PyTorch is not installed (pip install 'bisenet-rt[gpu]')") from None
+        raise _Skip("PyTorch is not installed (pip install '.[gpu]' from the clone)") from None
     if not plan.on_cpu and not torch.cuda.is_available():
         raise _Skip("PyTorch sees no CUDA device")
     from bisenet_rt import Segmenter
