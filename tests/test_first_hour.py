@@ -43,7 +43,9 @@ def test_segmenter_says_random_weights_in_its_repr_and_log(exported, checkpoint,
 def test_segment_and_bench_say_random_weights(exported, frame_png, tmp_path, capsys):
     assert main(["segment", str(frame_png), "-o", str(tmp_path / "out"), "--artifact", str(exported["fp32"]),
                  "--quiet"]) == 0
-    assert f"warning: {exported['fp32']}: {RANDOM_WEIGHTS}" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"warning: {exported['fp32']}: {RANDOM_WEIGHTS}")  # when it opens
+    assert err[-1].endswith(f"under {tmp_path / 'out'}; {RANDOM_WEIGHTS}")  # and where the run ends
     assert main(["bench", "--artifact", str(exported["fp32"]), "--iters", "1", "--warmup", "0",
                  "--size", "256x128"]) == 0
     captured = capsys.readouterr()

@@ -278,6 +278,7 @@ def _artifact(given: Path | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from ..apps.video import VIDEO_SUFFIXES, is_video, segment_video
+    from ..artifacts import RANDOM_WEIGHTS
 
     if not args.inputs and args.camera is None:
         raise InputError("nothing to segment: give INPUT files or folders, or --camera INDEX")
@@ -330,11 +331,12 @@ def run(args: argparse.Namespace) -> int:
                           else "label PNGs (palette: ids in class colours)" if args.color else "label PNGs")
             written = " and ".join(k for k, on in ((label_kind, want_labels), ("overlays", want_overlay)) if on)
             note = f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""
+            note += f"; {RANDOM_WEIGHTS}" if segmenter.random_weights else ""  # said again where the run ends
             print(f"segmented {done} image(s): {written} under {out}{note}", file=sys.stderr)
         for source, target in sources:
             stats = segment_video(segmenter, source, target, alpha=args.alpha, show_fps=not args.no_fps,
                                   max_frames=args.max_frames, codec=args.codec, progress=progress)
-            print(stats.summary(), file=sys.stderr)
+            print(stats.summary() + (f"; {RANDOM_WEIGHTS}" if segmenter.random_weights else ""), file=sys.stderr)
             if stats.interrupted:
                 code = 0 if isinstance(source, int) else 130  # Ctrl-C is how a camera recording ends
                 break
