@@ -58,7 +58,7 @@ def test_cli_report_and_agreement_bar(checkpoint, exported, tmp_path, capsys):
     assert rep["results"][1]["max_abs_logit_diff"] < 1e-3 and rep["results"][1]["logits"] == "compared"
     # other weights label other pixels: below the bar is exit code 1, named
     assert main(["compare", str(checkpoint), str(DEMO_CHECKPOINT), "--count", "1", "--size", "512x256",
-                 "--no-progress", "--min-agreement", "99"]) == 1
+                 "--model-size", "512x256", "--no-progress", "--min-agreement", "99"]) == 1
     assert "demo_bisenetv2_synth.pth label fewer than 99 % of the pixels as confident.pth does" in capsys.readouterr().err
 
 
