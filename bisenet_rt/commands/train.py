@@ -13,6 +13,11 @@ from ..errors import ConfigError
 from ._common import model_size_arg
 
 HELP = "train BiSeNetV2 (booster recipe) on a Cityscapes-layout tree or list file"
+EXAMPLES = """
+bisenet-rt train --data data/synth --out runs/scratch --iters 300
+bisenet-rt train --data data/synth --out runs/ft --weights bisenet_rt/assets/demo_bisenetv2_synth.pth --iters 100
+bisenet-rt train --data data/synth --out runs/qat --weights runs/ft/model.pth --qat --iters 200 --lr 0.002
+"""
 
 
 def _positive_scale(text: str) -> float:
