@@ -34,17 +34,17 @@ def build(work: Path, frames: int) -> None:
 
     from bisenet_rt.export import ExportConfig, export_onnx
     from bisenet_rt.model import model_and_sha
-    from bisenet_rt.prepost import PostForm
+    from bisenet_rt.prepost import POST_FORM_FOR
     from bisenet_rt.quantize import WeightRange, calibration_files, quantize_pipeline
     from bisenet_rt.data.synth import write_dataset
 
     write_dataset(work / "synth", n=frames, seed=7, val_fraction=0.5, progress=False)
     model, sha = model_and_sha(DEMO)
-    export_onnx(model, work / "fp32.onnx", ExportConfig(post=PostForm.SEPARABLE), source_sha256=sha)
+    export_onnx(model, work / "fp32.onnx", ExportConfig(post=POST_FORM_FOR["onnxruntime"]), source_sha256=sha)
     calib = calibration_files(work / "synth" / "leftImg8bit" / "train", frames // 2)
     for grid in GRIDS:
         proto = quantize_pipeline(model, calib, cache_dir=work / "cache", source_sha256=sha, progress=False,
-                                  post=PostForm.SEPARABLE, weights=WeightRange(grid), target="(compared here)")
+                                  post=POST_FORM_FOR["onnxruntime"], weights=WeightRange(grid), target="(compared here)")
         onnx.save(proto, str(work / f"{grid}.onnx"))
 
 

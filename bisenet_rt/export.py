@@ -21,7 +21,7 @@ from .classes import DEFAULT_MODEL_SIZE
 from .errors import ExportError
 from .families import DEFAULT_FAMILY, CheckpointFamily, family_of
 from .precision import Precision
-from .prepost import PostForm
+from .prepost import POST_FORM_FOR, PostForm
 from .sizes import check_frame_size, check_model_size, format_size
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from .prepost import ModelUpsample
 
-__all__ = ["ExportConfig", "export_onnx", "export_plain", "build_pipeline", "convert_to_fp16", "PLAIN_INPUT_NAME", "PLAIN_OUTPUT_NAME", "PostForm", "OPSET"]
+__all__ = ["ExportConfig", "export_onnx", "export_plain", "build_pipeline", "convert_to_fp16", "PLAIN_INPUT_NAME", "PLAIN_OUTPUT_NAME", "PostForm", "POST_FORM_FOR", "OPSET"]
 
 PLAIN_INPUT_NAME = "input"
 PLAIN_OUTPUT_NAME = "logits"
@@ -46,8 +46,7 @@ class ExportConfig:
     `frame_size` (w, h) and `batch` fix the pipeline's input dimensions (None: any size, any batch);
     a fixed graph accepts only those frames. Only batch 1 can be fixed: for more, keep N dynamic and
     bound it with the engine's profile (`bisenet-rt build --max-batch N`). `post` lays out the exact
-    post-processing for the runtime (`PostForm`; RESIZE for TensorRT and OpenVINO, SEPARABLE for ONNX
-    Runtime on CPUs).
+    post-processing for the runtime (`PostForm`; `POST_FORM_FOR` says which form each backend's build uses).
     """
 
     precision: Precision = Precision.FP32
@@ -169,7 +168,7 @@ def num_classes_of(model: "torch.nn.Module") -> int:
 def _detach_upsample(graph: "onnx.GraphProto") -> "ModelUpsample":
     """Remove the model's final x8 bilinear Resize (the graph output's producer) and describe it.
 
-    The post-processing redoes it channels last, in the chosen `PostForm`; its constant scales go too.
+    The post-processing redoes it in the chosen `PostForm`; its constant scales go too.
     """
     from onnx import helper, numpy_helper
 

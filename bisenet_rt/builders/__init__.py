@@ -21,7 +21,7 @@ from ..artifacts import ArtifactInfo, Pipeline, open_pipeline
 from ..classes import DEFAULT_MODEL_SIZE
 from ..errors import BuildError, ConfigError, EngineLoadError
 from ..precision import Precision
-from ..prepost import PostForm
+from ..prepost import POST_FORM_FOR, PostForm
 from ..settings import cache_dir, engines_dir, unwritable_reason
 from ..sizes import check_batch, check_frame_size, check_model_size
 
@@ -101,9 +101,9 @@ def default_output(backend: str, precision: Precision, engines_dir: Path) -> Pat
     return engines_dir / f"bisenetv2_{precision.value}{_SUFFIX[backend]}"
 
 
-def source_onnx(config: BuildConfig, graph_precision: Precision, post: PostForm = PostForm.RESIZE) -> Path:
+def source_onnx(config: BuildConfig, graph_precision: Precision, backend: str) -> Path:
     """The pipeline ONNX to build from: `--onnx` as given, else exported from `--weights` (or random)
-    with the post-processing laid out as `post` (the backend's fastest exact form)."""
+    with the post-processing laid out as `backend` runs it fastest (`POST_FORM_FOR`)."""
     from ..export import ExportConfig, export_onnx
     from ..model import model_and_sha
 
@@ -111,6 +111,7 @@ def source_onnx(config: BuildConfig, graph_precision: Precision, post: PostForm 
         if not Path(config.onnx).is_file():
             raise BuildError(f"--onnx {config.onnx}: no such file; export one with 'bisenet-rt export -o PATH.onnx'")
         return Path(config.onnx)
+    post = POST_FORM_FOR[backend]
     suffix = "" if post is PostForm.RESIZE else f".{post.value}"
     path = config.engines_dir / f"bisenetv2_{graph_precision.value}{suffix}.src.onnx"
     model, sha = model_and_sha(config.weights)

@@ -21,7 +21,7 @@ from ..artifacts import load_onnx, open_pipeline, read_metadata, write_sidecar
 from ..atomic import write_atomic
 from ..errors import BuildError
 from ..precision import Precision
-from ..prepost import PostForm
+from ..prepost import POST_FORM_FOR
 from ..quantize import FLOAT_STAGE
 from . import BUILDERS, BuildConfig, base_sidecar
 from .choice import host_facts, int8_weights
@@ -34,12 +34,12 @@ _log = logging.getLogger(__name__)
 _KERNELS = ("QLinearConv", "Conv", "FusedConv", "MatMulIntegerToFloat", "MatMul")
 
 
-def int8_source(config: BuildConfig, path: Path, backend: str, post: PostForm = PostForm.RESIZE) -> Path:
+def int8_source(config: BuildConfig, path: Path, backend: str) -> Path:
     """The Q/DQ pipeline ONNX to build from: `--onnx` if it already is one, else quantized into `path`.
 
     A plain FP32 `--onnx` (export --plain) is quantized as given; otherwise the model comes from
-    `--weights` (or random weights) and is exported at `--model-size`. `post` is the post-processing
-    form of the graph made here; its weight grid fits `backend` and `--int8-target` (`choice.int8_weights`).
+    `--weights` (or random weights) and is exported at `--model-size`, with `backend`'s post-processing form
+    (`POST_FORM_FOR`) and a weight grid that fits `backend` and `--int8-target` (`choice.int8_weights`).
     """
 
     from ..model import model_and_sha
@@ -67,7 +67,7 @@ def int8_source(config: BuildConfig, path: Path, backend: str, post: PostForm = 
     _log.info(f"int8: {len(frames)} calibration frames from {config.calib}; {weights.value} weights, for {target}")
     proto = quantize_pipeline(model_or_plain, frames, cache_dir=config.cache_dir / "calibration",
                               model_size=None if config.onnx is not None else config.model_size, source_sha256=sha,
-                              post=post, weights=weights, target=target)
+                              post=POST_FORM_FOR[backend], weights=weights, target=target)
     write_atomic(path, proto.SerializeToString())
     _log.info(f"wrote the Q/DQ graph {path}")
     return path
@@ -102,7 +102,7 @@ def build_int8(config: BuildConfig, backend: str, output: Path) -> Path:
         module, func = BUILDERS[backend].split(":")
         builder = getattr(importlib.import_module(module), func)
         return builder(dataclasses.replace(config, onnx=src, weights=None), output)
-    src = int8_source(config, output, backend, PostForm.SEPARABLE)
+    src = int8_source(config, output, backend)
     if src.resolve() != output.resolve():
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, output)

@@ -9,7 +9,6 @@ from ..artifacts import write_sidecar
 from ..atomic import replacing
 from ..errors import BuildError
 from ..precision import Precision
-from ..prepost import PostForm
 from . import BuildConfig, base_sidecar, read_pipeline, source_onnx
 
 __all__ = ["build_optimized_onnx"]
@@ -21,8 +20,8 @@ def build_optimized_onnx(config: BuildConfig, output: Path) -> Path:
     """Export (if needed) and optimize the pipeline graph for ONNX Runtime; write it with a sidecar.
 
     Saved at the 'extended' level: the layout-specific (NCHWc) rewrites are redone at load time,
-    so the file stays portable between CPUs. An exported graph is laid out in the SEPARABLE
-    post-processing form, the faster exact one on ONNX Runtime's CPU kernels.
+    so the file stays portable between CPUs. An exported graph gets ONNX Runtime's
+    post-processing form (`prepost.POST_FORM_FOR`).
     """
     import onnxruntime as ort
 
@@ -30,7 +29,7 @@ def build_optimized_onnx(config: BuildConfig, output: Path) -> Path:
         raise BuildError(f"the onnxruntime build takes fp32 or fp16; {config.chosen_precision} needs its own route "
                          "(see 'bisenet-rt build --help')")
     started = time.perf_counter()
-    src = source_onnx(config, config.chosen_precision, PostForm.SEPARABLE)
+    src = source_onnx(config, config.chosen_precision, "onnxruntime")
     info = read_pipeline(src).info
     if info.precision is not config.chosen_precision:
         raise BuildError(f"{src} is a {info.precision} graph but --precision {config.chosen_precision} was asked for")

@@ -46,7 +46,7 @@ def build_ir(config: BuildConfig, output: Path) -> Path:
         raise BuildError("--precision int8 on OpenVINO runs a Q/DQ graph: pass one with --onnx PATH.onnx")
     started = time.perf_counter()
     graph_precision = _GRAPH.get(config.chosen_precision, config.chosen_precision)
-    src = source_onnx(config, graph_precision)
+    src = source_onnx(config, graph_precision, "openvino")
     pipeline = read_pipeline(src)
     graph_info = pipeline.info
     if graph_info.precision is not graph_precision:

@@ -128,7 +128,7 @@ def _source(config: BuildConfig) -> tuple[Path, ArtifactInfo]:
     if config.chosen_precision not in (Precision.FP32, Precision.FP16, Precision.INT8):
         raise BuildError(f"TensorRT builds fp32 and fp16 (from the typed export) or int8 (from a Q/DQ ONNX); "
                          f"{config.chosen_precision} is not one of them")
-    src = source_onnx(config, config.chosen_precision)
+    src = source_onnx(config, config.chosen_precision, "tensorrt")
     pipeline = read_pipeline(src)
     proto, info = pipeline.graph, pipeline.info
     assert proto is not None  # read_pipeline keeps the graph
