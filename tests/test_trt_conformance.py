@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from bisenet_rt.builders.trt_conformance import RULES, SUPPORTED_TYPES, check_tensorrt, require_tensorrt
 from bisenet_rt.errors import BuildError
 from bisenet_rt.export import ExportConfig, export_onnx
+from bisenet_rt.prepost import PostForm
 from conftest import street_frame
 
 SMALL = (512, 256)  # model size (w, h) of the exported variants: the rules do not depend on it
@@ -37,7 +38,7 @@ def plains(confident_model):
     return {"fp32": fp32, "fp16": fp16, "int8": quantize_plain(fp32, frames, progress=False)}
 
 
-VARIANTS = list(itertools.product(("fp32", "fp16", "int8"), ("resize", "separable"), ("dynamic", "fixed")))
+VARIANTS = list(itertools.product(("fp32", "fp16", "int8"), [form.value for form in PostForm], ("dynamic", "fixed")))
 
 
 @pytest.mark.parametrize("precision,post,dims", VARIANTS, ids=["-".join(v) for v in VARIANTS])
