@@ -14,12 +14,14 @@ and INT8, OpenVINO FP32, BF16 (only where the CPU computes BF16) and INT8. INT8 
                  the same precision; a format's practical peak is the fastest runtime's
   pre/post, glue end to end - model alone
 
-Times are the minimum over the rounds. Writes benchmarks/results/cpu_limit_<cpu class>_<date>.json (machine,
+Times are the minimum over the rounds of the wall clock, or with --clock cpu (one thread only) of this
+process's CPU time per call: the work itself, which other jobs on a shared machine do not stretch (with more
+threads the CPU time would count the runtimes' spin-waiting too). Both minima are recorded. Writes benchmarks/results/cpu_limit_<cpu class>_<date>.json (machine,
 CPU class and flags, versions, load average, command). The issue's bars: pre/post and glue <= 10 % of the model
 alone (bar 15 %); end to end >= 80 % of the format's peak for FP32 and BF16.
 
     python benchmarks/cpu_limit.py [--weights CKPT] [--rounds 9] [--calib DIR] [--calib-count 32]
-        [--workdir DIR] [--only onnxruntime/fp32 ...]
+        [--workdir DIR] [--only onnxruntime/fp32 ...] [--threads N] [--clock wall|cpu]
 """
 from __future__ import annotations
 
@@ -59,6 +61,8 @@ class Row:
     post: str
     calls: dict[str, Callable[[], Any]]
     times: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    cpu: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    wall: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -130,23 +134,22 @@ def model_alone_graph(pipeline_onnx: Path, input_shape: tuple[int, ...]) -> tupl
     return out, model_input
 
 
-def ort_runner(proto: Any, feed: dict[str, np.ndarray], int8: bool) -> Callable[[], Any]:
+def ort_runner(proto: Any, feed: dict[str, np.ndarray], int8: bool, threads: int) -> Callable[[], Any]:
     """`proto` on ONNX Runtime's CPU provider, set up as the ONNX Runtime backend sets up its session."""
     import onnxruntime as ort
 
     from bisenet_rt.backends.onnxruntime import QDQ_DISABLED_OPTIMIZERS, session_options
 
-    session = ort.InferenceSession(proto.SerializeToString(), session_options(), providers=["CPUExecutionProvider"],
+    session = ort.InferenceSession(proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"],
                                    disabled_optimizers=list(QDQ_DISABLED_OPTIMIZERS) if int8 else None)
     return lambda: session.run(None, feed)
 
 
-def ov_runner(proto: Any, feed: np.ndarray, precision: str) -> Callable[[], Any]:
+def ov_runner(proto: Any, feed: np.ndarray, precision: str, threads: int) -> Callable[[], Any]:
     """`proto` compiled by OpenVINO's CPU plugin as the OpenVINO backend compiles (precision hint, latency, threads)."""
     import openvino as ov
 
     from bisenet_rt.backends.openvino import OV_PRECISION, tune_graph
-    from bisenet_rt.host import physical_cores
     from bisenet_rt.precision import Precision
 
     core = ov.Core()
@@ -154,7 +157,7 @@ def ov_runner(proto: Any, feed: np.ndarray, precision: str) -> Callable[[], Any]
     tune_graph(model)
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": OV_PRECISION[Precision(precision)],
                                                  "PERFORMANCE_HINT": "LATENCY",
-                                                 "INFERENCE_NUM_THREADS": physical_cores()})
+                                                 "INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
     return lambda: request.infer({0: feed})
 
@@ -206,10 +209,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-count", type=int, default=32)
     parser.add_argument("--workdir", type=Path, help="where artifacts are built and kept (default: a temporary "
                         "folder); artifacts already there are reused")
+    parser.add_argument("--threads", type=int, help="compute threads of every runtime (default: the physical cores)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="what the table is computed from: wall-clock or (with --threads 1) CPU time per call")
     parser.add_argument("--only", nargs="+", metavar="BACKEND/PRECISION",
                         help="time only these paths, e.g. openvino/fp32 onnxruntime/int8")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu needs --threads 1 (with more threads the CPU time counts spin-waiting)")
 
     with tempfile.TemporaryDirectory(prefix="bisenet_rt_cpu_limit_") as tmp:
         workdir = args.workdir or Path(tmp)
@@ -233,12 +241,13 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     from bisenet_rt.artifacts import read_sidecar
     from bisenet_rt.backends import open_backend
     from bisenet_rt.bench import machine_info
-    from bisenet_rt.host import cpu_features
+    from bisenet_rt.host import cpu_features, physical_cores
     from bisenet_rt.model import model_and_sha
     from bisenet_rt.pipeline import preprocess
     from bisenet_rt.samples import street_frame
 
     load_before = os.getloadavg()
+    threads = args.threads or physical_cores()
     paths = _available_paths(args.only)
     calib = args.calib
     if calib is None and any(p == "int8" for _, p in paths):
@@ -261,15 +270,17 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         artifact, build_argv = built[(backend, precision)]
         sidecar = read_sidecar(artifact)
         source = Path(sidecar["onnx"])
-        runner = open_backend(artifact, backend)
+        options: dict[str, Any] = {"threads": threads} if backend == "onnxruntime" else {"threads": threads,
+                                                                                          "cache_dir": None}
+        runner = open_backend(artifact, backend, **options)
         alone, input_name = model_alone_graph(source, model_input.shape)
         int8 = precision == "int8"
         if backend == "onnxruntime":
-            model_call = ort_runner(alone, {input_name: model_input}, int8)
-            peaks[(backend, precision)] = ort_runner(peak_conv_graph(int8), {"x": peak_input}, int8)
+            model_call = ort_runner(alone, {input_name: model_input}, int8, threads)
+            peaks[(backend, precision)] = ort_runner(peak_conv_graph(int8), {"x": peak_input}, int8, threads)
         else:
-            model_call = ov_runner(alone, model_input, precision)
-            peaks[(backend, precision)] = ov_runner(peak_conv_graph(int8), peak_input, precision)
+            model_call = ov_runner(alone, model_input, precision, threads)
+            peaks[(backend, precision)] = ov_runner(peak_conv_graph(int8), peak_input, precision, threads)
         row = Row(backend, precision, artifact, _post_of(source),
                     {"end_to_end": lambda r=runner: r.infer(frame), "model_alone": model_call},
                     notes={"build": shlex.join(build_argv), "versions": runner.versions(), "device": runner.device})
@@ -278,16 +289,19 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     calls = [(row, name, call) for row in rows for name, call in row.calls.items()]
     calls += [(None, key, call) for key, call in peaks.items()]
     times: dict[int, list[float]] = {i: [] for i in range(len(calls))}
+    cpu: dict[int, list[float]] = {i: [] for i in range(len(calls))}
     for _, _, call in calls:  # warm-up: first-call allocations and kernel selection
         call()
         call()
     for r in range(args.rounds):
         for i, (_, _, call) in enumerate(calls):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             call()
             times[i].append((time.perf_counter() - t0) * 1e3)
+            cpu[i].append((time.process_time() - c0) * 1e3)
         print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
-    best = {i: min(t) for i, t in times.items()}
+    clock = cpu if args.clock == "cpu" else times
+    best = {i: min(t) for i, t in clock.items()}
     peak_gflops = {key: conv_flops() / (best[i] * 1e-3) / 1e9 for i, (row, key, _) in enumerate(calls) if row is None}
     format_peak: dict[str, float] = {}
     for (backend, precision), value in peak_gflops.items():
@@ -297,7 +311,9 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     results = []
     for i, (row, name, _) in enumerate(calls):
         if row is not None:
-            row.times[name] = times[i]
+            row.times[name] = clock[i]
+            row.cpu[name] = cpu[i]
+            row.wall[name] = times[i]
     for row in rows:
         e2e, alone = min(row.times["end_to_end"]), min(row.times["model_alone"])
         peak = format_peak[FORMAT[row.precision]]
@@ -309,7 +325,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             "model_pct_of_format_peak": round(gflop / (alone * 1e-3) / peak, 4),
             "end_to_end_pct_of_format_peak": round(gflop / (e2e * 1e-3) / peak, 4),
             "runtime_peak_gflops": round(peak_gflops[(row.backend, row.precision)], 1),
-            "times_ms": {k: [round(t, 2) for t in v] for k, v in row.times.items()}, **row.notes,
+            "wall_ms": {k: [round(t, 2) for t in v] for k, v in row.wall.items()},
+            "cpu_ms": {k: [round(t, 2) for t in v] for k, v in row.cpu.items()}, **row.notes,
         })
     machine = machine_info()
     result = {
@@ -322,7 +339,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                        f"batch {PEAK_CONV[0]} ({conv_flops() / 1e9:.2f} GFLOP)",
         "peak_gflops": {f"{b}/{p}": round(v, 1) for (b, p), v in peak_gflops.items()},
         "format_peak_gflops": {k: round(v, 1) for k, v in format_peak.items()},
-        "rounds": args.rounds, "results": results,
+        "rounds": args.rounds, "threads": threads, "clock": args.clock, "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     cpu_class = cpu_features().label.lower().replace(" ", "-")
@@ -343,8 +360,8 @@ def _post_of(source: Path) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     """The issue's table, in markdown."""
-    lines = [f"{result['machine']['cpu']} ({result['machine']['cpu_class']}), {result['machine']['physical_cores']} "
-             f"cores; {result['frame_size']} frames, model {result['model_size']} ({result['model_gflop']} GFLOP); "
+    lines = [f"{result['machine']['cpu']} ({result['machine']['cpu_class']}), {result['threads']} thread(s), "
+             f"{result['clock']} clock; {result['frame_size']} frames, model {result['model_size']} ({result['model_gflop']} GFLOP); "
              "format peaks (GFLOP/s): " + ", ".join(f"{k} {v}" for k, v in result["format_peak_gflops"].items()),
              "",
              "| artifact | post form | end to end | model alone (same runtime, tuned) | model at % of its format's peak "

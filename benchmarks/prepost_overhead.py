@@ -12,11 +12,13 @@ OpenVINO BF16 where the CPU computes BF16):
   <form>/noise        the same graph on a uniform-noise frame (class boundaries everywhere)
 Every form runs on every backend, so the table says which is fastest where (`prepost.POST_FORM_FOR` is the
 choice the builds make). Weights are deterministic random ones (seeded BiSeNetV2 init) unless --weights is
-given. Writes benchmarks/results/prepost_<cpu class>_<date>.json; the bars are pre/post <= 15 % over the model
+given. Minimum over the rounds of the wall clock, or with --threads 1 --clock cpu of this process's CPU time per
+call (the work itself, which other jobs on a shared machine do not stretch). Writes
+benchmarks/results/prepost_<cpu class>_<date>.json; the bars are pre/post <= 15 % over the model
 alone on both frames (goal <= 10 %) and noise <= 1.10x smooth.
 
     python benchmarks/prepost_overhead.py [--weights CKPT] [--rounds 12] [--per-round 2]
-        [--backends onnxruntime openvino openvino-bf16]
+        [--backends onnxruntime openvino openvino-bf16] [--threads N] [--clock wall|cpu]
 """
 from __future__ import annotations
 
@@ -51,8 +53,8 @@ def _model(weights: str | None, seed: int) -> tuple[Any, str]:
     return BiSeNetV2(19, aux_heads=False).eval(), f"random-init (torch.manual_seed({seed}))"
 
 
-def _callables(option: str, pipes: dict[str, Path], frames: dict[str, np.ndarray],
-               inputs: dict[str, np.ndarray]) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
+def _callables(option: str, pipes: dict[str, Path], frames: dict[str, np.ndarray], inputs: dict[str, np.ndarray],
+               threads: int) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
     """run name -> a zero-argument call, and the runtime's versions, for one backend."""
     from bisenet_rt.backends import open_backend
 
@@ -61,9 +63,11 @@ def _callables(option: str, pipes: dict[str, Path], frames: dict[str, np.ndarray
     alone, input_name = model_alone_graph(next(iter(pipes.values())), shape)
     calls: dict[str, Callable[[], Any]] = {}
     for kind, x in inputs.items():
-        calls[f"model/{kind}"] = (ort_runner(alone, {input_name: x}, int8=False) if backend == "onnxruntime"
-                                  else ov_runner(alone, x, precision))
-    options: dict[str, Any] = {} if backend == "onnxruntime" else {"precision": precision, "cache_dir": None}
+        calls[f"model/{kind}"] = (ort_runner(alone, {input_name: x}, False, threads) if backend == "onnxruntime"
+                                  else ov_runner(alone, x, precision, threads))
+    options: dict[str, Any] = {"threads": threads}
+    if backend == "openvino":
+        options.update(precision=precision, cache_dir=None)
     runners = {form: open_backend(path, backend, **options) for form, path in pipes.items()}
     for form, runner in runners.items():
         for kind, frame in frames.items():
@@ -79,19 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-round", type=int, default=2)
     parser.add_argument("--backends", nargs="+", choices=list(BACKENDS),
                         help="default: every one this CPU runs (BF16 only where OpenVINO reports BF16)")
+    parser.add_argument("--threads", type=int, help="compute threads of every runtime (default: the physical cores)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="what the comparison uses: wall-clock or (with --threads 1) CPU time per call")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
+    if args.clock == "cpu" and args.threads != 1:
+        parser.error("--clock cpu needs --threads 1 (with more threads the CPU time counts spin-waiting)")
 
     import torch
 
     from bisenet_rt.backends.openvino import supports_bf16
     from bisenet_rt.bench import latency_stats, machine_info
     from bisenet_rt.export import ExportConfig, export_onnx
-    from bisenet_rt.host import cpu_features
+    from bisenet_rt.host import cpu_features, physical_cores
     from bisenet_rt.pipeline import preprocess
     from bisenet_rt.prepost import POST_FORM_FOR, PostForm
     from bisenet_rt.samples import street_frame
 
+    threads = args.threads or physical_cores()
     backends = args.backends or [b for b in BACKENDS if b != "openvino-bf16" or supports_bf16()]
     model, weights = _model(args.weights, args.seed)
     smooth = street_frame(1024, 2048, seed=0)[None]
@@ -105,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         for form, path in pipes.items():
             export_onnx(model, path, ExportConfig(post=form))
         for option in backends:
-            calls[option], versions[option] = _callables(option, pipes, frames, inputs)
+            calls[option], versions[option] = _callables(option, pipes, frames, inputs, threads)
         times: dict[str, dict[str, list[float]]] = {b: {r: [] for r in c} for b, c in calls.items()}
+        cpu: dict[str, dict[str, list[float]]] = {b: {r: [] for r in c} for b, c in calls.items()}
         for backend_calls in calls.values():
             for call in backend_calls.values():
                 call()
@@ -114,12 +125,14 @@ def main(argv: list[str] | None = None) -> int:
             for option, backend_calls in calls.items():
                 for name, call in backend_calls.items():
                     for _ in range(args.per_round):
-                        t0 = time.perf_counter()
+                        t0, c0 = time.perf_counter(), time.process_time()
                         call()
                         times[option][name].append((time.perf_counter() - t0) * 1e3)
+                        cpu[option][name].append((time.process_time() - c0) * 1e3)
             print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
     results: dict[str, Any] = {}
-    for option, runs in times.items():
+    clock = cpu if args.clock == "cpu" else times
+    for option, runs in clock.items():
         stats = {name: latency_stats(v) for name, v in runs.items()}
         best = {name: s["min"] for name, s in stats.items()}
         forms = {}
@@ -131,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                         "noise_over_smooth_min": round(best[f"{f}/noise"] / best[f"{f}/smooth"], 4)}
         fastest = min(PostForm, key=lambda form: sum(best[f"{form.value}/{k}"] for k in frames)).value
         results[option] = {"versions": versions[option], "latency_ms": stats, "forms": forms, "fastest": fastest,
+                           "wall_ms_min": {name: round(min(v), 2) for name, v in times[option].items()},
+                           "cpu_ms_min": {name: round(min(v), 2) for name, v in cpu[option].items()},
                            "built": POST_FORM_FOR[BACKENDS[option][0]].value}
     result = {
         "command": "python " + shlex.join(sys.argv),
@@ -140,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_alone": "the model cut out of the pipeline graph: normalized input -> coarse logits (no x8 upsample)",
         "frames": {"smooth": "bisenet_rt.samples.street_frame(1024, 2048, seed=0)",
                    "noise": "numpy.random.default_rng(0).integers(0, 256, (1, 1024, 2048, 3), uint8)"},
-        "statistic": "minimum over the rounds", "rounds": args.rounds, "per_round": args.per_round, "results": results,
+        "statistic": f"minimum over the rounds, {args.clock} clock", "threads": threads, "rounds": args.rounds, "per_round": args.per_round, "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     cpu_class = cpu_features().label.lower().replace(" ", "-")
