@@ -107,31 +107,14 @@ def peak_conv_graph(int8: bool) -> "Any":
 
 
 def model_alone_graph(pipeline_onnx: Path, input_shape: tuple[int, ...]) -> tuple[Any, str]:
-    """The model cut out of a pipeline graph: its float input at the model size -> the coarse logits the
-    post-processing reads (every node outside `pre/` and `post/`), and the input's name."""
+    """The model cut out of a pipeline graph (`prepost.part_graph`): its float input at the model size -> the
+    coarse logits the post-processing reads; and the input's name."""
     import onnx
-    from onnx import helper
 
-    proto = onnx.load(str(pipeline_onnx))
-    graph = proto.graph
-    part = {n.name: n.name.split("/", 1)[0] for n in graph.node}
-    producer = {out: part[n.name] for n in graph.node for out in n.output}
-    model_nodes = [n for n in graph.node if part[n.name] not in ("pre", "post")]
-    inputs = {i for n in model_nodes for i in n.input if producer.get(i) == "pre"}
-    coarse = {i for n in graph.node if part[n.name] == "post" for i in n.input
-              if producer.get(i) not in (None, "pre", "post")}
-    if len(inputs) != 1 or len(coarse) != 1:
-        raise SystemExit(f"{pipeline_onnx}: cannot find the model between pre/ and post/ (inputs {inputs}, "
-                         f"outputs {coarse})")
-    (model_input,), (logits,) = inputs, coarse
-    used = {i for n in model_nodes for i in n.input}
-    inits = [i for i in graph.initializer if i.name in used]
-    new = helper.make_graph(model_nodes, "model_alone",
-                            [helper.make_tensor_value_info(model_input, onnx.TensorProto.FLOAT, list(input_shape))],
-                            [helper.make_tensor_value_info(logits, onnx.TensorProto.FLOAT, None)], initializer=inits)
-    out = helper.make_model(new, opset_imports=list(proto.opset_import))
-    out.ir_version = proto.ir_version
-    return out, model_input
+    from bisenet_rt.prepost import part_graph
+
+    model, (name,) = part_graph(onnx.load(str(pipeline_onnx)), "model", list(input_shape))
+    return model, name
 
 
 def ort_runner(proto: Any, feed: dict[str, np.ndarray], int8: bool, threads: int) -> Callable[[], Any]:
@@ -145,7 +128,7 @@ def ort_runner(proto: Any, feed: dict[str, np.ndarray], int8: bool, threads: int
     return lambda: session.run(None, feed)
 
 
-def ov_runner(proto: Any, feed: np.ndarray, precision: str, threads: int) -> Callable[[], Any]:
+def ov_runner(proto: Any, feeds: list[np.ndarray], precision: str, threads: int) -> Callable[[], Any]:
     """`proto` compiled by OpenVINO's CPU plugin as the OpenVINO backend compiles (precision hint, latency, threads)."""
     import openvino as ov
 
@@ -159,7 +142,7 @@ def ov_runner(proto: Any, feed: np.ndarray, precision: str, threads: int) -> Cal
                                                  "PERFORMANCE_HINT": "LATENCY",
                                                  "INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
-    return lambda: request.infer({0: feed})
+    return lambda: request.infer(dict(enumerate(feeds)))
 
 
 def model_gflop(model: Any, model_size: tuple[int, int]) -> float:
@@ -279,8 +262,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             model_call = ort_runner(alone, {input_name: model_input}, int8, threads)
             peaks[(backend, precision)] = ort_runner(peak_conv_graph(int8), {"x": peak_input}, int8, threads)
         else:
-            model_call = ov_runner(alone, model_input, precision, threads)
-            peaks[(backend, precision)] = ov_runner(peak_conv_graph(int8), peak_input, precision, threads)
+            model_call = ov_runner(alone, [model_input], precision, threads)
+            peaks[(backend, precision)] = ov_runner(peak_conv_graph(int8), [peak_input], precision, threads)
         row = Row(backend, precision, artifact, _post_of(source),
                     {"end_to_end": lambda r=runner: r.infer(frame), "model_alone": model_call},
                     notes={"build": shlex.join(build_argv), "versions": runner.versions(), "device": runner.device})

@@ -10,6 +10,8 @@ OpenVINO BF16 where the CPU computes BF16):
   <form>/smooth       the pipeline graph in one post-processing form (`PostForm`), uint8 2048 x 1024
                       street-like frame -> uint8 labels at 2048 x 1024, through the backend Segmenter uses
   <form>/noise        the same graph on a uniform-noise frame (class boundaries everywhere)
+  post/<form>/<frame> the form's post-processing alone (`prepost.part_graph`), fed that frame's coarse logits:
+                      its cost without the model around it, short calls that a busy machine disturbs less
 Every form runs on every backend, so the table says which is fastest where (`prepost.POST_FORM_FOR` is the
 choice the builds make). Weights are deterministic random ones (seeded BiSeNetV2 init) unless --weights is
 given. Minimum over the rounds of the wall clock, or with --threads 1 --clock cpu of this process's CPU time per
@@ -58,13 +60,27 @@ def _callables(option: str, pipes: dict[str, Path], frames: dict[str, np.ndarray
     """run name -> a zero-argument call, and the runtime's versions, for one backend."""
     from bisenet_rt.backends import open_backend
 
+    import onnx
+
+    from bisenet_rt.prepost import part_graph
+
     backend, precision = BACKENDS[option]
     shape = next(iter(inputs.values())).shape
     alone, input_name = model_alone_graph(next(iter(pipes.values())), shape)
+
+    def runner(proto: Any, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+        if backend == "onnxruntime":
+            return ort_runner(proto, feeds, False, threads)
+        return ov_runner(proto, list(feeds.values()), precision, threads)
+
     calls: dict[str, Callable[[], Any]] = {}
     for kind, x in inputs.items():
-        calls[f"model/{kind}"] = (ort_runner(alone, {input_name: x}, False, threads) if backend == "onnxruntime"
-                                  else ov_runner(alone, x, precision, threads))
+        calls[f"model/{kind}"] = runner(alone, {input_name: x})
+    coarse = {kind: ort_runner(alone, {input_name: x}, False, threads)()[0] for kind, x in inputs.items()}
+    for form, path in pipes.items():
+        post, names = part_graph(onnx.load(str(path)), "post")
+        for kind, frame in frames.items():
+            calls[f"post/{form}/{kind}"] = runner(post, dict(zip(names, (frame, coarse[kind]))))
     options: dict[str, Any] = {"threads": threads}
     if backend == "openvino":
         options.update(precision=precision, cache_dir=None)
@@ -141,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             forms[f] = {"prepost_over_model_min": {k: round(best[f"{f}/{k}"] / best[f"model/{k}"] - 1.0, 4)
                                                    for k in frames},
                         "prepost_ms_min": {k: round(best[f"{f}/{k}"] - best[f"model/{k}"], 2) for k in frames},
-                        "noise_over_smooth_min": round(best[f"{f}/noise"] / best[f"{f}/smooth"], 4)}
-        fastest = min(PostForm, key=lambda form: sum(best[f"{form.value}/{k}"] for k in frames)).value
+                        "noise_over_smooth_min": round(best[f"{f}/noise"] / best[f"{f}/smooth"], 4),
+                        "post_alone_ms_min": {k: round(best[f"post/{f}/{k}"], 2) for k in frames}}
+        fastest = min(PostForm, key=lambda form: sum(best[f"post/{form.value}/{k}"] for k in frames)).value
         results[option] = {"versions": versions[option], "latency_ms": stats, "forms": forms, "fastest": fastest,
                            "wall_ms_min": {name: round(min(v), 2) for name, v in times[option].items()},
                            "cpu_ms_min": {name: round(min(v), 2) for name, v in cpu[option].items()},
@@ -169,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             over, ms = f["prepost_over_model_min"], f["prepost_ms_min"]
             print(f"  {form:13s} smooth {lat[f'{form}/smooth']['min']:7.1f} ms (+{ms['smooth']:.1f}, {over['smooth']:+.1%})"
                   f"  noise {lat[f'{form}/noise']['min']:7.1f} ms (+{ms['noise']:.1f}, {over['noise']:+.1%})"
-                  f"  noise/smooth {f['noise_over_smooth_min']:.3f}")
+                  f"  noise/smooth {f['noise_over_smooth_min']:.3f}  post alone {f['post_alone_ms_min']['smooth']:.1f} / "
+                  f"{f['post_alone_ms_min']['noise']:.1f} ms")
     print(f"wrote {path}")
     return 0
 

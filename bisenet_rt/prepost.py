@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import onnx
 
 __all__ = ["GraphPart", "Preprocessed", "PostForm", "POST_FORM_FOR", "BANDS", "ModelUpsample", "preprocess_nodes",
-           "postprocess_nodes", "FLOAT", "FLOAT16", "UINT8"]
+           "postprocess_nodes", "part_graph", "FLOAT", "FLOAT16", "UINT8"]
 
 #: onnx.TensorProto element types, named once (onnx is imported only by the functions that build graphs).
 FLOAT, UINT8, FLOAT16 = 1, 2, 10
@@ -338,3 +338,44 @@ def postprocess_nodes(upsample: ModelUpsample, labels: str, num_classes: int, mo
     else:
         _column_bands_form(post, upsample, classes, pre, model_size, logits_dtype, labels)
     return post
+
+
+def part_graph(pipeline: "onnx.ModelProto", part: str, model_input_shape: Sequence[Any] | None = None
+               ) -> tuple["onnx.ModelProto", list[str]]:
+    """One part of a pipeline graph as a graph of its own, to time or test it alone; and its input names.
+
+    'model': the normalized N x 3 x h x w input -> the coarse logits the post-processing reads (every
+    node outside `pre/` and `post/`; `model_input_shape` fixes the input's shape, which some runtimes
+    need). 'post': uint8 frames (only their shape is read) and the coarse logits -> uint8 labels.
+    """
+    import onnx
+    from onnx import helper
+
+    graph = pipeline.graph
+    where = {n.name: n.name.split("/", 1)[0] if n.name.startswith(("pre/", "post/")) else "model" for n in graph.node}
+    producer = {out: where[n.name] for n in graph.node for out in n.output}
+    (model_input,) = {i for n in graph.node if where[n.name] == "model" for i in n.input if producer.get(i) == "pre"}
+    (coarse,) = {i for n in graph.node if where[n.name] == "post" for i in n.input if producer.get(i) == "model"}
+    fp16 = any(prop.key == "bisenet_rt.precision" and prop.value == "fp16" for prop in pipeline.metadata_props)
+    float_type = FLOAT16 if fp16 else FLOAT
+    if part == "model":
+        nodes = [n for n in graph.node if where[n.name] == "model"]
+        inputs = [helper.make_tensor_value_info(model_input, float_type, model_input_shape)]
+        outputs = [helper.make_tensor_value_info(coarse, float_type, None)]
+    elif part == "post":
+        shape_of = {"pre/frame_shape", "pre/batch", "pre/frame_hw"}  # the frame's N, H, W, read from the uint8 input
+        nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in graph.node
+                 if where[n.name] == "post" or n.name in shape_of]
+        for node in nodes:
+            if node.name == "pre/frame_shape":
+                node.input[0] = graph.input[0].name
+        inputs = [graph.input[0], helper.make_tensor_value_info(coarse, float_type, ["N", None, None, None])]
+        outputs = list(graph.output)
+    else:
+        raise ValueError(f"part must be 'model' or 'post', got {part!r}")
+    used = {i for n in nodes for i in n.input}
+    cut = helper.make_graph(nodes, f"pipeline_{part}", inputs, outputs,
+                            initializer=[i for i in graph.initializer if i.name in used])
+    model = helper.make_model(cut, opset_imports=list(pipeline.opset_import))
+    model.ir_version = pipeline.ir_version
+    return model, [i.name for i in inputs]

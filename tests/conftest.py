@@ -78,29 +78,11 @@ def make_confident_model(seed: int = 0, num_classes: int = 19):
 
 
 def post_only_graph(pipeline):
-    """The post-processing of a pipeline graph on its own: uint8 frames (only their shape is read) and the model's
-    coarse logits in, labels out; and the name of the logits input. Lets a test feed the same logits at any size."""
-    import onnx
-    from onnx import helper
+    """The post-processing of a pipeline graph on its own (`prepost.part_graph`) and the name of its logits input."""
+    from bisenet_rt.prepost import part_graph
 
-    graph = pipeline.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    shape_nodes = ("pre/frame_shape", "pre/batch", "pre/frame_hw")
-    nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in graph.node
-             if n.name.startswith("post/") or n.name in shape_nodes]
-    (coarse,) = {i for n in nodes if n.name.startswith("post/") for i in n.input
-                 if i in producer and not producer[i].name.startswith(("pre/", "post/"))}
-    nodes[[n.name for n in nodes].index("pre/frame_shape")].input[0] = "frames"
-    used = {i for n in nodes for i in n.input}
-    dtype = graph.output[0].type.tensor_type.elem_type
-    post = helper.make_graph(nodes, "post_only",
-                             [helper.make_tensor_value_info("frames", onnx.TensorProto.UINT8, ["N", "H", "W", 3]),
-                              helper.make_tensor_value_info(coarse, onnx.TensorProto.FLOAT, ["N", None, None, None])],
-                             [helper.make_tensor_value_info("labels", dtype, ["N", "H", "W"])],
-                             initializer=[i for i in graph.initializer if i.name in used])
-    model = helper.make_model(post, opset_imports=list(pipeline.opset_import))
-    model.ir_version = pipeline.ir_version
-    return model, coarse
+    graph, (_, coarse) = part_graph(pipeline, "post")
+    return graph, coarse
 
 
 @pytest.fixture(scope="session")
