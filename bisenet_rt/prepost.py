@@ -330,7 +330,7 @@ def postprocess_nodes(upsample: ModelUpsample, labels: str, num_classes: int, mo
     conversion TensorRT allows into uint8 (ids < 256 are exact in FLOAT16 too).
     """
     post = GraphPart("post")
-    classes = post.ints(num_classes)
+    classes = post.const("classes", [num_classes], np.int64)  # `artifacts.graph_facts` reads the class count here
     if form is PostForm.RESIZE:
         _resize_form(post, upsample, classes, pre, logits_dtype, labels)
     elif form is PostForm.ROW_BANDS:
