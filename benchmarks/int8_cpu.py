@@ -7,7 +7,7 @@ split through bisenet_rt.graph.qdq) from the same weights, then
   kernels   which convolutions ONNX Runtime runs as int8 QLinearConv, and a per-op-type profile;
   accuracy  mIoU of each artifact on the synthetic val split and the share of pixels INT8 labels as
             FP32 does (bisenet_rt.apps.evaluate), for every calibration method asked for.
-Both graphs use the post-processing layout the ONNX Runtime builder ships (`separable`). The INT8
+Both graphs use the post-processing layout the ONNX Runtime builder ships (its backend spec's graph form). The INT8
 weight grid is the one `bisenet-rt build` picks for this CPU (8-bit with VNNI/AMX, 7-bit on AVX2
 without it: `bisenet_rt.builder.choice.int8_weights`); `--grids int8,int7` scores both, the first timed.
 Writes benchmarks/results/int8_<cpu class>_<date>.json with the CPU's class and flags. Goals (issues 5
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     from bisenet_rt.graph.export import ExportConfig, export_onnx
     from bisenet_rt.model import model_and_sha
     from bisenet_rt.builder.choice import host_facts, int8_weights
-    from bisenet_rt.graph.prepost import PostForm
+    from bisenet_rt.backends import SPECS
+    from bisenet_rt.precision import Precision
     from bisenet_rt.int8_grid import WeightRange
     from bisenet_rt.graph.calibration import calibration_files
     from bisenet_rt.graph.qdq import quantize_graph
@@ -113,15 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
 
     fp32_path = args.work / "fp32.onnx"
-    export_onnx(model, fp32_path, ExportConfig(post=PostForm.SEPARABLE), source_sha256=sha)
+    post = SPECS["onnxruntime"].graph_form(Precision.FP32).post
+    export_onnx(model, fp32_path, ExportConfig(post=post), source_sha256=sha)
+    plain = export_onnx(model, None, ExportConfig(plain=True), source_sha256=sha)
     calib = calibration_files(args.data / "leftImg8bit" / "train", args.calib_count)
     int8_paths, calibration = {}, {}
     for variant in variants:
         method, grid = variant.split("/")
         started = time.perf_counter()
-        proto = quantize_pipeline(model, calib, cache_dir=args.work / "calibration", method=method, source_sha256=sha,
-                                  post=PostForm.SEPARABLE, weights=WeightRange(grid),
-                                  target=auto_target if WeightRange(grid) is auto_grid else "(compared here)")
+        proto = quantize_graph(plain, calib, cache_dir=args.work / "calibration", method=method,
+                               post=post, weights=WeightRange(grid),
+                               target=auto_target if WeightRange(grid) is auto_grid else "(compared here)")
         int8_paths[variant] = args.work / f"int8_{method}_{grid}.onnx"
         onnx.save(proto, str(int8_paths[variant]))
         calibration[variant] = {"seconds_incl_cache_reuse": round(time.perf_counter() - started, 1),

@@ -34,7 +34,8 @@ def build(work: Path, frames: int) -> None:
 
     from bisenet_rt.graph.export import ExportConfig, export_onnx
     from bisenet_rt.model import model_and_sha
-    from bisenet_rt.graph.prepost import PostForm
+    from bisenet_rt.backends import SPECS
+    from bisenet_rt.precision import Precision
     from bisenet_rt.int8_grid import WeightRange
     from bisenet_rt.graph.calibration import calibration_files
     from bisenet_rt.graph.qdq import quantize_graph
@@ -42,11 +43,13 @@ def build(work: Path, frames: int) -> None:
 
     write_dataset(work / "synth", n=frames, seed=7, val_fraction=0.5, progress=False)
     model, sha = model_and_sha(DEMO)
-    export_onnx(model, work / "fp32.onnx", ExportConfig(post=PostForm.SEPARABLE), source_sha256=sha)
+    post = SPECS["onnxruntime"].graph_form(Precision.FP32).post
+    export_onnx(model, work / "fp32.onnx", ExportConfig(post=post), source_sha256=sha)
+    plain = export_onnx(model, None, ExportConfig(plain=True), source_sha256=sha)
     calib = calibration_files(work / "synth" / "leftImg8bit" / "train", frames // 2)
     for grid in GRIDS:
-        proto = quantize_pipeline(model, calib, cache_dir=work / "cache", source_sha256=sha, progress=False,
-                                  post=PostForm.SEPARABLE, weights=WeightRange(grid), target="(compared here)")
+        proto = quantize_graph(plain, calib, cache_dir=work / "cache", progress=False,
+                               post=post, weights=WeightRange(grid), target="(compared here)")
         onnx.save(proto, str(work / f"{grid}.onnx"))
 
 

@@ -18,7 +18,7 @@ from .atomic import write_atomic
 from .classes import DEFAULT_MODEL_SIZE
 from .errors import ArtifactError
 from .families import DEFAULT_FAMILY, OWN_WEIGHTS, CheckpointFamily, Normalization, family_named
-from .graph.prepost import PostForm
+from .post_form import PostForm
 from .precision import Precision
 from .sizes import format_size, parse_size
 

@@ -77,6 +77,14 @@ def make_confident_model(seed: int = 0, num_classes: int = 19):
     return model
 
 
+def post_only_graph(pipeline):
+    """The post-processing of a pipeline graph on its own (`prepost.part_graph`) and the name of its logits input."""
+    from bisenet_rt.graph.prepost import part_graph
+
+    graph, (_, coarse) = part_graph(pipeline, "post")
+    return graph, coarse
+
+
 @pytest.fixture(scope="session")
 def confident_model():
     return make_confident_model()
@@ -84,14 +92,18 @@ def confident_model():
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, confident_model):
-    """Pipeline graphs (fp32 in both post-processing forms, fp16) and the plain fp32 graph of `confident_model`,
-    exported once."""
+    """Pipeline graphs (fp32 in every post-processing form: 'fp32' is the default `resize`, 'fp32_<form>' the others;
+    fp16) and the plain fp32 graph of `confident_model`, exported once."""
     from bisenet_rt.graph.export import ExportConfig, export_onnx
 
     out = tmp_path_factory.mktemp("onnx")
     paths = {}
-    for key, config in {"fp32": ExportConfig(), "fp32_separable": ExportConfig(post="separable"),
-                        "fp16": ExportConfig(precision="fp16"), "plain": ExportConfig(plain=True)}.items():
+    from bisenet_rt.post_form import PostForm
+
+    configs = {"fp32": ExportConfig(), **{f"fp32_{form}": ExportConfig(post=form) for form in PostForm
+                                          if form is not PostForm.RESIZE},
+               "fp16": ExportConfig(precision="fp16"), "plain": ExportConfig(plain=True)}
+    for key, config in configs.items():
         paths[key] = out / f"{key}.onnx"
         export_onnx(confident_model, paths[key], config)
     return paths

@@ -1,4 +1,5 @@
-"""OpenVINO backend: FP32 agrees with ONNX Runtime, IR round-trips, BF16 only where the CPU has it, same errors."""
+"""OpenVINO backend: FP32 agrees with ONNX Runtime and its post-processing form with the oracle, IR round-trips,
+BF16 only where the CPU has it, same errors."""
 from __future__ import annotations
 
 import shutil
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import street_frame
+from conftest import post_only_graph, street_frame
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino)")
 
@@ -15,9 +16,14 @@ from bisenet_rt import Segmenter  # noqa: E402
 from bisenet_rt.backends.openvino.run import supports_bf16  # noqa: E402
 from bisenet_rt.errors import BackendUnavailableError, BuildError, ArtifactError, InputError  # noqa: E402
 from bisenet_rt.precision import Precision  # noqa: E402
+from bisenet_rt.backends import SPECS  # noqa: E402
+from bisenet_rt.post_form import PostForm  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "bisenet_rt" / "assets" / "demo_bisenetv2_synth.pth"
 BF16 = supports_bf16()
+#: conftest's `exported` key of the FP32 graph in the post-processing form OpenVINO builds get.
+OV_POST = SPECS["openvino"].graph_form(Precision.FP32).post
+OV_FORM = "fp32" if OV_POST is PostForm.RESIZE else f"fp32_{OV_POST}"
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -64,6 +70,49 @@ def test_batch_of_two_matches_onnxruntime(exported, ort, hint):
         assert seg.backend.versions()["performance_hint"] == hint.upper()
     assert labels.shape == (2, 240, 320)
     assert _agreement(labels, ort(batch)) >= 0.999
+
+
+@pytest.mark.parametrize("kind", ["street", "noise"])
+def test_its_post_form_matches_the_oracle(exported, confident_model, kind):
+    """OpenVINO FP32 on the graph its builds get (its spec's graph form): labels equal to the PyTorch reference pipeline
+    on >= 99.9 % of pixels, a batch of 2 at an odd size, street-like and noise frames (as tests/test_export.py
+    holds ONNX Runtime)."""
+    import torch
+
+    from bisenet_rt.model.reference import reference_labels
+
+    rng = np.random.default_rng(11)
+    frames = (np.stack([street_frame(479, 641, seed=s) for s in (12, 13)]) if kind == "street"
+              else rng.integers(0, 256, (2, 479, 641, 3), dtype=np.uint8))
+    with Segmenter(exported[OV_FORM], backend="openvino", precision="fp32", cache_dir=None) as seg:
+        labels = seg(frames)
+    assert _agreement(labels, reference_labels(confident_model, torch.from_numpy(frames)).numpy()) >= 0.999
+
+
+@pytest.mark.parametrize("form", list(PostForm), ids=str)
+def test_post_processing_alone_is_exact_on_openvino(exported, form):
+    """Every form's post-processing alone, fed the same batch of 2 logits, gives the oracle's labels on OpenVINO
+    FP32 at every frame size (tiny, odd, smaller than the band counts, 1 pixel tall or wide)."""
+    import openvino as ov
+    import onnx
+    import torch
+
+    from bisenet_rt.backends.openvino.tune import tune_graph
+    from bisenet_rt.model.reference import postprocess
+
+    key = "fp32" if form is PostForm.RESIZE else f"fp32_{form}"
+    proto, _ = post_only_graph(onnx.load(str(exported[key])))
+    core = ov.Core()
+    model = core.read_model(proto.SerializeToString(), b"")
+    tune_graph(model)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    logits = np.random.default_rng(7).normal(0, 3, (2, 19, 64, 128)).astype(np.float32)
+    fine = torch.nn.functional.interpolate(torch.from_numpy(logits), scale_factor=8, mode="bilinear",
+                                           align_corners=False)
+    for h, w in [(1, 1), (5, 7), (17, 33), (1, 45), (100, 37), (479, 641)]:
+        labels = compiled({0: np.zeros((2, h, w, 3), np.uint8), 1: logits})[0]
+        assert labels.shape == (2, h, w)
+        assert (labels == postprocess(fine, (h, w)).numpy()).mean() >= 0.9999, (h, w)
 
 
 def test_fp32_is_really_fp32(ov_fp32):
@@ -175,7 +224,7 @@ def test_bf16_agrees_with_fp32_where_the_decision_is_clear(exported, confident_m
     from bisenet_rt.model.reference import reference_logits
 
     frames = np.stack([street_frame(256, 512, seed=s) for s in (9, 10)])
-    with Segmenter(exported["fp32"], backend="openvino", precision="bf16", cache_dir=None) as seg:
+    with Segmenter(exported[OV_FORM], backend="openvino", precision="bf16", cache_dir=None) as seg:
         assert seg.precision is Precision.BF16 and seg.backend.versions()["inference_precision"] == "bf16"
         bf16 = seg(frames)
     fp32 = ov_fp32(frames)
@@ -236,7 +285,7 @@ def test_bf16_miou_within_0_3_of_fp32_on_the_demo_model(tmp_path):
 
     model = load_checkpoint(DEMO)
     path = tmp_path / "demo.onnx"
-    export_onnx(model, path, ExportConfig())
+    export_onnx(model, path, ExportConfig(post=OV_POST))  # what 'bisenet-rt build' gives OpenVINO
     lut = label_id_encoding().lut
     frames = [generate_frame(1000, i, size=(1024, 512)) for i in range(4)]
     miou = {}

@@ -24,7 +24,7 @@ def artifacts(tmp_path_factory, confident_model, checkpoint):
     from bisenet_rt.graph.export import ExportConfig, export_onnx
 
     path = tmp_path_factory.mktemp("submit") / "small.onnx"
-    export_onnx(confident_model, path, ExportConfig(model_size=SMALL, post="separable"))
+    export_onnx(confident_model, path, ExportConfig(model_size=SMALL, post="row_bands"))
     return {"onnxruntime": (path, {}), "openvino": (path, {"precision": "fp32", "cache_dir": None}),
             "torch": (checkpoint, {"model_size": SMALL})}
 

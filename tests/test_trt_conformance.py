@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from bisenet_rt.backends.tensorrt.conformance import RULES, SUPPORTED_TYPES, check_tensorrt, require_tensorrt
 from bisenet_rt.errors import BuildError
 from bisenet_rt.graph.export import ExportConfig, export_onnx
+from bisenet_rt.post_form import PostForm
 from bisenet_rt.precision import Precision
 from conftest import street_frame
 
@@ -38,7 +39,7 @@ def plains(confident_model):
     return {"fp32": fp32, "fp16": fp16, "int8": quantize_plain(fp32, frames, progress=False)}
 
 
-VARIANTS = list(itertools.product(("fp32", "fp16", "int8"), ("resize", "separable"), ("dynamic", "fixed")))
+VARIANTS = list(itertools.product(("fp32", "fp16", "int8"), [form.value for form in PostForm], ("dynamic", "fixed")))
 
 
 @pytest.mark.parametrize("precision,post,dims", VARIANTS, ids=["-".join(v) for v in VARIANTS])

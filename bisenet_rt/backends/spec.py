@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..classes import DEFAULT_MODEL_SIZE
 from ..errors import BuildError, ConfigError
-from ..graph.prepost import PostForm
+from ..post_form import PostForm
 from ..precision import Precision
 from ..settings import cache_dir, engines_dir
 from ..sizes import check_batch, check_frame_size, check_model_size, format_size

@@ -16,7 +16,7 @@ from ..atomic import write_atomic
 from ..backends.spec import BackendSpec, BuildConfig, GraphForm
 from ..errors import BackendUnavailableError, BuildError, ArtifactError
 from ..graph.export import GRAPH_KIND, ExportConfig
-from ..graph.prepost import PostForm
+from ..post_form import PostForm
 from ..int8_grid import WeightRange
 from ..precision import Precision
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..classes import DEFAULT_MODEL_SIZE
+from ..post_form import PostForm
 from ._common import check_writable, model_size_arg, output_file_arg, precision_arg, size_arg
 
 HELP = "export the model (with in-graph pre/post-processing) to ONNX"
@@ -29,9 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "paper's speed protocol; 2048x1024 reproduces the published mIoU of the public weights)")
     p.add_argument("--plain", action="store_true",
                    help="export the bare model: float N x 3 x h x w normalized RGB in, logits out")
-    p.add_argument("--post", choices=["resize", "separable"], default="resize",
-                   help="layout of the exact post-processing: 'resize' (default; TensorRT, OpenVINO) or "
-                        "'separable' (faster on ONNX Runtime CPUs); the labels are the same")
+    p.add_argument("--post", choices=[form.value for form in PostForm], default=PostForm.RESIZE.value,
+                   help="layout of the exact post-processing, the same labels in each: 'resize' (default; what "
+                        "TensorRT gets), 'row_bands' (fastest on ONNX Runtime), 'column_bands' (fastest on "
+                        "OpenVINO); 'bisenet-rt build' picks the backend's own")
     p.add_argument("--frame-size", type=size_arg, metavar="WxH",
                    help="fix the input frame size (default: any size)")
     p.add_argument("--batch", type=int, metavar="1",

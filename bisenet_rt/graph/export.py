@@ -21,7 +21,7 @@ from ..errors import ExportError
 from ..families import DEFAULT_FAMILY, Normalization, family_of
 from ..precision import Precision
 from ..sizes import check_frame_size, check_model_size
-from .prepost import PostForm
+from ..post_form import PostForm
 
 if TYPE_CHECKING:
     import onnx
@@ -49,8 +49,7 @@ class ExportConfig:
     `frame_size` (w, h) and `batch` fix the pipeline's input dimensions (None: any size, any batch);
     a fixed graph accepts only those frames. Only batch 1 can be fixed: for more, keep N dynamic and
     bound it with the engine's profile (`bisenet-rt build --max-batch N`). `post` lays out the exact
-    post-processing for the runtime (`PostForm`; RESIZE for TensorRT and OpenVINO, SEPARABLE for ONNX
-    Runtime on CPUs).
+    post-processing for the runtime (`PostForm`; each backend spec's `graph_forms` says which form its builds use).
     """
 
     precision: Precision = Precision.FP32

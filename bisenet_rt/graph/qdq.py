@@ -57,7 +57,7 @@ from .calibration import (CALIBRATION_METHODS, DEFAULT_METHOD, PERCENTILE, SEMAN
                           CalibrationFrames, Frame, bounds, calibrate, calibration_cache_path, check_ranges,
                           load_ranges, ort_method, save_ranges)
 from .export import ExportConfig, add_facts, pipeline_graph
-from .prepost import PostForm
+from ..post_form import PostForm
 
 if TYPE_CHECKING:
     import onnx

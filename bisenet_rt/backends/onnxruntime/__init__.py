@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...graph.prepost import PostForm
+from ...post_form import PostForm
 from ...precision import Precision
 from ..spec import BackendSpec, BuildConfig, GraphForm
 
@@ -39,8 +39,9 @@ def _compile(source: "Artifact", info: "ArtifactInfo", config: BuildConfig, outp
     return compile_onnxruntime(source, info, config, output)
 
 
-#: The SEPARABLE post-processing: the faster exact layout on ONNX Runtime's CPU kernels.
+#: ROW_BANDS: the exact post-processing laid out the way ONNX Runtime's CPU kernels run it fastest
+#: (benchmarks/prepost_overhead.py compares every form on every CPU backend).
 SPEC = BackendSpec(
     name="onnxruntime", title="ONNX Runtime", extra="onnxruntime", opens=(".onnx", ".ort"), writes=(".onnx",),
     availability=_availability, runtime=_runtime, compile=_compile, devices=("cpu", "cuda"),
-    graph_forms={p: GraphForm(p, PostForm.SEPARABLE) for p in (Precision.FP32, Precision.FP16, Precision.INT8)})
+    graph_forms={p: GraphForm(p, PostForm.ROW_BANDS) for p in (Precision.FP32, Precision.FP16, Precision.INT8)})

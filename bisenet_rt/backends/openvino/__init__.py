@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...graph.prepost import PostForm
+from ...post_form import PostForm
 from ...precision import Precision
 from ..spec import BackendSpec, BuildConfig, GraphForm
 
@@ -42,11 +42,12 @@ def _compile(source: "Artifact", info: "ArtifactInfo", config: BuildConfig, outp
 
 
 #: BF16 is not a graph of its own: the FP32 graph compiled with OpenVINO's BF16 inference hint (the IR holds
-#: FP32 weights, the sidecar says 'bf16'). INT8 is a Q/DQ graph.
+#: FP32 weights, the sidecar says 'bf16'). INT8 is a Q/DQ graph. Every graph has the COLUMN_BANDS post-processing,
+#: the exact form OpenVINO's CPU kernels run fastest (benchmarks/prepost_overhead.py).
 SPEC = BackendSpec(
     name="openvino", title="OpenVINO", extra="openvino", opens=(".xml", ".onnx"), writes=(".xml",),
     availability=_availability, runtime=_runtime, compile=_compile,
-    graph_forms={Precision.FP32: GraphForm(Precision.FP32, PostForm.RESIZE),
-                 Precision.BF16: GraphForm(Precision.FP32, PostForm.RESIZE),
-                 Precision.FP16: GraphForm(Precision.FP16, PostForm.RESIZE),
-                 Precision.INT8: GraphForm(Precision.INT8, PostForm.RESIZE)})
+    graph_forms={Precision.FP32: GraphForm(Precision.FP32, PostForm.COLUMN_BANDS),
+                 Precision.BF16: GraphForm(Precision.FP32, PostForm.COLUMN_BANDS),
+                 Precision.FP16: GraphForm(Precision.FP16, PostForm.COLUMN_BANDS),
+                 Precision.INT8: GraphForm(Precision.INT8, PostForm.COLUMN_BANDS)})

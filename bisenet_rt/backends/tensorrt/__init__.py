@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...graph.prepost import PostForm
+from ...post_form import PostForm
 from ...precision import Precision
 from ..spec import BackendSpec, BuildConfig, GraphForm
 
