@@ -66,6 +66,32 @@ def test_backend_choice_per_cpu_class(cpu, trt, ov, requested, precision, backen
     assert why
 
 
+# cpu class, TensorRT usable, OpenVINO usable, --precision -> backend, precision, with calibration frames given
+CALIBRATED_TABLE = [
+    ("avx512-vnni-bf16", False, True, None, "openvino", Precision.INT8),  # OpenVINO INT8: the fastest CPU path
+    ("amx", False, True, None, "openvino", Precision.INT8),
+    ("avx2-vnni", False, True, None, "openvino", Precision.INT8),
+    ("avx512-vnni", False, False, None, "onnxruntime", Precision.INT8),  # no OpenVINO: ONNX Runtime's INT8
+    ("avx2", False, True, None, CPU_FP32_BACKEND, Precision.FP32),  # no VNNI: int8 products saturate, float kept
+    ("avx512", False, True, None, CPU_FP32_BACKEND, Precision.FP32),
+    ("amx", False, True, "bf16", "openvino", Precision.BF16),  # a named precision is kept
+    ("amx", False, True, "fp32", CPU_FP32_BACKEND, Precision.FP32),
+    ("avx2", True, True, None, "tensorrt", Precision.FP32),  # a usable TensorRT wins
+]
+
+
+@pytest.mark.parametrize("cpu,trt,ov,precision,backend,built", CALIBRATED_TABLE,
+                         ids=[f"{r[0]}-trt{int(r[1])}-ov{int(r[2])}-{r[3]}" for r in CALIBRATED_TABLE])
+def test_calibration_frames_make_auto_pick_int8_where_it_is_exact(cpu, trt, ov, precision, backend, built):
+    got, got_precision, why = choose_backend(facts(cpu, tensorrt=trt, openvino=ov), "auto", precision, calibrated=True)
+    assert (got, got_precision) == (backend, built), why
+    if built is Precision.INT8:
+        assert "calibration frames were given" in why and "agree with FP32" in why
+    elif precision is None and not trt:
+        assert "INT8 not chosen" in why and "--precision int8" in why
+    assert choose_backend(facts(cpu, tensorrt=trt, openvino=ov), "auto", precision)[1] is not Precision.INT8
+
+
 def test_core_count_does_not_change_the_choice():
     assert {choose_backend(facts("avx2", cores=n))[:2] for n in (1, 2, 64)} == {(CPU_FP32_BACKEND, Precision.FP32)}
 

@@ -83,11 +83,12 @@ class BuildConfig:
 
 @dataclasses.dataclass(frozen=True)
 class GraphForm:
-    """The pipeline graph a backend builds one precision from: the graph's own precision (INT8: a Q/DQ graph)
-    and the layout of its exact post-processing."""
+    """The pipeline graph a backend builds one precision from: the graph's own precision (INT8: a Q/DQ graph),
+    the layout of its exact post-processing, and (INT8) whether the classifier stays a Conv (`graph.qdq`)."""
 
     precision: Precision
     post: PostForm
+    classifier_conv: bool = False
 
 
 def _same_facts(source: "Artifact", config: BuildConfig) -> "ArtifactInfo":

@@ -49,6 +49,7 @@ class BuildPlan:
     output: Path
     why: str = ""
     int8: tuple[WeightRange, str] | None = None  # INT8 only: the weight grid and the CPU class it is for, in words
+    fallback: "BuildPlan | None" = None  # auto's INT8 only: what is built instead if its labels disagree with FP32
 
 
 def plan_build(config: BuildConfig) -> BuildPlan:
@@ -56,14 +57,22 @@ def plan_build(config: BuildConfig) -> BuildPlan:
     from .choice import choose_backend, host_facts, int8_weights
 
     facts = host_facts()
-    backend, precision, why = choose_backend(facts, config.backend, config.precision)
+    # Auto may pick INT8 when calibration frames come with weights to check it against (not a given graph).
+    calibrated = config.calib is not None and config.onnx is None
+    backend, precision, why = choose_backend(facts, config.backend, config.precision, calibrated)
+    fallback = None
+    if config.precision is None and precision is Precision.INT8:
+        fallback = plan_build(dataclasses.replace(config, calib=None))
     spec = SPECS[backend]
     int8 = int8_weights(facts, backend, config.int8_target) if precision is Precision.INT8 else None
     output = Path(config.output) if config.output else spec.default_output(precision, config.engines_dir)
     if output.suffix.lower() not in spec.writes:
+        if fallback is not None and config.output:  # -o names the float choice's kind: build that
+            return dataclasses.replace(fallback, why=f"{fallback.why}; -o {output} names a {fallback.spec.title} "
+                                                      "artifact, so not INT8")
         raise BuildError(f"-o {output}: a {spec.title} artifact is named NAME{spec.writes[0]}"
                          + (" (with NAME.bin beside it)" if spec.writes == (".xml",) else ""))
-    return BuildPlan(spec, precision, output, why, int8)
+    return BuildPlan(spec, precision, output, why, int8, fallback)
 
 
 def prepare(plan: BuildPlan, config: BuildConfig) -> tuple[Artifact, ArtifactInfo]:
@@ -77,9 +86,44 @@ def prepare(plan: BuildPlan, config: BuildConfig) -> tuple[Artifact, ArtifactInf
 
 
 def build(config: BuildConfig) -> Path:
-    """Build the artifact `config` asks for and return its path (the sidecar lies next to it)."""
+    """Build the artifact `config` asks for and return its path (the sidecar lies next to it).
+
+    An INT8 artifact `auto` chose is checked against the FP32 reference on calibration frames; where its
+    labels disagree on more pixels than `choice.AUTO_INT8_AGREEMENT` allows it is removed and the float
+    choice built instead. The sidecar records the check either way.
+    """
     plan = plan_build(config)
     _log.info(f"backend: {plan.spec.name}, precision: {plan.precision} ({plan.why})")
+    path = _build_plan(plan, config)
+    if plan.fallback is None:
+        return path
+    from .agreement import int8_agreement
+    from .choice import AUTO_INT8_AGREEMENT
+
+    agreement, frames = int8_agreement(path, config)
+    said = (f"INT8 labels agree with the FP32 reference on {100 * agreement:.2f} % of pixels of {frames} calibration "
+            f"frames (bar {100 * AUTO_INT8_AGREEMENT:g} %)")
+    if agreement >= AUTO_INT8_AGREEMENT:
+        _log.info(f"{said}: keeping {path}")
+        _record_check(path, agreement, frames)
+        return path
+    _log.warning(f"{said}: building {plan.fallback.spec.name} {plan.fallback.precision} instead")
+    for part in [*artifact_files(path), sidecar_path(path)]:
+        part.unlink(missing_ok=True)
+    return _build_plan(plan.fallback, config)
+
+
+def _record_check(path: Path, agreement: float, frames: int) -> None:
+    """Add auto's INT8 check to the artifact's sidecar."""
+    from ..artifacts import read_sidecar
+
+    data = read_sidecar(path)
+    assert data is not None  # required: a missing sidecar raises
+    data["auto_int8_check"] = {"agreement_with_fp32": round(agreement, 5), "frames": frames}
+    write_sidecar(path, data)
+
+
+def _build_plan(plan: BuildPlan, config: BuildConfig) -> Path:
     config = dataclasses.replace(config, precision=plan.precision)
     _check_inputs_kept(config, plan.output)
     if plan.spec.compile is None:

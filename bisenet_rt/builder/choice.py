@@ -15,13 +15,20 @@ from ..host import CpuFeatures
 from ..int8_grid import WeightRange
 from ..precision import Precision
 
-__all__ = ["HostFacts", "host_facts", "choose_backend", "int8_weights", "CPU_FP32_BACKEND", "BUILD_BACKENDS"]
+__all__ = ["HostFacts", "host_facts", "choose_backend", "int8_weights", "CPU_FP32_BACKEND", "CPU_INT8_BACKENDS",
+           "BUILD_BACKENDS", "AUTO_INT8_AGREEMENT"]
 
 #: Backends `bisenet-rt build` can build for, in the order a fallback is suggested.
 BUILD_BACKENDS = ("tensorrt", "openvino", "onnxruntime")
 #: The faster FP32 engine on CPUs without BF16, measured end to end at 2048x1024 with each engine's FP32
 #: forced (OpenVINO's INFERENCE_PRECISION_HINT=f32): see benchmarks/results/peer_cpu_*.json.
 CPU_FP32_BACKEND = "onnxruntime"
+#: The INT8 CPU engines, fastest first, measured end to end at 2048x1024: see benchmarks/results/cpu_limit_*.json.
+CPU_INT8_BACKENDS = ("openvino", "onnxruntime")
+#: The share of pixels an INT8 artifact `auto` chose must label as the FP32 reference does on the check frames;
+#: below it the build makes the float choice instead. INT8's accuracy bar is 99 % on unseen frames (tests/test_int8.py);
+#: the check runs on few frames, so this one leaves room for their noise.
+AUTO_INT8_AGREEMENT = 0.985
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,22 +88,26 @@ def _check_precision(facts: HostFacts, backend: str, precision: Precision) -> No
                                       f"one ({facts.cpu.label}) has none. Build fp32 instead: --precision fp32")
 
 
-def choose_backend(facts: HostFacts, requested: str = "auto",
-                   precision: Precision | str | None = None) -> tuple[str, Precision, str]:
+def choose_backend(facts: HostFacts, requested: str = "auto", precision: Precision | str | None = None,
+                   calibrated: bool = False) -> tuple[str, Precision, str]:
     """The backend and precision to build, and why, from `facts` alone.
 
     A precision that was asked for is built exactly (a named backend with none builds fp32), and refused
     where that backend does not build it or the CPU cannot compute it. `auto` picks the fastest path among
     the backends that can run here: TensorRT where it can run; else, when no precision was asked for,
     OpenVINO BF16 on CPUs that compute BF16 natively (AVX512-BF16 or AMX), else FP32 on `CPU_FP32_BACKEND`
-    (on AVX2 and on AVX-512 without BF16 alike; the core count changes the threads, not the choice).
+    (on AVX2 and on AVX-512 without BF16 alike; the core count changes the threads, not the choice). With
+    `calibrated` (calibration frames given) and no precision asked for, INT8 on the fastest INT8 CPU engine
+    where the CPU sums int8 products exactly (VNNI, AMX); the build then keeps it only if its labels agree
+    with FP32 (`AUTO_INT8_AGREEMENT`).
     """
-    backend, precision, why = _choose(facts, requested, precision)
+    backend, precision, why = _choose(facts, requested, precision, calibrated)
     _check_precision(facts, backend, precision)
     return backend, precision, why
 
 
-def _choose(facts: HostFacts, requested: str, precision: Precision | str | None) -> tuple[str, Precision, str]:
+def _choose(facts: HostFacts, requested: str, precision: Precision | str | None,
+            calibrated: bool) -> tuple[str, Precision, str]:
     chosen = precision is None
     precision = Precision.FP32 if precision is None else Precision.parse(precision)
     if requested != "auto":
@@ -111,6 +122,16 @@ def _choose(facts: HostFacts, requested: str, precision: Precision | str | None)
     if facts.usable("tensorrt"):
         return "tensorrt", precision, "TensorRT and a CUDA GPU are present"
     no_trt = f"TensorRT is not usable here ({facts.missing['tensorrt']})"
+    if chosen and calibrated:
+        int8 = next((name for name in CPU_INT8_BACKENDS if facts.usable(name)), None)
+        if int8 is not None and facts.cpu.exact_int8:
+            return int8, Precision.INT8, (
+                f"{no_trt}; calibration frames were given and this CPU ({facts.cpu.label}) sums int8 products exactly, "
+                f"where {SPECS[int8].title} INT8 is the fastest CPU path (measured: benchmarks/cpu_limit.py); kept if "
+                f"its labels agree with FP32 on >= {100 * AUTO_INT8_AGREEMENT:g} % of pixels")
+        backend, precision, why = _choose(facts, requested, None, False)
+        return backend, precision, (f"{why}; INT8 not chosen: this CPU ({facts.cpu.label}) has no VNNI or AMX, where "
+                                    "int8 products saturate (pass --precision int8 to build it anyway)")
     if precision is Precision.BF16:
         if not facts.usable("openvino"):
             raise BackendUnavailableError(f"bf16 runs on OpenVINO, which cannot run here: {facts.missing['openvino']}")

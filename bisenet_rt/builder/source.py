@@ -55,9 +55,10 @@ def _given(path: Path, how: str) -> Path:
 
 
 def _source_path(config: BuildConfig, form: GraphForm) -> Path:
-    """engines/bisenetv2_<precision>[.<post>].src.onnx: the graph a build starts from, kept beside the artifact."""
+    """engines/bisenetv2_<precision>[.<post>][.classifier_conv].src.onnx: the graph a build starts from, kept beside the artifact."""
     post = "" if form.post is PostForm.RESIZE else f".{form.post.value}"
-    return config.engines_dir / f"bisenetv2_{form.precision.value}{post}.src.onnx"
+    conv = ".classifier_conv" if form.classifier_conv else ""
+    return config.engines_dir / f"bisenetv2_{form.precision.value}{post}{conv}.src.onnx"
 
 
 def _require_torch(what: str) -> None:
@@ -114,6 +115,7 @@ def _quantized(config: BuildConfig, form: GraphForm, weights: WeightRange, targe
     _log.info(f"int8: {len(frames)} calibration frames from {config.calib}; {weights.value} weights, for {target}")
     qdq = quantize_graph(proto, frames, cache_dir=config.cache_dir / "calibration",
                          model_size=None if config.onnx is not None else config.model_size, post=form.post,
+                         classifier_conv=form.classifier_conv,
                          weights=weights, target=target)
     path = _source_path(config, form)
     write_atomic(path, qdq.SerializeToString())

@@ -18,13 +18,16 @@ bisenet-rt build --weights bisenet_rt/assets/demo_bisenetv2_synth.pth
 bisenet-rt build --weights model.pth --precision fp16 --backend tensorrt --max-batch 4
 bisenet-rt build --onnx engines/demo.onnx --backend onnxruntime -o engines/demo_ort.onnx
 bisenet-rt build --weights model.pth --precision int8 --calib data/synth/leftImg8bit/train
+bisenet-rt build --weights model.pth --calib data/synth/leftImg8bit/train   # CPU: int8 where it holds, else float
 """
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", type=precision_arg, default=None,
                    help="fp32, fp16, bf16 (OpenVINO) or int8 (default: the fastest precision this machine computes "
-                        "accurately: fp32 on TensorRT, bf16 on CPUs with BF16 arithmetic, else fp32)")
+                        "accurately: fp32 on TensorRT, bf16 on CPUs with BF16 arithmetic, else fp32; with --calib and "
+                        "--weights on a CPU with VNNI or AMX, int8, kept if its labels agree with FP32 on the "
+                        "calibration frames, else the float choice is built)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", type=Path, help="checkpoint to export from (default: random weights)")
     src.add_argument("--onnx", type=Path, help="an exported pipeline ONNX to build from")

@@ -171,16 +171,18 @@ def _frame_digest(frame: Frame) -> bytes:
 
 
 def calibration_cache_path(plain: "onnx.ModelProto", frames: Sequence[Frame], *, method: str,
-                           model_size: tuple[int, int], cache_dir: str | os.PathLike) -> Path:
+                           model_size: tuple[int, int], cache_dir: str | os.PathLike, variant: str = "") -> Path:
     """Where the calibration ranges of this graph, frame list and method are (or will be) cached.
 
-    The key is the graph's computation: its metadata (the facts export writes) is left out of it.
+    The key is the graph's computation: its metadata (the facts export writes) is left out of it. `variant`
+    names a different rewrite of the same graph before calibration (its tensors differ).
     """
     bare = type(plain)()
     bare.CopyFrom(plain)
     del bare.metadata_props[:]
     h = hashlib.sha256()
-    h.update(f"{_RECIPE}|{method}|{model_size[0]}x{model_size[1]}|".encode())
+    key = f"{_RECIPE}|{method}|{model_size[0]}x{model_size[1]}|" + (f"{variant}|" if variant else "")
+    h.update(key.encode())
     h.update(hashlib.sha256(bare.SerializeToString()).digest())
     for frame in frames:
         h.update(_frame_digest(frame))

@@ -20,6 +20,10 @@ These choices serve ONNX Runtime's CPU int8 kernels and the accuracy; the rewrit
   Conv needs a quantized output in ORT, and int8 logits flip labels; a MatMul with dequantized
   inputs and a float output runs as one int8 MatMulIntegerToFloat. (A float classifier would instead
   convert its 1024-channel input between layouts and to float: about 15% of the INT8 frame time.)
+  For OpenVINO (`classifier_conv=True`) it stays the 1x1 Conv, with int8 inputs and its output Q/DQ pair
+  taken away, so the logits stay float: OpenVINO runs it as an int8 convolution with a float output and
+  keeps the logits planar, where the MatMul's channels-last logits pulled the post-processing into slow
+  channels-last kernels once `convert_model` folded the transpose pair away.
 - A conv or a residual addition whose output feeds only a ReLU quantizes that output with the ReLU
   output's calibrated range, so the ReLU requantizes exactly and no codes go to the negative values
   it drops (ORT needs those outputs quantized to run them in int8; TensorRT fuses conv, addition and
@@ -91,15 +95,15 @@ def _classifier(graph: "onnx.GraphProto") -> tuple["onnx.NodeProto", "onnx.NodeP
     return conv, resize
 
 
-def _prepared(plain: "onnx.ModelProto") -> tuple["onnx.ModelProto", list[str]]:
+def _prepared(plain: "onnx.ModelProto", classifier_conv: bool = False) -> tuple["onnx.ModelProto", list[str]]:
     """The plain graph in the form ONNX Runtime's int8 CPU kernels run fastest (the same function), and the
     names of the nodes that must stay float.
 
     Every node is named; ReLU becomes LeakyRelu(alpha=0); a grouped conv with one input and several
     output channels per group (c -> r*c, groups c) becomes a Gather repeating each input channel r
     times and a depthwise conv; the 1x1 classifier conv becomes Transpose -> MatMul -> Add(bias) ->
-    Transpose, so it runs as an int8 matrix product with float output (see the module docstring).
-    Kept float: the bias Add and the Transpose after it (the logits), the x8 Resize of the logits,
+    Transpose, so it runs as an int8 matrix product with float output (see the module docstring), unless
+    `classifier_conv` keeps it a Conv. Kept float: the bias Add and the Transpose after it (the logits), the x8 Resize of the logits,
     which `export.pipeline_graph` replaces by the post-processing's own channels-last upsample, and the nodes of
     `FLOAT_STAGE`.
     """
@@ -117,7 +121,7 @@ def _prepared(plain: "onnx.ModelProto") -> tuple["onnx.ModelProto", list[str]]:
         if node.op_type == "Relu" and node.domain in ("", "ai.onnx"):
             node.op_type = "LeakyRelu"
             node.attribute.append(helper.make_attribute("alpha", 0.0))
-        if node is classifier:
+        if node is classifier and not classifier_conv:
             nodes += _classifier_as_matmul(node, inits, graph)
             continue
         group = next((a for a in node.attribute if a.name == "group"), None)
@@ -140,7 +144,23 @@ def _prepared(plain: "onnx.ModelProto") -> tuple["onnx.ModelProto", list[str]]:
     if not float_stage:
         raise BuildError(f"unexpected plain graph: no nodes under {_FLOAT_STAGE_NODES}; "
                          "export it with 'bisenet-rt export --plain'")
+    if classifier_conv:
+        return proto, [resize.name, *float_stage]
     return proto, [f"{classifier.name}_bias", f"{classifier.name}_to_nchw", resize.name, *float_stage]
+
+
+def _float_logits(qdq: "onnx.ModelProto") -> None:
+    """Take away the Q/DQ pair after the classifier Conv, so its logits reach the x8 Resize in float."""
+    graph = qdq.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    resize = producer[graph.output[0].name]
+    dequantize = producer[resize.input[0]]
+    quantize = producer.get(dequantize.input[0]) if dequantize.op_type == "DequantizeLinear" else None
+    if quantize is None or quantize.op_type != "QuantizeLinear" or producer[quantize.input[0]].op_type != "Conv":
+        raise BuildError("unexpected quantized graph: the classifier's logits are not one Q/DQ pair after a Conv")
+    resize.input[0] = quantize.input[0]
+    graph.node.remove(quantize)
+    graph.node.remove(dequantize)
 
 
 def _classifier_as_matmul(conv: "onnx.NodeProto", inits: dict, graph: "onnx.GraphProto") -> list:
@@ -206,12 +226,13 @@ def _quiet_quantizer() -> Iterator[None]:
 
 def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_path: str | os.PathLike | None = None,
                    method: str = DEFAULT_METHOD, weights: WeightRange = WeightRange.FULL,
-                   progress: bool = True, normalization: Normalization = DEFAULT_FAMILY.normalization
-                   ) -> "onnx.ModelProto":
+                   progress: bool = True, normalization: Normalization = DEFAULT_FAMILY.normalization,
+                   classifier_conv: bool = False) -> "onnx.ModelProto":
     """Insert Q/DQ nodes into a plain FP32 graph, calibrated on `frames` (paths or BGR uint8 arrays).
 
     With `cache_path`, ranges found there are used instead of calibrating, and fresh ones are saved there.
     `weights` is the weight grid (`WeightRange`); frames are normalized as the weights' family says.
+    `classifier_conv` keeps the classifier a Conv with float logits (OpenVINO) instead of a MatMul (ONNX Runtime).
     """
     import onnx
 
@@ -221,7 +242,7 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
     if not frames and not cached:
         raise BuildError("no calibration frames given; int8 needs at least one (--calib DIR)")
     model_size, _ = _graph_io(plain)
-    prepared, keep_float = _prepared(plain)
+    prepared, keep_float = _prepared(plain, classifier_conv)
     extra: dict[str, Any] = {
         "ActivationSymmetric": True, "WeightSymmetric": True,  # zero points 0: what TensorRT accepts
         "QuantizeBias": False,        # TensorRT takes no int32 DequantizeLinear; ORT quantizes float biases itself
@@ -247,7 +268,10 @@ def quantize_plain(plain: "onnx.ModelProto", frames: Sequence[Frame], *, cache_p
                             weight_type=QuantType.QInt8, calibrate_method=ort_method(method),
                             nodes_to_exclude=keep_float,
                             reduce_range=WeightRange(weights) is WeightRange.REDUCED)
-            return onnx.load(str(out))
+            qdq = onnx.load(str(out))
+            if classifier_conv:
+                _float_logits(qdq)
+            return qdq
     finally:
         reader.close()
 
@@ -276,7 +300,8 @@ def _relu_ranges_for_producers(prepared: "onnx.ModelProto", ranges: Any) -> dict
 def quantize_graph(plain: "onnx.ModelProto", calib_frames: Sequence[Frame], *, cache_dir: str | os.PathLike | None,
                    model_size: tuple[int, int] | None = None, method: str = DEFAULT_METHOD,
                    post: PostForm = PostForm.RESIZE, weights: WeightRange = WeightRange.FULL,
-                   target: str = "CPUs with VNNI or AMX and TensorRT", progress: bool = True) -> "onnx.ModelProto":
+                   target: str = "CPUs with VNNI or AMX and TensorRT", progress: bool = True,
+                   classifier_conv: bool = False) -> "onnx.ModelProto":
     """The INT8 pipeline graph: uint8 frames in, uint8 labels out, with a Q/DQ-quantized model inside.
 
     `plain` is the FP32 plain graph ('bisenet-rt export --plain', or `export_onnx(..., ExportConfig(plain=True))`):
@@ -284,7 +309,8 @@ def quantize_graph(plain: "onnx.ModelProto", calib_frames: Sequence[Frame], *, c
     taken to be the default family's. `model_size`, when given, must be the graph's own. `calib_frames` are
     image paths or BGR uint8 arrays. Calibration ranges are cached under `cache_dir` (None: no cache).
     `post` lays out the post-processing for the runtime (`PostForm`); `weights` is the weight grid, chosen
-    for the CPU class `target` names (recorded in the quantization facts).
+    for the CPU class `target` names (recorded in the quantization facts); `classifier_conv` keeps the classifier
+    a Conv (OpenVINO; see the module docstring).
     """
     import onnx
     import onnxruntime as ort
@@ -297,19 +323,21 @@ def quantize_graph(plain: "onnx.ModelProto", calib_frames: Sequence[Frame], *, c
     n_frames = len(calib_frames)
     cache_path = None
     if cache_dir is not None:
-        cache_path = calibration_cache_path(plain, calib_frames, method=method, model_size=size, cache_dir=cache_dir)
+        cache_path = calibration_cache_path(plain, calib_frames, method=method, model_size=size, cache_dir=cache_dir,
+                                            variant="classifier_conv" if classifier_conv else "")
         reused = cache_path.is_file()
         _log.info(f"calibration: {'reusing' if reused else 'writing'} {cache_path}")
         if reused:
             calib_frames = []
     normalization = facts.pixel_normalization
     qdq = quantize_plain(plain, calib_frames, cache_path=cache_path, method=method, weights=weights, progress=progress,
-                         normalization=normalization)
+                         normalization=normalization, classifier_conv=classifier_conv)
     proto = pipeline_graph(qdq, ExportConfig(model_size=size, post=post), num_classes, normalization)
     quantization = {
         "format": "QDQ", "weights": f"{weights.description} symmetric, per output channel",
         "weight_range": weights.value, "target": target, "activations": "int8 symmetric, per tensor",
         "float": f"preprocessing, {FLOAT_STAGE}, classifier output and bias (logits), logit upsample, arg-max",
+        "classifier": "1x1 Conv, int8 in, float out" if classifier_conv else "MatMul, int8 in, float out",
         "calibration": method,
         **({"percentile": PERCENTILE, "semantic_branch_percentile": SEMANTIC_PERCENTILE}
            if method == "percentile" else {}),

@@ -43,11 +43,12 @@ def _compile(source: "Artifact", info: "ArtifactInfo", config: BuildConfig, outp
 
 #: BF16 is not a graph of its own: the FP32 graph compiled with OpenVINO's BF16 inference hint (the IR holds
 #: FP32 weights, the sidecar says 'bf16'). INT8 is a Q/DQ graph. Every graph has the COLUMN_BANDS post-processing,
-#: the exact form OpenVINO's CPU kernels run fastest (benchmarks/prepost_overhead.py).
+#: the exact form OpenVINO's CPU kernels run fastest (benchmarks/prepost_overhead.py); the INT8 classifier stays a
+#: Conv, so the logits stay planar (`graph.qdq`).
 SPEC = BackendSpec(
     name="openvino", title="OpenVINO", extra="openvino", opens=(".xml", ".onnx"), writes=(".xml",),
     availability=_availability, runtime=_runtime, compile=_compile,
     graph_forms={Precision.FP32: GraphForm(Precision.FP32, PostForm.COLUMN_BANDS),
                  Precision.BF16: GraphForm(Precision.FP32, PostForm.COLUMN_BANDS),
                  Precision.FP16: GraphForm(Precision.FP16, PostForm.COLUMN_BANDS),
-                 Precision.INT8: GraphForm(Precision.INT8, PostForm.COLUMN_BANDS)})
+                 Precision.INT8: GraphForm(Precision.INT8, PostForm.COLUMN_BANDS, classifier_conv=True)})
