@@ -16,7 +16,7 @@ and INT8, OpenVINO FP32, BF16 (only where the CPU computes BF16) and INT8. INT8 
 
 Times are the minimum over the rounds of the wall clock, or with --clock cpu (one thread only) of this
 process's CPU time per call: the work itself, which other jobs on a shared machine do not stretch (with more
-threads the CPU time would count the runtimes' spin-waiting too). Both minima are recorded. Writes benchmarks/results/cpu_limit_<cpu class>_<date>.json (machine,
+threads the CPU time would count the runtimes' spin-waiting too). Both minima are recorded. Writes benchmarks/results/cpu_limit_<cpu class>[_cpuclock_<threads>t]_<date>.json (machine,
 CPU class and flags, versions, load average, command). The issue's bars: pre/post and glue <= 10 % of the model
 alone (bar 15 %); end to end >= 80 % of the format's peak for FP32 and BF16.
 
@@ -328,7 +328,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     cpu_class = cpu_features().label.lower().replace(" ", "-")
-    out = args.out / f"cpu_limit_{cpu_class}_{datetime.date.today().isoformat()}.json"
+    clock = "" if args.clock == "wall" else f"_{args.clock}clock_{threads}t"
+    out = args.out / f"cpu_limit_{cpu_class}{clock}_{datetime.date.today().isoformat()}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(format_table(result))
     print(f"wrote {out}")
