@@ -222,7 +222,7 @@ def _torch_reference(plan: Plan, found: dict[str, Any]) -> None:
     try:
         import torch
     except ImportError:
-        raise _Skip("PyTorch is not installed (pip install 'bisenet-rt[gpu]')") from None
+        raise _Skip("PyTorch is not installed (pip install '.[gpu]' from the clone)") from None
     if not plan.on_cpu and not torch.cuda.is_available():
         raise _Skip("PyTorch sees no CUDA device")
     from bisenet_rt import Segmenter
@@ -380,7 +380,8 @@ def _importable() -> str | None:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--plan-on-cpu", action="store_true",
                         help="rehearse the whole plan on the CPU, ONNX Runtime standing in for the engines")
     parser.add_argument("--quick", action="store_true",

@@ -64,7 +64,8 @@ def op_profile(path: Path, frame: Any, runs: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--weights", type=Path, help="checkpoint (default: the demo model if present, else random)")
     parser.add_argument("--data", type=Path, default=REPO / "data" / "synth",
                         help="synthetic dataset root (bisenet-rt synth -o data/synth --n 400)")

@@ -70,7 +70,8 @@ def score(work: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--qemu-cpu", default="EPYC-Milan", help="the qemu CPU model to emulate (AVX2 class)")
     parser.add_argument("--score", type=Path, help=argparse.SUPPRESS)  # internal: score WORK and print JSON

@@ -70,7 +70,8 @@ def segmenter_entry(seg: Any) -> Callable:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--weights", help="checkpoint (default: the demo model if present, else random weights)")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds, one frame per entry each")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per entry first")

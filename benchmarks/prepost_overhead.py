@@ -75,7 +75,8 @@ def _callables(backend: str, plain: Path, pipes: dict[str, Path], frames: dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--weights", help="checkpoint (default: deterministic random weights)")
     parser.add_argument("--seed", type=int, default=0, help="torch seed of the random weights")
     parser.add_argument("--rounds", type=int, default=12)

@@ -44,7 +44,8 @@ def plot(reports: list[dict], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("reports", nargs="+", type=Path, help="JSON files written by bisenet-rt bench --json")
     parser.add_argument("--plot", type=Path, help="write the latency / FPS plot here (PNG)")
     args = parser.parse_args(argv)

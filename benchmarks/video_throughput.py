@@ -48,7 +48,8 @@ def default_artifact(work: Path, weights: str | None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--engine", type=Path, help="artifact (default: newest under engines/, else build one)")
     parser.add_argument("--weights", help="checkpoint for the artifact built when there is none (default random)")
     parser.add_argument("--frames", type=int, default=40, help="distinct frames per repeat (default 40)")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from .atomic import write_atomic
 from .classes import DEFAULT_MODEL_SIZE
 from .errors import ArtifactError
-from .families import DEFAULT_FAMILY, Normalization, family_named
+from .families import DEFAULT_FAMILY, OWN_WEIGHTS, CheckpointFamily, Normalization, family_named
 from .graph.prepost import PostForm
 from .precision import Precision
 from .sizes import format_size, parse_size
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["ArtifactInfo", "Artifact", "open_artifact", "load_onnx", "read_metadata", "newest_artifact",
            "sidecar_path", "read_sidecar", "write_sidecar", "info_from_sidecar", "artifact_sha256",
            "artifact_files", "load_json", "graph_facts",
-           "INPUT_NAME", "OUTPUT_NAME", "METADATA_PREFIX", "ARTIFACT_SUFFIXES", "RANDOM_INIT"]
+           "INPUT_NAME", "OUTPUT_NAME", "METADATA_PREFIX", "ARTIFACT_SUFFIXES", "RANDOM_INIT", "RANDOM_WEIGHTS",
+           "RANDOM_WEIGHTS_CURE"]
 
 #: The pipeline graph's one input (N x H x W x 3 BGR uint8) and one output (N x H x W uint8 labels).
 INPUT_NAME = "frames"
@@ -85,6 +86,19 @@ class ArtifactInfo:
     def random_weights(self) -> bool:
         """Whether the weights inside were never trained (built or exported without a checkpoint)."""
         return self.source_sha256 == RANDOM_INIT
+
+    @property
+    def published_family(self) -> CheckpointFamily | None:
+        """The family whose published accuracy these weights may have: None for random weights, for weights this
+        project trained (`families.OWN_WEIGHTS`, the demo model) and for a class count other than the family's.
+
+        Any other checkpoint of a family's layout is taken as possibly the published one: a checkpoint file
+        does not say who trained it, so notes about the published protocol say "the published ones score".
+        """
+        family = family_named(self.family)
+        if self.random_weights or self.source_sha256 in OWN_WEIGHTS or self.classes != family.classes:
+            return None
+        return family
 
     def to_dict(self) -> dict[str, Any]:
         """The facts as JSON values ('WxH' sizes, lists, numbers); None-valued facts are left out."""
@@ -167,6 +181,11 @@ class ArtifactInfo:
 _JSON_FACTS = frozenset({"classes", "max_batch", "normalization", "quantization"})
 #: `source_sha256` of weights that were never trained.
 RANDOM_INIT = "random-init"
+#: What every command and the Segmenter say about an artifact whose facts say its weights are random.
+RANDOM_WEIGHTS = "random weights: predictions are meaningless"
+#: Where to go instead, said after RANDOM_WEIGHTS.
+RANDOM_WEIGHTS_CURE = ("build from a checkpoint: 'bisenet-rt build --weights CKPT' (the demo model: "
+                       "bisenet_rt/assets/demo_bisenetv2_synth.pth)")
 
 
 def _optional(parse: Callable[[Any], Any], value: Any) -> Any:

@@ -23,7 +23,7 @@ from .errors import BisenetError
 __all__ = ["main", "build_parser"]
 
 #: Subcommands in the order `--help` lists them; others found in bisenet_rt.commands follow.
-_ORDER = ("export", "build", "bench", "segment", "eval", "synth", "train", "export_triton")
+_ORDER = ("export", "build", "bench", "segment", "eval", "compare", "synth", "train", "export_triton")
 
 
 def _command_modules() -> list:
@@ -36,17 +36,27 @@ def _command_modules() -> list:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(prog="bisenet-rt", description="Real-time BiSeNetV2 semantic segmentation.")
+    parser = argparse.ArgumentParser(prog="bisenet-rt", description="Real-time BiSeNetV2 semantic segmentation.",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"bisenet-rt {__version__}")
     parser.add_argument("--debug", action="store_true", help=f"show the traceback behind an error (or set {DEBUG_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module in _command_modules():
         name = getattr(module, "NAME", module.__name__.rsplit(".", 1)[1].replace("_", "-"))
-        p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        # allow_abbrev=False: a mistyped option (`--engines`) is an error, not taken for another (`--engines-dir`)
+        p = sub.add_parser(name, help=module.HELP, description=module.__doc__, allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
+        p.epilog = "\n".join(part for part in (p.epilog, _examples(module)) if part)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def _examples(module: Any) -> str:
+    """A subcommand's EXAMPLES (command lines, one per line; `#` lines explain), as its --help shows them."""
+    lines = [line.strip() for line in getattr(module, "EXAMPLES", "").strip().splitlines() if line.strip()]
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines) if lines else ""
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from .classes import CITYSCAPES_CLASSES, MEAN_RGB, MMSEG_MEAN_RGB, MMSEG_STD_RGB
 from .errors import ArtifactError
 
 __all__ = ["ChannelOrder", "Normalization", "BGAUpsample", "BGAVariant", "CheckpointFamily", "COINCHEUNG", "MMSEG",
-           "FAMILIES", "DEFAULT_FAMILY", "family_named", "family_for_bga", "family_of"]
+           "FAMILIES", "DEFAULT_FAMILY", "DEMO_CHECKPOINT", "OWN_WEIGHTS", "family_named", "family_for_bga", "family_of"]
 
 
 class ChannelOrder(str, enum.Enum):
@@ -105,15 +106,21 @@ class CheckpointFamily:
         """The family's class names when the count matches, generic names otherwise (a fine-tuned head)."""
         return self.classes if num_classes == len(self.classes) else class_names(num_classes)
 
-    def protocol_note(self, model_size: tuple[int, int]) -> str:
-        """One line on how a run at `model_size` relates to the published accuracy of this family's weights."""
+    @property
+    def published(self) -> str:
+        """The published score in words: '{title} weights: the published ones score X mIoU on Cityscapes val at WxH'."""
         w, h = self.scored_size
-        published = (f"{self.title} weights: the published ones score {self.published_miou:.2f} mIoU on Cityscapes "
-                     f"val at model size {w}x{h}")
+        return (f"{self.title} weights: the published ones score {self.published_miou:.2f} mIoU on Cityscapes val "
+                f"at model size {w}x{h}")
+
+    def protocol_note(self, model_size: tuple[int, int], how: str | None = None) -> str:
+        """One line on how a run at `model_size` relates to the published accuracy of this family's weights;
+        `how` says how to run at the published size instead (default: `--model-size WxH`, for checkpoints)."""
+        w, h = self.scored_size
         if tuple(model_size) == self.scored_size:
-            return f"{published}, the size this run uses"
-        return (f"{published}; this run resizes to {model_size[0]}x{model_size[1]}, so expect another mIoU "
-                f"(--model-size {w}x{h} reproduces the published protocol)")
+            return f"{self.published}, the size this run uses"
+        how = how or f"--model-size {w}x{h} reproduces the published protocol"
+        return f"{self.published}; this run resizes to {model_size[0]}x{model_size[1]}, so expect another mIoU ({how})"
 
 
 COINCHEUNG = CheckpointFamily(
@@ -126,6 +133,15 @@ MMSEG = CheckpointFamily(
     bga=BGAVariant(BGAUpsample.BILINEAR, pointwise_bias=True),
     normalization=Normalization(MMSEG_MEAN_RGB, MMSEG_STD_RGB, 255.0),
     classes=CITYSCAPES_CLASSES, scored_size=(2048, 1024), published_miou=73.21)
+
+#: The demo checkpoint shipped in the package: trained here on synthetic street scenes (bisenet_rt/assets/README.md).
+DEMO_CHECKPOINT = Path(__file__).resolve().parent / "assets" / "demo_bisenetv2_synth.pth"
+#: Weights this project trained, by the sha256 of their checkpoint file (what artifact facts record as
+#: `source_sha256`), and what they are: no published accuracy goes with them, whatever their layout's family.
+OWN_WEIGHTS: dict[str, str] = {
+    "e1ac919e9e3a92b9a62699274282731d19aa5115d2355bfd5ce4ba655bc5f7be":
+        "the demo model, trained here on synthetic street scenes",
+}
 
 #: Every known family by name.
 FAMILIES: dict[str, CheckpointFamily] = {f.name: f for f in (COINCHEUNG, MMSEG)}

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import collections
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence, overload
 
 import numpy as np
 
-from .artifacts import newest_artifact
+from .artifacts import RANDOM_WEIGHTS, RANDOM_WEIGHTS_CURE, newest_artifact
 from .backends import Backend, open_backend
 from .classes import palette
 from .errors import ArtifactError, InputError
@@ -20,6 +21,8 @@ from .sizes import check_depth
 from .backends.submission import DEFAULT_DEPTH, Pending
 
 __all__ = ["Segmenter"]
+
+_log = logging.getLogger(__name__)
 
 
 class Segmenter:
@@ -40,6 +43,8 @@ class Segmenter:
                                       "'bisenet-rt build' first or pass a path")
         check_depth(depth, "depth (submissions in flight)", InputError)  # before anything heavy is loaded
         self._backend: Backend = open_backend(path, backend, depth=depth, **options)
+        if self.random_weights:  # the facts say so: nothing this artifact labels means anything
+            _log.warning(f"{self.path}: {RANDOM_WEIGHTS}; {RANDOM_WEIGHTS_CURE}")
 
     @overload
     def __call__(self, frames: np.ndarray, out: np.ndarray | None = None) -> np.ndarray: ...
@@ -154,6 +159,11 @@ class Segmenter:
         return family_named(self._backend.info.family)
 
     @property
+    def random_weights(self) -> bool:
+        """Whether the artifact's facts say its weights were never trained (labels then mean nothing)."""
+        return self._backend.info.random_weights
+
+    @property
     def backend(self) -> Backend:
         """The backend running the artifact (`.name`, `.versions()`, device timing, its own counters)."""
         return self._backend
@@ -176,8 +186,9 @@ class Segmenter:
         self.close()
 
     def __repr__(self) -> str:
+        weights = f", weights={RANDOM_WEIGHTS!r}" if self.random_weights else ""
         return (f"Segmenter({str(self.path)!r}, backend={self.backend.name!r}, precision={self.precision.value!r}, "
-                f"device={self.device!r})")
+                f"device={self.device!r}{weights})")
 
 
 def _batch_out(out: np.ndarray | None, single: bool) -> np.ndarray | None:

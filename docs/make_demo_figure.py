@@ -26,7 +26,8 @@ def _caption(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--data", default="data/synth")
     parser.add_argument("--index", type=int, default=5)
     parser.add_argument("-o", "--output", default=str(Path(__file__).with_name("demo_synth.png")))

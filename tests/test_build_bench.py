@@ -72,6 +72,42 @@ def test_bench_side_by_side(built, exported, tmp_path):
 def test_bench_bad_arguments(capsys):
     assert main(["bench", "--iters", "0", "--engine", "x.onnx"]) == 1
     assert "--iters must be at least 1" in capsys.readouterr().err
+    assert main(["bench", "--iters", "5", "--duration", "3", "--engine", "x.onnx"]) == 1
+    assert "give --iters (a number of calls) or --duration (seconds per artifact), not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a prefix of --engines-dir is not taken for it
+        main(["bench", "--engines", "x.onnx"])
+    assert "unrecognized arguments: --engines" in capsys.readouterr().err
+
+
+def test_bench_by_default_is_bounded_by_time_and_says_how_long_first(built, tmp_path, capsys):
+    """Without --iters each artifact is timed for --duration seconds and at least --min-iters calls; the plan and
+    its expected length (from the warm-up) come before the timed calls; the table names what its columns hold."""
+    out = tmp_path / "t.json"
+    assert main(["bench", "--artifact", str(built), "--duration", "0.2", "--min-iters", "3", "--warmup", "1",
+                 "--size", "320x160", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "bench: timing for 0.2 s (at least 3 iterations): about " in captured.err
+    rep = json.loads(out.read_text())
+    assert rep["config"]["iters"] is None and rep["config"]["duration_s"] == 0.2 and rep["config"]["min_iters"] == 3
+    (res,) = rep["results"]
+    assert res["iterations"] >= 3 and res["random_weights"] is True  # the `exported` graphs hold untrained weights
+    assert set(rep["machine"]["load_average"]) == {"1min", "5min", "15min"}
+    header = next(line for line in captured.out.splitlines() if line.startswith("| artifact"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "artifact", "backend", "precision", "device", "iterations", "frames/s", "mean ms", "min ms", "p50 ms",
+        "p90 ms", "p99 ms", "max ms", "frames/s vs first row"]
+    row = next(line for line in captured.out.splitlines() if line.startswith(f"| {built.name}"))
+    assert f"| {res['latency_ms']['min']:.2f} |" in row
+    assert f"{built.name}: random weights: predictions are meaningless (the timings hold)" in captured.out
+
+
+def test_bench_config_defaults_end_in_seconds():
+    from bisenet_rt.apps.bench import PAPER_ITERS, WARMUP_S, BenchConfig
+
+    config = BenchConfig()
+    # warm-up and timed calls of a default run leave half of half a minute for loading and the slowest last call
+    assert config.by_time and WARMUP_S + config.duration <= 15 and config.min_iters >= 1
+    assert BenchConfig(iters=PAPER_ITERS).describe() == "5000 iterations"
 
 
 def test_newest_artifact_skips_export_sources(built, exported, tmp_path):

@@ -83,7 +83,7 @@ MIN12, MIN13 = cuda.MIN_DRIVER[12], cuda.MIN_DRIVER[13]
     # a 570 driver runs CUDA 12.8: CUDA 13 wheels cannot start; say which wheels fit, or which driver
     (cuda.DriverFacts("570.86.15", 12080, 0, "cudaErrorInsufficientDriver"), {"cuda-bindings": 13, "tensorrt": 13},
      rf"driver 570.86.15 runs CUDA up to 12.8, but cuda-bindings \(CUDA 13\), tensorrt \(CUDA 13\) need CUDA 13: "
-     rf"pip install 'bisenet-rt\[gpu\]' \(CUDA 12 wheels\) or update the driver to >= {MIN13}"),
+     rf"pip install '\.\[gpu\]' from the clone \(CUDA 12 wheels\) or update the driver to >= {MIN13}"),
     # the bindings fit the driver but TensorRT does not (cudaGetDeviceCount itself succeeds)
     (cuda.DriverFacts("550.54.15", 12040, 1, None), {"cuda-bindings": 12, "tensorrt": 13},
      r"runs CUDA up to 12.4, but cuda-bindings \(CUDA 12\), tensorrt \(CUDA 13\) need CUDA 13"),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bisenet_rt import Segmenter
+from bisenet_rt.artifacts import RANDOM_WEIGHTS
 from bisenet_rt.cli import main
 from bisenet_rt.data import open_dataset
 from bisenet_rt.errors import DataError
@@ -71,13 +72,24 @@ def test_table_and_report(results):
     lines = table.splitlines()
     assert lines[0].split()[-3:] == ["fp32.onnx", "fp16.onnx", "confident.pth"]
     assert lines[1].startswith("road") and any(l.startswith("mIoU") for l in lines)
-    assert any(l.startswith("pixel accuracy") for l in lines) and lines[-1].startswith("same as first")
-    miou_row = next(l for l in lines if l.startswith("mIoU")).split()[1:]
-    assert [float(v) for v in miou_row] == pytest.approx([100 * r.scores.miou for r in res], abs=0.006)
+    assert any(l.startswith("pixel accuracy") for l in lines) and any(l.startswith("same as first") for l in lines)
+    rows = {name: next(l for l in lines if l.startswith(name)).split()[-3:] for name in ("mIoU", "mAcc", "road")}
     rep = json.loads(json.dumps(report(res, dataset)))
+    # console and JSON in one unit, percent (the JSON's keys say so)
+    for name, key in (("mIoU", "miou_percent"), ("mAcc", "mean_accuracy_percent")):
+        assert [float(v) for v in rows[name]] == pytest.approx([r[key] for r in rep["results"]], abs=0.006)
+    assert [float(v) for v in rows["road"]] == pytest.approx([r["iou_percent"]["road"] for r in rep["results"]],
+                                                             abs=0.006)
+    assert [r["miou_percent"] for r in rep["results"]] == pytest.approx([100 * r.scores.miou for r in res], abs=1e-3)
     assert rep["dataset"]["frames"] == 3 and rep["dataset"]["kind"] == "cityscapes"
     assert [r["precision"] for r in rep["results"]] == ["fp32", "fp16", "fp32"]
-    assert len(rep["results"][0]["confusion"]) == 19 and set(rep["results"][0]["iou"]) == set(dataset.names)
+    matrix = rep["results"][0]["confusion_matrix"]
+    assert (matrix["rows"], matrix["columns"], matrix["classes"]) == ("ground truth", "prediction", list(dataset.names))
+    assert np.array_equal(matrix["counts"], res[0].scores.confusion)
+    assert set(rep["results"][0]["iou_percent"]) == set(dataset.names)
+    assert [r["random_weights"] for r in rep["results"]] == [True, True, False]
+    assert "onnxruntime" in rep["results"][0]["versions"] and "torch" in rep["results"][2]["versions"]
+    assert lines[-1] == f"fp32.onnx, fp16.onnx: {RANDOM_WEIGHTS}"
 
 
 def test_class_count_mismatch_is_refused(exported, tmp_path):
@@ -99,7 +111,7 @@ def test_cli_with_json(exported, synth_root, tmp_path, capsys):
     assert "cityscapes val: 2 frames" in stdout and "fp16.onnx" in stdout and "mIoU" in stdout
     rep = json.loads(out.read_text())
     assert [r["artifact"] for r in rep["results"]] == [str(exported["fp32"]), str(exported["fp16"])]
-    assert rep["results"][0]["frames"] == 2 and 0.0 <= rep["results"][1]["miou"] <= 1.0
+    assert rep["results"][0]["frames"] == 2 and 0.0 <= rep["results"][1]["miou_percent"] <= 100.0
 
 
 def test_cli_bad_frames_and_missing_artifact(exported, synth_root, tmp_path, monkeypatch, capsys):

@@ -82,8 +82,8 @@ def test_the_engines_step_times_and_scores_all_three_at_the_plan_frame(rehearsal
     assert trt["cuda_graphs"] == {p: None for p in PRECISIONS}
     scored = trt["accuracy_on_synth_val"]["results"]
     assert [r["precision"] for r in scored] == PRECISIONS
-    assert all(0.0 <= r["miou"] <= 1.0 and r["frames"] == 1 for r in scored)
-    assert scored[1]["agreement_with_first"] >= 0.95  # the FP16 graph labels as the FP32 one does
+    assert all(0.0 <= r["miou_percent"] <= 100.0 and r["frames"] == 1 for r in scored)
+    assert scored[1]["agreement_with_first_percent"] >= 95.0  # the FP16 graph labels as the FP32 one does
 
 
 def test_the_torch_step_runs_fp32_and_says_why_fp16_is_skipped(rehearsal):

@@ -46,7 +46,7 @@ def read_labels(path: Path) -> np.ndarray:
 
 
 def test_label_pngs_equal_segmenter_and_overlays_written(exported, segmenter, images, tmp_path):
-    from bisenet_rt.apps.viz import overlay
+    from bisenet_rt.apps.viz import draw_legend, overlay
 
     out = tmp_path / "out"
     assert run_cli(str(images["a"]), str(images["b"]), "-o", str(out), "--engine", str(exported["fp32"]),
@@ -59,7 +59,9 @@ def test_label_pngs_equal_segmenter_and_overlays_written(exported, segmenter, im
         np.testing.assert_array_equal(got, want)
         assert len(np.unique(want)) > 1  # the comparison covers several classes
         shown = cv2.imread(str(out / f"{images[key].stem}_overlay.png"))
-        np.testing.assert_array_equal(shown, overlay(frame, want, segmenter.palette, alpha=0.5))
+        expected = overlay(frame, want, segmenter.palette, alpha=0.5)
+        draw_legend(expected, want, segmenter.palette, segmenter.classes)
+        np.testing.assert_array_equal(shown, expected)
 
 
 def test_folder_is_searched_recursively_and_mirrored(exported, segmenter, images, tmp_path):
@@ -76,7 +78,7 @@ def test_overlay_only_with_alpha(exported, segmenter, images, tmp_path):
 
     out = tmp_path / "out"
     assert run_cli(str(images["a"]), "-o", str(out), "--engine", str(exported["fp32"]), "--overlay", "--alpha", "1",
-                   "--quiet") == 0
+                   "--no-legend", "--quiet") == 0
     assert [p.name for p in out.iterdir()] == ["a_overlay.png"]
     frame = cv2.imread(str(images["a"]))
     np.testing.assert_array_equal(cv2.imread(str(out / "a_overlay.png")),
@@ -152,3 +154,76 @@ def test_cityscapes_format_refuses_other_names_and_overlays(exported, images, tm
     assert run_cli(str(images["a"]), "-o", str(tmp_path / "o"), "--engine", engine, "--label-format", "cityscapes",
                    "--overlay", "--quiet") == 1
     assert "writes only the label-id PNGs" in capsys.readouterr().err
+
+
+def _png_chunks(data: bytes) -> dict[bytes, bytes]:
+    """The chunks of a PNG file, read by the format's own rules (signature, length, type, data, CRC)."""
+    import struct
+    import zlib
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = {}, 8
+    while at < len(data):
+        (length,) = struct.unpack_from(">I", data, at)
+        kind, body = data[at + 4:at + 8], data[at + 8:at + 8 + length]
+        assert struct.unpack_from(">I", data, at + 8 + length)[0] == zlib.crc32(kind + body), kind
+        chunks[kind] = chunks.get(kind, b"") + body
+        at += 12 + length
+    return chunks
+
+
+def test_color_labels_are_palette_pngs_holding_the_ids(exported, segmenter, images, tmp_path):
+    """--labels --color: a mode-P PNG (colour type 3): its pixels are the class ids, its palette the class colours,
+    as Cityscapes' and MMSegmentation's tools write them; OpenCV shows the colours."""
+    import struct
+    import zlib
+
+    out = tmp_path / "out"
+    assert run_cli(str(images["a"]), "-o", str(out), "--engine", str(exported["fp32"]), "--labels", "--color",
+                   "--quiet") == 0
+    path = out / "a_labels.png"
+    frame = cv2.imread(str(images["a"]))
+    want = segmenter(frame)
+    chunks = _png_chunks(path.read_bytes())
+    width, height, depth, colour_type = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
+    assert (width, height, depth, colour_type) == (frame.shape[1], frame.shape[0], 8, 3)
+    palette = np.frombuffer(chunks[b"PLTE"], np.uint8).reshape(-1, 3)
+    assert np.array_equal(palette[: segmenter.num_classes], segmenter.palette)
+    rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(height, width + 1)
+    assert not rows[:, 0].any()  # filter type 0 on every scanline: the bytes after it are the ids
+    np.testing.assert_array_equal(rows[:, 1:], want)
+    np.testing.assert_array_equal(cv2.imread(str(path), cv2.IMREAD_COLOR), palette[want][..., ::-1])
+
+
+def test_color_refused_where_it_colours_nothing(exported, images, tmp_path, capsys):
+    base = [str(images["a"]), "-o", str(tmp_path / "o"), "--engine", str(exported["fp32"]), "--quiet", "--color"]
+    assert run_cli(*base, "--overlay") == 1
+    assert "--color colours the label PNGs, and --overlay alone writes none; add --labels" in capsys.readouterr().err
+    assert run_cli(*base, "--label-format", "cityscapes") == 1
+    assert "the Cityscapes format stays plain label ids" in capsys.readouterr().err
+
+
+def test_overlay_legend_names_the_classes_present_in_their_colours():
+    from bisenet_rt.apps.viz import draw_legend, overlay
+    from bisenet_rt.classes import CITYSCAPES_CLASSES, palette
+
+    colours = np.asarray(palette(19), np.uint8)
+    labels = np.zeros((400, 600), np.uint8)  # road, with a car (class 13) and a strip of sky (class 10)
+    labels[200:300, 100:300] = 13
+    labels[:40] = 10
+    frame = street_frame(400, 600, seed=1)
+    plain = overlay(frame, labels, colours)
+    shown = plain.copy()
+    x0, y0, x1, y1 = draw_legend(shown, labels, colours, CITYSCAPES_CLASSES)
+    assert 0 < x0 < x1 <= 600 and 0 <= y0 < y1 < 200 and x0 > 300  # a box in the top-right corner
+    outside = np.ones(labels.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    np.testing.assert_array_equal(shown[outside], plain[outside])  # nothing else is touched
+    box = shown[y0:y1, x0:x1].reshape(-1, 3)
+    for cls in (0, 13, 10):  # each class present has its swatch in the box
+        assert (box == colours[cls][::-1]).all(axis=1).sum() >= 25, CITYSCAPES_CLASSES[cls]
+    assert not (box == colours[1][::-1]).all(axis=1).any()  # sidewalk is absent: no swatch
+    # largest area first: road (82 %), then sky (10 %), then car (8 %)
+    legend = shown[y0:y1, x0:x1]
+    rows = [int(np.nonzero((legend == colours[c][::-1]).all(axis=2).any(axis=1))[0][0]) for c in (0, 10, 13)]
+    assert rows == sorted(rows) and len(set(rows)) == 3

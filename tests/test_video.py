@@ -105,6 +105,23 @@ def test_fps_counter_is_drawn(segmenter, clip, tmp_path):
     assert corner > 10 * max(rest, 0.5), (corner, rest)
 
 
+def test_one_rate_per_meaning(segmenter, clip, tmp_path):
+    """The counter drawn on the video, the progress bar and the summary's 'pipeline' number are one quantity
+    (frames after the first per second since the first); the start-up-inclusive rate is named as such."""
+    from bisenet_rt.apps.video import _Encoder, segment_video
+
+    stats = segment_video(segmenter, clip, tmp_path / "o.mp4", progress=False)
+    assert stats.pipeline_fps is not None and stats.frames == FRAMES
+    assert (f"(pipeline {stats.pipeline_fps:.2f} frames/s after the first frame (the counter on the video), "
+            f"{stats.fps:.2f} frames/s including start-up; complete)") in stats.summary()
+    encoder = _Encoder(tmp_path / "unused.mp4", fps=10.0, codec="mp4v", palette=segmenter.palette, alpha=0.5,
+                       show_fps=True)
+    encoder.seen, encoder.first_at, encoder.last_at = 5, 100.0, 100.5  # 4 frames after the first in 0.5 s
+    assert encoder.rate() == 8.0 and encoder.settled_rate() is None  # the start-up burst is shown as "--"
+    encoder.seen, encoder.last_at = 13, 102.0
+    assert encoder.rate() == encoder.settled_rate() == 6.0
+
+
 def test_truncated_avi_ends_cleanly_keeping_frames(segmenter, tmp_path):
     from bisenet_rt.apps.video import segment_video
 

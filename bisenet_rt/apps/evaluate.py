@@ -2,6 +2,8 @@
 
 Each frame is read once and given to every Segmenter at its native size (the graph resizes to the
 model size and back), and every artifact accumulates its own confusion matrix over the whole split.
+The console table and the JSON report state scores in the same unit, percent (the JSON names it in
+its keys: `miou_percent`, `iou_percent`, ...).
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..artifacts import RANDOM_WEIGHTS
 from ..errors import ConfigError, DataError
 from ..sizes import format_size
 from .metrics import ConfusionMatrix, SegmentationScores
 
-__all__ = ["EvalResult", "evaluate", "format_table", "report", "write_report"]
+__all__ = ["EvalResult", "evaluate", "format_table", "report", "write_report", "column_names"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,12 +38,27 @@ class EvalResult:
     seconds: float           # wall time spent in this artifact's inference (informational, not a benchmark)
     versions: dict[str, str] = dataclasses.field(default_factory=dict)
     model_size: str = ""     # WxH the frames were resized to
+    random_weights: bool = False  # the artifact's facts say its weights were never trained
 
     def to_json(self) -> dict[str, Any]:
+        """The report entry: scores in percent as the console shows them (keys say so), the confusion matrix with
+        its axes named."""
+        scores = self.scores
         return {"artifact": self.artifact, "backend": self.backend, "precision": self.precision, "device": self.device,
-                "versions": self.versions, "agreement_with_first": None if self.agreement is None else
-                round(self.agreement, 6), "inference_seconds": round(self.seconds, 3), "model_size": self.model_size,
-                **self.scores.to_json(confusion=True)}
+                "versions": self.versions, "model_size": self.model_size, "random_weights": self.random_weights,
+                "frames": scores.frames, "pixels": scores.pixels, "miou_percent": _percent(scores.miou),
+                "mean_accuracy_percent": _percent(scores.mean_accuracy),
+                "pixel_accuracy_percent": _percent(scores.pixel_accuracy),
+                "agreement_with_first_percent": _percent(self.agreement),
+                "iou_percent": {name: _percent(v) for name, v in zip(scores.names, scores.iou)},
+                "inference_seconds": round(self.seconds, 3),
+                "confusion_matrix": {"rows": "ground truth", "columns": "prediction", "classes": list(scores.names),
+                                     "counts": scores.confusion.tolist()}}
+
+
+def _percent(fraction: float | None) -> float | None:
+    """A fraction as percent for the report (4 decimals); None (or NaN: no pixels) as null."""
+    return None if fraction is None or fraction != fraction else round(100.0 * fraction, 4)
 
 
 def evaluate(segmenters: Sequence[Any], dataset: Any, *, progress: bool = True,
@@ -78,16 +96,17 @@ def evaluate(segmenters: Sequence[Any], dataset: Any, *, progress: bool = True,
         total += label.size
     results = []
     for k, seg in enumerate(segmenters):
-        runner = getattr(seg, "runner", None)
         results.append(EvalResult(
             artifact=str(seg.path), backend=seg.backend.name, precision=seg.precision.value, device=seg.device,
             scores=matrices[k].scores(dataset.names), agreement=float(same[k] / total) if k else None,
-            seconds=float(seconds[k]), versions=runner.versions() if runner is not None else {},
-            model_size=format_size(seg.model_size) if getattr(seg, "model_size", None) else ""))
+            seconds=float(seconds[k]), versions=seg.backend.versions(),
+            model_size=format_size(seg.model_size) if getattr(seg, "model_size", None) else "",
+            random_weights=bool(getattr(seg, "random_weights", False))))
     return results
 
 
-def _column_names(results: Sequence[EvalResult]) -> list[str]:
+def column_names(results: Sequence[EvalResult]) -> list[str]:
+    """The table's column names: file names, with @WxH or a number where they would repeat."""
     names = [Path(r.artifact).name for r in results]
     if len(set(names)) < len(names):  # one checkpoint at several model sizes, or same-named files
         names = [f"{n}@{r.model_size}" for n, r in zip(names, results)]
@@ -97,10 +116,11 @@ def _column_names(results: Sequence[EvalResult]) -> list[str]:
 
 
 def format_table(results: Sequence[EvalResult]) -> str:
-    """Per-class IoU (%) with one column per artifact, then mIoU, pixel accuracy and agreement rows."""
+    """Per-class IoU (%) with one column per artifact, then mIoU, mAcc (mean class accuracy), pixel accuracy and
+    agreement rows, all in percent; a note under it names columns of random weights."""
     if not results:
         return ""
-    columns = _column_names(results)
+    columns = column_names(results)
     names = results[0].scores.names
     first = max([len("pixel accuracy"), *(len(n) for n in names)])
     width = max(8, *(len(c) for c in columns))
@@ -113,14 +133,18 @@ def format_table(results: Sequence[EvalResult]) -> str:
     lines += [row(name, [r.scores.iou[c] for r in results]) for c, name in enumerate(names)]
     lines.append("-" * len(lines[0]))
     lines.append(row("mIoU", [r.scores.miou for r in results]))
+    lines.append(row("mAcc", [r.scores.mean_accuracy for r in results]))
     lines.append(row("pixel accuracy", [r.scores.pixel_accuracy for r in results]))
     if len(results) > 1:
         lines.append(row("same as first", [r.agreement if r.agreement is not None else 1.0 for r in results]))
+    random = [c for c, r in zip(columns, results) if r.random_weights]
+    if random:
+        lines += ["", f"{', '.join(random)}: {RANDOM_WEIGHTS}"]
     return "\n".join(lines)
 
 
 def report(results: Sequence[EvalResult], dataset: Any) -> dict[str, Any]:
-    """The JSON report: dataset, machine, and each artifact's scores and confusion matrix."""
+    """The JSON report: dataset, machine, and each artifact's scores (percent) and confusion matrix."""
     import sys
 
     return {

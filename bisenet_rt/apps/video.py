@@ -35,13 +35,21 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 DEFAULT_CODEC = "mp4v"
 _FALLBACK_FPS = 30.0
 _POLL_S = 0.1  # how often blocked queue operations look at the stop flag
+#: The drawn counter shows "--" for this long after the first frame: the frames queued during start-up come out
+#: in a burst, and a rate over them alone would be far above what the pipeline sustains.
+_RATE_SETTLE_S = 1.0
 _READER_JOIN_S = 5.0  # how long to wait for a capture blocked in read() when stopping
 _END = object()
 
 
 @dataclasses.dataclass(frozen=True)
 class VideoStats:
-    """What one run did: frames read and written, wall time, and how the stream ended."""
+    """What one run did: frames read and written, wall time, and how the stream ended.
+
+    Two rates, each named for what it measures: `pipeline_fps`, frames written per second once the first
+    one was out (what the counter drawn on the video and the progress bar show), and `fps`, frames written
+    per second of the whole run, opening the input and the first inference included.
+    """
 
     source: str
     output: Path
@@ -51,18 +59,21 @@ class VideoStats:
     expected: int | None  # frame count the container announced; None for cameras and unknown counts
     ended_early: bool  # the input broke off (truncated, corrupt, camera lost) before its end
     interrupted: bool  # stopped with Ctrl-C; the output is still finalized
+    pipeline_fps: float | None = None  # frames written per second after the first; None for fewer than 2 frames
 
     @property
     def fps(self) -> float:
-        """Frames written per second of wall time, decode and encode included."""
+        """Frames written per second of the whole run: opening, the first inference, decode and encode included."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
-        """One line for people: counts, speed and how the stream ended."""
+        """One line for people: counts, both rates (each named for what it measures) and how the stream ended."""
         how = "interrupted" if self.interrupted else ("input ended early" if self.ended_early else "complete")
         of = f"/{self.expected}" if self.expected is not None else ""
+        pipeline = (f"pipeline {self.pipeline_fps:.2f} frames/s after the first frame (the counter on the video), "
+                    if self.pipeline_fps is not None else "")
         return (f"{self.source}: read {self.frames_read}{of} frames, wrote {self.frames} to {self.output} "
-                f"in {self.seconds:.1f} s ({self.fps:.2f} frames/s, {how})")
+                f"in {self.seconds:.1f} s ({pipeline}{self.fps:.2f} frames/s including start-up; {how})")
 
 
 def is_video(path: str | os.PathLike) -> bool:
@@ -169,8 +180,15 @@ class _Encoder:
         self.partial: Replacement | None = None  # the video is written to its temporary file, renamed over -o at the end
         self.frames = 0
         self.size: tuple[int, int] | None = None
-        self._last: float | None = None
-        self._rate: float | None = None
+        self.seen = 0  # frames that reached the encoder (`frames`: those written)
+        self.first_at: float | None = None  # perf_counter when the first frame reached the encoder
+        self.last_at: float | None = None   # ... and the latest
+
+    def rate(self) -> float | None:
+        """The pipeline's rate: frames after the first per second since the first (None before a second frame)."""
+        if self.first_at is None or self.last_at is None or self.last_at <= self.first_at:
+            return None
+        return (self.seen - 1) / (self.last_at - self.first_at)
 
     def _open(self, frame: np.ndarray) -> None:
         import cv2
@@ -191,6 +209,10 @@ class _Encoder:
     def write(self, frame: np.ndarray, labels: np.ndarray) -> None:
         import cv2
 
+        self.last_at = time.perf_counter()
+        self.seen += 1  # this one included: the rate drawn on it counts it
+        if self.first_at is None:
+            self.first_at = self.last_at
         if self.writer is None:
             self._open(frame)
         if no_room(self.output.parent):  # the encoder would go on silently, leaving a video nothing can play
@@ -203,16 +225,17 @@ class _Encoder:
         self.writer.write(image)
         self.frames += 1
 
+    def settled_rate(self) -> float | None:
+        """`rate()` once _RATE_SETTLE_S have passed since the first frame (the start-up burst is no rate)."""
+        assert self.first_at is not None and self.last_at is not None  # set by write() before it draws
+        return self.rate() if self.last_at - self.first_at >= _RATE_SETTLE_S else None
+
     def _draw_rate(self, image: np.ndarray) -> None:
-        """Draw the video's frame rate (a moving average of frame intervals) in the top-left corner."""
+        """Draw the pipeline's rate (`rate()`, the summary's 'pipeline' number) in the top-left corner."""
         import cv2
 
-        now = time.perf_counter()
-        if self._last is not None and now > self._last:
-            rate = 1.0 / (now - self._last)
-            self._rate = rate if self._rate is None else 0.9 * self._rate + 0.1 * rate
-        self._last = now
-        text = f"{self._rate:.1f} FPS" if self._rate is not None else "-- FPS"
+        rate = self.settled_rate()
+        text = f"{rate:.1f} FPS" if rate is not None else "-- FPS"
         scale = max(0.4, image.shape[0] / 720.0)
         org = (int(10 * scale), int(30 * scale))
         cv2.putText(image, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), max(1, int(4 * scale)), cv2.LINE_AA)
@@ -268,6 +291,9 @@ def _writer(encoder: _Encoder, results: queue.Queue, stop: threading.Event, shar
                 break
             encoder.write(*item)
             shared.written += 1
+            rate = encoder.settled_rate()
+            if rate is not None:
+                bar.set_postfix_str(f"pipeline {rate:.1f} FPS", refresh=False)
             bar.update(1)
     except BaseException as exc:  # handed to the caller, which re-raises it after shutting down
         shared.write_error = exc
@@ -347,8 +373,11 @@ def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, outpu
     expected = shared.expected
     total = min(expected, max_frames) if expected is not None and max_frames else (expected or max_frames)
     encoder = _Encoder(output, fps=shared.fps, codec=codec, palette=segmenter.palette, alpha=alpha, show_fps=show_fps)
+    # The bar shows the counter's rate (`_Encoder.rate`, as the video and the summary), not tqdm's own average.
+    bar_format = ("{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} frames [{elapsed}<{remaining}{postfix}]"
+                  if total else "{desc}: {n_fmt} frames [{elapsed}{postfix}]")
     bar = tqdm(total=total, unit="frame", desc=Path(name).name if not camera else name, disable=not progress,
-               dynamic_ncols=True, leave=True)
+               dynamic_ncols=True, leave=True, bar_format=bar_format)
     writer = threading.Thread(target=_writer, args=(encoder, results, stop, shared, bar), name="bisenet-encode",
                               daemon=True)
     interrupted = drained = False
@@ -377,4 +406,4 @@ def segment_video(segmenter: "Segmenter", source: str | int | os.PathLike, outpu
         shared.read_error is not None or camera or (expected is not None and shared.read < expected))
     seconds = (shared.end_time or time.perf_counter()) - started
     return VideoStats(source=name, output=output, frames_read=shared.read, frames=shared.written, seconds=seconds,
-                      expected=expected, ended_early=ended_early, interrupted=interrupted)
+                      expected=expected, ended_early=ended_early, interrupted=interrupted, pipeline_fps=encoder.rate())

@@ -114,6 +114,9 @@ class BackendSpec:
     writes: tuple[str, ...] = ()  # suffixes of the artifacts its build writes, the default first
     graph_forms: Mapping[Precision, GraphForm] = dataclasses.field(default_factory=dict)
     on_gpu: bool = False  # its artifacts run on a GPU (the INT8 weight grid then needs no CPU care)
+    # Where its artifacts run ("cpu", "cuda"). With both, its runtime takes `device=` ("cpu", "cuda", "cuda:N");
+    # with one, it runs there and takes no device (on "cuda": the current CUDA device).
+    devices: tuple[str, ...] = ("cpu",)
     caches: tuple[str, ...] = ()  # parts of the cache folder its build reads and writes
     admit: Callable[["Artifact", BuildConfig], "ArtifactInfo"] = _same_facts
     compile: Callable[["Artifact", "ArtifactInfo", BuildConfig, Path], dict[str, Any]] | None = None

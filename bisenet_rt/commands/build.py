@@ -1,4 +1,5 @@
-"""Build a runtime artifact: a TensorRT engine on a GPU machine, else an optimized ONNX Runtime model."""
+"""Build a runtime artifact: a TensorRT engine on a GPU machine, else an OpenVINO IR (CPUs with BF16) or an optimized
+ONNX Runtime model, from a checkpoint (--weights), an exported graph (--onnx) or random weights."""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +7,18 @@ import contextlib
 import sys
 from pathlib import Path
 
-from ._common import check_writable, model_size_arg, precision_arg, size_arg
+from ..classes import DEFAULT_MODEL_SIZE
+from ..errors import ConfigError
+from ._common import check_writable, model_size_arg, output_file_arg, precision_arg, size_arg
 
 HELP = "build a TensorRT engine / optimized ONNX Runtime model / OpenVINO IR under engines/"
+
+EXAMPLES = """
+bisenet-rt build --weights bisenet_rt/assets/demo_bisenetv2_synth.pth
+bisenet-rt build --weights model.pth --precision fp16 --backend tensorrt --max-batch 4
+bisenet-rt build --onnx engines/demo.onnx --backend onnxruntime -o engines/demo_ort.onnx
+bisenet-rt build --weights model.pth --precision int8 --calib data/synth/leftImg8bit/train
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,11 +30,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--onnx", type=Path, help="an exported pipeline ONNX to build from")
     p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "openvino"],
                    help="auto: TensorRT where TensorRT and a GPU are present, else the fastest CPU path")
-    p.add_argument("-o", "--output", type=Path, help="artifact path (default engines/bisenetv2_<precision>.<ext>)")
+    p.add_argument("-o", "--output", type=output_file_arg, help="artifact path (default engines/bisenetv2_<precision>.<ext>)")
     p.add_argument("--engines-dir", type=Path, help="where artifacts go (default engines/, or $BISENET_RT_ENGINES)")
     p.add_argument("--cache-dir", type=Path, help="calibration ranges and TensorRT timing cache (default: the user's "
                    "cache folder, ~/.cache/bisenet-rt, or $BISENET_RT_CACHE)")
-    p.add_argument("--model-size", type=model_size_arg, default=(1024, 512), metavar="WxH")
+    p.add_argument("--model-size", type=model_size_arg, default=None, metavar="WxH",
+                   help="size frames are resized to inside the artifact, multiples of 32 (default 1024x512, the "
+                        "paper's speed protocol; 2048x1024 is the published accuracy protocol); not with --onnx, "
+                        "whose graph keeps the size it was exported at")
     p.add_argument("--max-batch", type=int, default=1, help="TensorRT profile: largest batch (default 1)")
     p.add_argument("--min-size", type=size_arg, default=(2048, 1024), metavar="WxH",
                    help="TensorRT profile: smallest frame (default 2048x1024)")
@@ -39,17 +52,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..artifacts import RANDOM_WEIGHTS_CURE, open_artifact
     from ..builder import BuildConfig, build
 
+    if args.onnx is not None and args.model_size is not None:
+        raise ConfigError(f"--model-size applies to builds from --weights; --onnx {args.onnx} keeps the model size it "
+                          "was exported at (export it again with 'bisenet-rt export --model-size WxH')")
     if args.output is not None:
         check_writable(args.output, "-o")
+    for option, folder in (("--engines-dir", args.engines_dir), ("--cache-dir", args.cache_dir)):
+        if folder is not None:
+            check_writable(folder, option, folder=True)
     folders = {k: v for k, v in (("engines_dir", args.engines_dir), ("cache_dir", args.cache_dir)) if v is not None}
     config = BuildConfig(precision=args.precision, backend=args.backend, weights=args.weights, onnx=args.onnx,
-                         output=args.output, model_size=args.model_size, **folders,
+                         output=args.output, model_size=args.model_size or DEFAULT_MODEL_SIZE, **folders,
                          max_batch=args.max_batch, min_size=args.min_size, max_size=args.max_size,
                          opt_level=args.opt_level, calib=args.calib, calib_count=args.calib_count,
                          int8_target=args.int8_target)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the artifact's path, for scripts
         path = build(config)
+    if open_artifact(path).info.random_weights:  # said again at the end, where it is seen
+        print(f"warning: {path} holds random weights: predictions are meaningless (timings hold); "
+              f"{RANDOM_WEIGHTS_CURE}", file=sys.stderr)
     print(path)
     return 0

@@ -6,9 +6,14 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._common import newest_artifact_or_fail, size_arg
+from ._common import check_writable, newest_artifact_or_fail, size_arg
 
 HELP = "write a Triton Inference Server model repository (config.pbtxt + model.plan/model.onnx)"
+
+EXAMPLES = """
+bisenet-rt export-triton -o model_repository --engine engines/bisenetv2_fp16.engine
+bisenet-rt export-triton -o model_repository --onnx engines/demo.onnx --max-batch 8 --instances 2
+"""
 
 _EPILOG = """\
 layout written:
@@ -55,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--engine {args.engine}: this is an ONNX graph; give it with --onnx")
     artifact = args.engine or args.onnx or newest_artifact_or_fail(
         "--engine or --onnx", "'bisenet-rt build' or 'bisenet-rt export -o PATH.onnx'")
+    check_writable(args.output, "-o", folder=True, folder_why="it is the model repository folder")
     model = describe_artifact(artifact)
     for note in model.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from ..backends import SPECS
 from ..errors import InputError
 from ..images import IMAGE_SUFFIXES, ImageError
-from ._common import check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
+from ._common import add_device_argument, check_writable, model_size_arg, newest_artifact_or_fail, open_segmenter
 
 if TYPE_CHECKING:
     import numpy as np
@@ -18,6 +19,15 @@ if TYPE_CHECKING:
     from ..segmenter import Segmenter
 
 HELP = "segment images, folders, videos or a camera into label PNGs, colour overlays or overlay videos"
+
+EXAMPLES = """
+bisenet-rt segment frame.png more_frames/ -o out/ --artifact engines/bisenetv2_fp32.onnx
+bisenet-rt segment more_frames/ -o out/ --labels --color      # label PNGs with their colours embedded
+bisenet-rt segment more_frames/ -o out/ --overlay --alpha 0.7
+bisenet-rt segment drive.mp4 -o drive_seg.mp4
+bisenet-rt segment --camera 0 -o camera.mp4 --max-frames 300
+bisenet-rt segment cityscapes/leftImg8bit/val -o results/ --label-format cityscapes
+"""
 
 
 
@@ -33,9 +43,10 @@ class LabelFormat(str, enum.Enum):
 _EPILOG = """\
 outputs:
   images   OUT is a folder. For IMG.png: OUT/IMG_labels.png (one channel, uint8 train ids,
-           lossless) and OUT/IMG_overlay.png (class colours blended over the frame). Both are
-           written unless --labels or --overlay picks one. Images found in a folder keep their
-           path relative to that folder under OUT.
+           lossless; with --color a palette PNG: the same ids, shown in the class colours) and
+           OUT/IMG_overlay.png (class colours blended over the frame, with a legend of the
+           classes present). Both are written unless --labels or --overlay picks one. Images
+           found in a folder keep their path relative to that folder under OUT.
            --label-format cityscapes writes, for each city_seq_frame_leftImg8bit.png, only
            OUT/city_seq_frame_leftImg8bit.png holding Cityscapes label ids (the 19 train ids mapped
            back, 0 elsewhere): what cityscapesScripts' evalPixelLevelSemanticLabeling and the
@@ -60,7 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder, or video file (see below)")
     p.add_argument("--artifact", "--engine", dest="artifact", type=Path,
                    help="artifact to run (.engine, .onnx, .xml, .pth); default: newest under engines/")
-    p.add_argument("--backend", default="auto", help="backend to open the artifact with (default: by suffix)")
+    p.add_argument("--backend", default="auto", choices=["auto", *SPECS],
+                   help="backend to open the artifact with (default auto: by suffix)")
+    add_device_argument(p)
     p.add_argument("--model-size", type=model_size_arg, metavar="WxH",
                    help="checkpoints (.pth): size frames are resized to (default 1024x512; 2048x1024 is the "
                         "published accuracy protocol); built artifacts keep their export size")
@@ -69,6 +82,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-format", type=LabelFormat, default=LabelFormat.TRAIN_IDS, choices=list(LabelFormat),
                    help="images: label PNGs as the model's train ids (default) or as Cityscapes label ids named "
                         "for the official evaluation and benchmark server (see below)")
+    p.add_argument("--color", action="store_true",
+                   help="images: label PNGs as palette PNGs (mode P): each pixel still holds its class id (PIL, "
+                        "Cityscapes' and MMSegmentation's tools read the ids), and viewers show the class colours; "
+                        "OpenCV's imread decodes them to colours")
+    p.add_argument("--no-legend", action="store_true", help="images: overlays without the legend of the classes present")
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the class colours in overlays, 0..1 (default 0.5)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning instead of failing")
     p.add_argument("--max-frames", type=int, metavar="N", help="videos and camera: stop after N frames")
@@ -97,12 +115,17 @@ def read_image(path: Path) -> "np.ndarray":
         cv2.utils.logging.setLogLevel(level)
 
 
-def write_png(path: Path, image: "np.ndarray") -> None:
-    """Encode and write a PNG atomically (uint8, one or three channels)."""
+def write_png(path: Path, image: "np.ndarray", palette: "np.ndarray | None" = None) -> None:
+    """Encode and write a PNG atomically (uint8, one or three channels); a label map with `palette` (RGB rows) as
+    a palette PNG holding the ids."""
     import cv2
 
+    from ..apps.viz import palette_png
     from ..atomic import write_atomic
 
+    if palette is not None:
+        write_atomic(path, palette_png(image, palette))
+        return
     ok, buf = cv2.imencode(".png", image)
     if not ok:
         raise InputError(f"{path}: PNG encoding failed for an array shaped {image.shape}")
@@ -201,10 +224,13 @@ def _check_cityscapes_names(plan: list[tuple[Path, Path]]) -> None:
 
 def segment_images(segmenter: "Segmenter", plan: list[tuple[Path, Path]], out_dir: Path, *, labels: bool,
                    overlay: bool, alpha: float, skip_bad: bool, progress: bool,
-                   label_format: LabelFormat = LabelFormat.TRAIN_IDS) -> tuple[int, list[Path]]:
-    """Write label PNGs and/or overlays for each (image, relative stem); return (done, skipped files)."""
+                   label_format: LabelFormat = LabelFormat.TRAIN_IDS, color: bool = False,
+                   legend: bool = True) -> tuple[int, list[Path]]:
+    """Write label PNGs (palette PNGs with `color`) and/or overlays (with a legend of the classes present, unless
+    not `legend`) for each (image, relative stem); return (done, skipped files)."""
     from tqdm import tqdm
 
+    from ..apps.viz import draw_legend
     from ..apps.viz import overlay as blend
 
     kinds = [k for k, on in (("labels", labels), ("overlay", overlay)) if on]
@@ -235,9 +261,12 @@ def segment_images(segmenter: "Segmenter", plan: list[tuple[Path, Path]], out_di
         target = out_dir / stem.parent
         if labels:
             write_png(target / _output_name(stem, "labels", label_format),
-                      result if to_label_ids is None else to_label_ids[result])
+                      result if to_label_ids is None else to_label_ids[result], segmenter.palette if color else None)
         if overlay:
-            write_png(target / f"{stem.name}_overlay.png", blend(frame, result, segmenter.palette, alpha=alpha))
+            shown = blend(frame, result, segmenter.palette, alpha=alpha)
+            if legend:
+                draw_legend(shown, result, segmenter.palette, segmenter.classes)
+            write_png(target / f"{stem.name}_overlay.png", shown)
         done += 1
     bar.close()
     return done, skipped
@@ -248,7 +277,8 @@ def _artifact(given: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..apps.video import is_video, segment_video
+    from ..apps.video import VIDEO_SUFFIXES, is_video, segment_video
+    from ..artifacts import RANDOM_WEIGHTS
 
     if not args.inputs and args.camera is None:
         raise InputError("nothing to segment: give INPUT files or folders, or --camera INDEX")
@@ -266,7 +296,9 @@ def run(args: argparse.Namespace) -> int:
                          "give a folder")
     if out.is_file() and not to_file:
         raise InputError(f"-o {out} is an existing file; give a folder")
-    check_writable(out, "-o", folder=not to_file)
+    check_writable(out, "-o", folder=not to_file,
+                   folder_why="segment writes a folder here (a file only for one video or camera input and OUT "
+                              f"ending in {'/'.join(VIDEO_SUFFIXES)})")
     plan = _plan_images(images, exclude=out)
     sources: list[tuple[Path | int, Path]] = [(v, out if to_file else out / f"{v.stem}.mp4") for v in videos]
     if args.camera is not None:
@@ -277,6 +309,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--label-format cityscapes writes only the label-id PNGs (an overlay named after the "
                              "frame would count as a second prediction); write overlays in a separate run")
         want_labels, want_overlay = True, False
+        if args.color:
+            raise InputError("--color writes the model's train ids with their class colours; the Cityscapes format "
+                             "stays plain label ids, as its evaluation reads them: drop --color")
+    if args.color and not want_labels:
+        raise InputError("--color colours the label PNGs, and --overlay alone writes none; add --labels")
     kinds = [k for k, on in (("labels", want_labels), ("overlay", want_overlay)) if on]
     artifact = _artifact(args.artifact)
     check_outputs_against_inputs([*image_outputs(plan, out, kinds, args.label_format),
@@ -284,19 +321,22 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.quiet
 
     code = 0
-    with open_segmenter(artifact, args.backend, args.model_size) as segmenter:
+    with open_segmenter(artifact, args.backend, args.model_size, device=args.device) as segmenter:
         if plan:
             done, skipped = segment_images(segmenter, plan, out, labels=want_labels, overlay=want_overlay,
                                            alpha=args.alpha, skip_bad=args.skip_bad, progress=progress,
-                                           label_format=args.label_format)
-            label_kind = "Cityscapes label-id PNGs" if args.label_format is LabelFormat.CITYSCAPES else "label PNGs"
+                                           label_format=args.label_format, color=args.color,
+                                           legend=not args.no_legend)
+            label_kind = ("Cityscapes label-id PNGs" if args.label_format is LabelFormat.CITYSCAPES
+                          else "label PNGs (palette: ids in class colours)" if args.color else "label PNGs")
             written = " and ".join(k for k, on in ((label_kind, want_labels), ("overlays", want_overlay)) if on)
             note = f"; skipped {len(skipped)} unreadable image(s)" if skipped else ""
+            note += f"; {RANDOM_WEIGHTS}" if segmenter.random_weights else ""  # said again where the run ends
             print(f"segmented {done} image(s): {written} under {out}{note}", file=sys.stderr)
         for source, target in sources:
             stats = segment_video(segmenter, source, target, alpha=args.alpha, show_fps=not args.no_fps,
                                   max_frames=args.max_frames, codec=args.codec, progress=progress)
-            print(stats.summary(), file=sys.stderr)
+            print(stats.summary() + (f"; {RANDOM_WEIGHTS}" if segmenter.random_weights else ""), file=sys.stderr)
             if stats.interrupted:
                 code = 0 if isinstance(source, int) else 130  # Ctrl-C is how a camera recording ends
                 break

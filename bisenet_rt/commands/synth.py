@@ -5,9 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import size_arg
+from ._common import check_writable, size_arg
 
 HELP = "generate a synthetic street-scene dataset in the Cityscapes layout"
+
+EXAMPLES = """
+bisenet-rt synth -o data/synth --n 400
+bisenet-rt synth -o data/small --n 20 --size 512x256 --seed 1
+"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.synth import write_dataset
 
+    check_writable(args.output, "-o", folder=True, folder_why="it is the dataset root (leftImg8bit/, gtFine/)")
     summary = write_dataset(args.output, n=args.n, seed=args.seed, size=args.size, val_fraction=args.val_fraction)
     print(f"wrote {summary.train} train + {summary.val} val frames of {summary.size[0]}x{summary.size[1]} "
           f"(seed {summary.seed}) under {summary.root}", file=sys.stderr)

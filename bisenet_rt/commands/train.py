@@ -14,15 +14,15 @@ from ..errors import ConfigError
 from ._common import model_size_arg
 
 HELP = "train BiSeNetV2 (booster recipe) on a Cityscapes-layout tree or list file, fine-tune or resume a run"
+EXAMPLES = """
+bisenet-rt train --data data/synth --out runs/scratch --iters 300              # from scratch: lr 0.05
+bisenet-rt train --data data/synth --out runs/ft --weights bisenet_rt/assets/demo_bisenetv2_synth.pth --iters 100
+bisenet-rt train --resume runs/ft                     # go on where runs/ft stopped, with its data and options
+bisenet-rt train --resume runs/ft --workers 0 --stop-at 80      # what changes how it runs, not what it trains
+bisenet-rt train --data data/synth --out runs/qat --weights runs/ft/model.pth --qat --iters 200 --lr 0.002
+"""
 
 _EPILOG = """\
-examples:
-  bisenet-rt synth -o data/synth --n 400
-  bisenet-rt train --data data/synth --out runs/scratch --iters 2000          from scratch (lr 0.05)
-  bisenet-rt train --data data/synth --out runs/ft \\
-      --weights bisenet_rt/assets/demo_bisenetv2_synth.pth --iters 200         fine-tune (lr 0.005, see below)
-  bisenet-rt train --resume runs/ft                                          continue runs/ft where it stopped
-
 fine-tuning (--weights): the run follows a recipe that keeps what the checkpoint knew, and says so in
 one line: lr 0.005 (a tenth of the from-scratch 0.05; --lr), the usual warm-up (--warmup); aux heads the
 checkpoint lacks learn from scratch (lr 0.05, --aux-lr) alone for half the run, at most 1000 iterations
@@ -51,7 +51,6 @@ def _positive_scale(text: str) -> float:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # Every option defaults to None (not given): the library fills in the recipe's value, and a resumed run its own.
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = _EPILOG
     p.add_argument("--data", type=Path, metavar="ROOT",
                    help="dataset root (Cityscapes layout) or list file; a resumed run uses its own")

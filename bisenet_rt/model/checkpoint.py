@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..artifacts import RANDOM_INIT, artifact_sha256
+from ..artifacts import RANDOM_INIT, RANDOM_WEIGHTS, artifact_sha256
 from ..errors import CheckpointError
 from ..families import COINCHEUNG, MMSEG, CheckpointFamily
 from .bisenetv2 import AUX_HEAD_NAMES, BiSeNetV2
@@ -204,7 +204,7 @@ def model_and_sha(weights: str | os.PathLike | None, *, num_classes: int = 19) -
     Random weights get a logged warning: their predictions mean nothing (speed does not depend on them).
     """
     if weights is None:
-        _log.warning("no --weights given; using random weights, so predictions are meaningless "
-                     "(timings are still valid)")
+        _log.warning(f"no --weights given: {RANDOM_WEIGHTS} (timings hold); pass --weights CKPT (the demo model: "
+                     "bisenet_rt/assets/demo_bisenetv2_synth.pth)")
         return BiSeNetV2(num_classes, aux_heads=False).eval(), RANDOM_INIT
     return load_checkpoint(weights), artifact_sha256(weights)

@@ -138,7 +138,7 @@ def make_coincheung(checkout: Path) -> None:
 def main() -> None:
     import torch
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--coincheung", type=Path, required=True, help="checkout of CoinCheung/BiSeNet")
     args = parser.parse_args()
     make_coincheung(args.coincheung)

@@ -42,5 +42,5 @@ def _compile(source: "Artifact", info: "ArtifactInfo", config: BuildConfig, outp
 #: The SEPARABLE post-processing: the faster exact layout on ONNX Runtime's CPU kernels.
 SPEC = BackendSpec(
     name="onnxruntime", title="ONNX Runtime", extra="onnxruntime", opens=(".onnx", ".ort"), writes=(".onnx",),
-    availability=_availability, runtime=_runtime, compile=_compile,
+    availability=_availability, runtime=_runtime, compile=_compile, devices=("cpu", "cuda"),
     graph_forms={p: GraphForm(p, PostForm.SEPARABLE) for p in (Precision.FP32, Precision.FP16, Precision.INT8)})

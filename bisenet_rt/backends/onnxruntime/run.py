@@ -14,7 +14,7 @@ from ...precision import Precision
 from ..base import Backend
 from ..submission import DEFAULT_DEPTH
 
-__all__ = ["OnnxRuntimeBackend", "session_options", "QDQ_DISABLED_OPTIMIZERS"]
+__all__ = ["OnnxRuntimeBackend", "session_options", "execution_providers", "QDQ_DISABLED_OPTIMIZERS"]
 
 _log = logging.getLogger(__name__)
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -35,6 +35,21 @@ def session_options(threads: int | None = None) -> Any:
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
     return so
+
+
+def execution_providers(device: str | None, available: list[str]) -> list[Any]:
+    """The execution providers for `device`: 'cpu'; 'cuda' or 'cuda:N' (the GPU providers present, on GPU N);
+    None or 'auto' (the GPU providers present, else the CPU). The CPU provider comes last in every list."""
+    kind, _, index = (device or "auto").partition(":")
+    if kind not in ("cpu", "cuda", "auto") or (index and (kind != "cuda" or not index.isdigit())):
+        raise ConfigError(f"unknown device {device!r} for onnxruntime; choose cpu, cuda, cuda:N or auto")
+    gpu = [p for p in _GPU_PROVIDERS if p in available] if kind != "cpu" else []
+    if kind == "cuda" and not gpu:
+        raise BackendUnavailableError(f"device {device}: ONNX Runtime has no CUDA provider here; swap in "
+                                      "onnxruntime-gpu ('pip uninstall -y onnxruntime && pip install onnxruntime-gpu') "
+                                      "or run on the CPU (device cpu)")
+    placed: list[Any] = [(p, {"device_id": int(index)}) for p in gpu] if index else gpu
+    return [*placed, "CPUExecutionProvider"]
 
 
 class OnnxRuntimeBackend(Backend):
@@ -58,20 +73,7 @@ class OnnxRuntimeBackend(Backend):
             self.fit_warning = cpu_fit_warning(self._info.quantization, cpu_features(), self.path.name)
             if self.fit_warning and device != "cuda":
                 _log.warning(self.fit_warning)
-        available = ort.get_available_providers()
-        if device == "cuda":
-            providers = [p for p in _GPU_PROVIDERS if p in available]
-            if not providers:
-                raise BackendUnavailableError("ONNX Runtime has no CUDA provider here; swap in onnxruntime-gpu "
-                                              "('pip uninstall -y onnxruntime && pip install onnxruntime-gpu') "
-                                              "or use device='cpu'")
-        elif device in (None, "auto"):
-            providers = [p for p in _GPU_PROVIDERS if p in available]
-        elif device == "cpu":
-            providers = []
-        else:
-            raise ConfigError(f"unknown device {device!r} for onnxruntime; choose 'cpu', 'cuda' or 'auto'")
-        providers.append("CPUExecutionProvider")
+        providers = execution_providers(device, ort.get_available_providers())
         try:
             disabled = list(QDQ_DISABLED_OPTIMIZERS) if self._info.precision is Precision.INT8 else None
             self._session = ort.InferenceSession(str(self.path), session_options(threads), providers=providers,

@@ -30,13 +30,14 @@ def tensorrt_availability() -> str | None:
     try:
         import tensorrt
     except ImportError:
-        return "the tensorrt Python module is not installed (pip install 'bisenet-rt[gpu]', TensorRT 10 or 11)"
+        return "the tensorrt Python module is not installed (pip install '.[gpu]' from the clone, TensorRT 10 or 11)"
     except OSError as exc:  # the module is there but its shared libraries are not
-        return f"the tensorrt module cannot load its libraries ({exc}); reinstall TensorRT (pip install 'bisenet-rt[gpu]')"
+        return (f"the tensorrt module cannot load its libraries ({exc}); reinstall TensorRT (pip install '.[gpu]' from "
+                "the clone)")
     major = int(str(tensorrt.__version__).split(".", 1)[0])
     if major < _MIN_MAJOR:
         return (f"TensorRT {tensorrt.__version__} is too old; bisenet-rt needs TensorRT 10 or 11 "
-                "(pip install 'bisenet-rt[gpu]')")
+                "(pip install '.[gpu]' from the clone)")
     from . import cuda
 
     trt_cuda = tensorrt_cuda_major()
@@ -81,5 +82,5 @@ def _compile(source: "Artifact", info: "ArtifactInfo", config: BuildConfig, outp
 SPEC = BackendSpec(
     name="tensorrt", title="TensorRT", extra="gpu", opens=(".engine", ".plan", ".trt"), writes=(".engine", ".plan", ".trt"),
     availability=tensorrt_availability, runtime=_runtime, on_gpu=True, caches=("tensorrt",), admit=_admit,
-    compile=_compile,
+    compile=_compile, devices=("cuda",),
     graph_forms={p: GraphForm(p, PostForm.RESIZE) for p in (Precision.FP32, Precision.FP16, Precision.INT8)})

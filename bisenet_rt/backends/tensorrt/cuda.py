@@ -41,7 +41,8 @@ def _runtime() -> Any:
     try:
         from cuda.bindings import runtime
     except ImportError:
-        raise BackendUnavailableError("the CUDA runtime bindings are not installed (pip install 'bisenet-rt[gpu]')") from None
+        raise BackendUnavailableError("the CUDA runtime bindings are not installed (pip install '.[gpu]' from the "
+                                      "clone)") from None
     return runtime
 
 
@@ -128,7 +129,8 @@ def runtime_major() -> int:
 #: minor release of its major; NVIDIA's CUDA compatibility guide, "Minor Version Compatibility", table 1).
 MIN_DRIVER: dict[int, str] = {12: "525.60.13", 13: "580.65.06"}
 #: The install line for the GPU wheels (TensorRT, cuda-python) of each CUDA major (pyproject.toml extras).
-INSTALL_FOR_CUDA: dict[int, str] = {12: "pip install 'bisenet-rt[gpu]'", 13: "pip install 'bisenet-rt[gpu-cu13]'"}
+INSTALL_FOR_CUDA: dict[int, str] = {12: "pip install '.[gpu]' from the clone",
+                                     13: "pip install '.[gpu-cu13]' from the clone"}
 _DRIVER_FILE = Path("/proc/driver/nvidia/version")
 
 

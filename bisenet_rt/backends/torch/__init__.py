@@ -26,4 +26,4 @@ def _runtime() -> "type[Backend]":
 
 
 SPEC = BackendSpec(name="torch", title="PyTorch", extra="torch", opens=(".pt", ".pth", ".ckpt"),
-                   availability=_availability, runtime=_runtime)
+                   availability=_availability, runtime=_runtime, devices=("cpu", "cuda"))

@@ -45,8 +45,12 @@ class TorchBackend(Backend):
         if device in (None, "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailableError("PyTorch sees no CUDA GPU here (torch.cuda.is_available() is False); "
-                                          "use device='cpu'")
+            raise BackendUnavailableError(f"device {device}: PyTorch sees no CUDA GPU here (torch.cuda.is_available() "
+                                          "is False); run on the CPU (device cpu)")
+        index = torch.device(device).index if device.startswith("cuda") else None
+        if index is not None and index >= torch.cuda.device_count():
+            raise BackendUnavailableError(f"device {device}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s) here, "
+                                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         if self._precision not in (Precision.FP32, Precision.FP16):
             raise InputError(f"the torch backend runs fp32 or fp16, not {self._precision}")
         if self._precision is Precision.FP16 and not device.startswith("cuda"):
@@ -106,10 +110,13 @@ class TorchBackend(Backend):
 
     def _infer_into(self, batch: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         """With `out`, the labels are copied from the device straight into it. On a GPU one call runs at a
-        time (a captured graph has one set of static buffers)."""
+        time (a captured graph has one set of static buffers), with this backend's GPU current."""
         import torch
 
-        with self._lock if self._device.type == "cuda" else contextlib.nullcontext():
+        on_gpu = self._device.type == "cuda"
+        # torch.cuda.device: streams and graphs made on the way (GraphedLabels) belong to this GPU, not cuda:0
+        with self._lock if on_gpu else contextlib.nullcontext(), \
+                torch.cuda.device(self._device) if on_gpu else contextlib.nullcontext():
             labels = self._labels(batch)
             if out is None:
                 return labels.cpu().numpy()
