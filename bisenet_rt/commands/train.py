@@ -26,9 +26,10 @@ _EPILOG = """\
 fine-tuning (--weights): the run follows a recipe that keeps what the checkpoint knew, and says so in
 one line: lr 0.005 (a tenth of the from-scratch 0.05; --lr), the usual warm-up (--warmup); aux heads the
 checkpoint lacks learn from scratch (lr 0.05, --aux-lr) alone for half the run, at most 1000 iterations
-(--aux-head-start), before their gradients reach the network, ramped in over as many again; batches of
-fewer than 4 crops keep the checkpoint's batch-norm statistics (--freeze-bn); and the val mIoU of the
-checkpoint, then five more along the way (--eval-every). Options given explicitly win.
+(--aux-head-start), before their gradients reach the network, ramped in over as many again; the
+checkpoint's batch-norm statistics kept, not re-estimated from the new batches (--no-freeze-bn re-estimates
+them: for a new domain with large batches); and the val mIoU of the checkpoint, then five more along the
+way (--eval-every). Options given explicitly win.
 Each log line shows the summed loss of all five heads and, in brackets, the main head's alone: the one
 inference uses.
 
@@ -74,8 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="learning rate of the aux heads (default --lr; with --weights lacking aux heads, 0.05: "
                         "they learn from scratch)")
     p.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction,
-                   help="keep the network's batch-norm statistics (and use them in training) instead of re-estimating "
-                        "them from each batch (default: no; with --weights and fewer than 4 crops per batch, yes)")
+                   help="keep the checkpoint's batch-norm statistics (and use them in training) instead of "
+                        "re-estimating them from the batches (default: yes with --weights, no from scratch)")
     p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default 2)")
     p.add_argument("--skip-bad", action="store_true", default=None,
                    help="check every frame first; leave out (and count) missing, mismatched or out-of-range labels")

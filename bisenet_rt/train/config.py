@@ -6,8 +6,11 @@ full weight). A network that already knows something (`weights`) is fine-tuned: 
 CoinCheung/BiSeNet trains BiSeNetV2 with, and fine-tunes with through `--finetune-from`), the same warm-up, aux
 heads the checkpoint lacks trained alone for a head start before their gradients reach the network (freshly
 initialised heads have losses many times the main head's, and their gradients would rewrite the semantic
-branch first), and periodic evaluations from the checkpoint's own score on, so a regression shows while it
-happens. Every value the recipe picks yields to one given explicitly.
+branch first), the checkpoint's batch-norm statistics kept (MMSegmentation's `norm_eval`, detectron2's frozen
+batch norm: re-estimated in train mode from a few frames at random crop scales, they drift from the ones the
+checkpoint was evaluated with, and that alone costs points before any weight has moved), and periodic
+evaluations from the checkpoint's own score on, so a regression shows while it happens. Every value the recipe
+picks yields to one given explicitly.
 """
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ from .augment import DEFAULT_SCALES, AugmentConfig
 from .qat import INT8_LOSS_WEIGHT
 
 __all__ = ["TrainConfig", "SCRATCH_LR", "FINE_TUNE_LR", "FINE_TUNE_EVALS", "RUN_FIELDS", "SESSION_FIELDS",
-           "option_name", "describe_recipe", "fine_tune_aux_head_start", "resolve_run_recipe", "BN_MIN_BATCH", "state_path", "read_state", "resume_config", "check_resumed", "STATE_NAME",
-           "MODEL_NAME", "LOG_NAME", "SUMMARY_NAME"]
+           "option_name", "describe_recipe", "fine_tune_aux_head_start", "resolve_run_recipe", "state_path",
+           "read_state", "resume_config", "check_resumed", "STATE_NAME", "MODEL_NAME", "LOG_NAME", "SUMMARY_NAME"]
 
 STATE_NAME = "train_state.pt"
 MODEL_NAME = "model.pth"
@@ -38,14 +41,13 @@ SCRATCH_LR = 5e-2
 #: Base learning rate of a fine-tune: a tenth of the paper's, CoinCheung/BiSeNet's `lr_start` for BiSeNetV2
 #: (configs/bisenetv2_city.py), which its `--finetune-from` keeps.
 FINE_TUNE_LR = 5e-3
-#: Fewest crops a batch-norm batch (per process, or across processes with SyncBatchNorm) needs for a fine-tune to
-#: re-estimate the checkpoint's batch-norm statistics; smaller batches keep them (MMSegmentation's `norm_eval`).
-BN_MIN_BATCH = 4
 #: Periodic evaluations spread over a fine-tune, after one of the checkpoint itself before the first step.
 FINE_TUNE_EVALS = 5
 
 #: The command-line spelling of each field whose flag is not --field-name (momentum is set through the API only).
 _FLAGS = {"warmup_iters": "--warmup", "momentum": "momentum"}
+#: Switches with a --no- form on the command line.
+_NEGATABLE = ("freeze_bn",)
 #: Fields that decide what is trained and how it is scored (sample stream, schedule, objective, evaluation size):
 #: a resumed run keeps them, and a value given again must be the run's.
 RUN_FIELDS = ("data", "iters", "batch", "crop", "scales", "lr", "momentum", "weight_decay", "warmup_iters", "seed",
@@ -67,12 +69,13 @@ def option_name(field: str) -> str:
 class TrainConfig:
     """Everything `train` needs; the defaults train a small model on a laptop CPU.
 
-    `batch` is per process. `lr`, `warmup_iters`, `eval_every` and `aux_head_start` left None follow the
-    recipe: from scratch lr `SCRATCH_LR`, warm-up min(1000, iters // 10), evaluation at the end only, no head
-    start; with `weights` (a fine-tune) lr `FINE_TUNE_LR`, the same warm-up, an evaluation of the checkpoint
-    before the first step and `FINE_TUNE_EVALS` more spread over the run, and aux heads the checkpoint lacks
-    trained alone for `fine_tune_aux_head_start(iters)` iterations (their gradients reach the network only
-    after that, ramped in over as many again). `eval_every` and `save_every` of 0 mean only at the end.
+    `batch` is per process. `lr`, `warmup_iters`, `eval_every`, `aux_head_start`, `aux_lr` and `freeze_bn`
+    left None follow the recipe: from scratch lr `SCRATCH_LR`, warm-up min(1000, iters // 10), evaluation at
+    the end only, no head start, batch-norm statistics re-estimated; with `weights` (a fine-tune) lr
+    `FINE_TUNE_LR`, the same warm-up, an evaluation of the checkpoint before the first step and
+    `FINE_TUNE_EVALS` more spread over the run, aux heads the checkpoint lacks trained at `SCRATCH_LR` alone
+    for `fine_tune_aux_head_start(iters)` iterations (their gradients reach the network only after that,
+    ramped in over as many again), and the checkpoint's batch-norm statistics kept (`freeze_bn`). `eval_every` and `save_every` of 0 mean only at the end.
     `stop_at` ends the run early at that iteration with a resumable state (for pre-emptible jobs).
     `eval_size` is the model size (w, h) frames are resized to for evaluation, as the exported graph does;
     `eval_limit` makes the periodic evaluations use only the first frames of the val split (the final one
@@ -136,6 +139,9 @@ class TrainConfig:
         if self.eval_every is None:
             self.eval_every = max(1, self.iters // FINE_TUNE_EVALS) if self.fine_tune else 0
             recipe.append("eval_every")
+        if self.freeze_bn is None and self.resume is None:  # a resumed run keeps its own
+            self.freeze_bn = self.fine_tune and not self.qat  # QAT freezes them its own way
+            recipe.append("freeze_bn")
         self.recipe = tuple(recipe) if self.fine_tune else ()
         for name in ("workers", "eval_every", "save_every"):
             if getattr(self, name) < 0:
@@ -157,6 +163,9 @@ class TrainConfig:
                 raise ConfigError(f"{option_name(name)} must be positive, got {getattr(self, name)}")
         if not self.qat_int8_weight > 0:
             raise ConfigError(f"--qat-int8-weight must be positive, got {self.qat_int8_weight}")
+        if self.freeze_bn and self.weights is None and self.resume is None:
+            raise ConfigError("--freeze-bn keeps a checkpoint's batch-norm statistics, and a run from scratch has "
+                              "none: give the checkpoint with --weights, or drop --freeze-bn")
         if self.qat and self.weights is None and self.resume is None:
             raise ConfigError("--qat fine-tunes a trained model: give its checkpoint with --weights (or --resume a "
                               "QAT run)")
@@ -185,11 +194,9 @@ def fine_tune_aux_head_start(iters: int) -> int:
     return min(1000, iters // 2)
 
 
-def resolve_run_recipe(config: TrainConfig, *, fresh_aux: bool, bn_batch: int) -> None:
+def resolve_run_recipe(config: TrainConfig, *, fresh_aux: bool) -> None:
     """Fill in what the recipe picks once the network is known: aux heads the checkpoint of a fine-tune lacks
-    (`fresh_aux`) learn from scratch, at `SCRATCH_LR`, alone for a head start (otherwise none, at `lr`); a
-    fine-tune whose batch-norm batches hold fewer than `BN_MIN_BATCH` crops (`bn_batch`) keeps the checkpoint's
-    batch-norm statistics."""
+    (`fresh_aux`) learn from scratch, at `SCRATCH_LR`, alone for a head start (otherwise none, at `lr`)."""
     picked = []
     if config.aux_head_start is None:
         config.aux_head_start = fine_tune_aux_head_start(config.iters) if fresh_aux else 0
@@ -197,43 +204,40 @@ def resolve_run_recipe(config: TrainConfig, *, fresh_aux: bool, bn_batch: int) -
     if config.aux_lr is None:
         config.aux_lr = SCRATCH_LR if fresh_aux else config.lr
         picked.append("aux_lr")
-    if config.freeze_bn is None:
-        config.freeze_bn = config.fine_tune and not config.qat and bn_batch < BN_MIN_BATCH
-        picked.append("freeze_bn")
     if config.fine_tune and not config.qat:
         config.recipe += tuple(picked)
 
 
 def describe_recipe(config: TrainConfig) -> str | None:
-    """One line saying which fine-tuning recipe a run from `weights` follows and why (None from scratch)."""
+    """One line saying which fine-tuning recipe a run from `weights` follows and why, each choice followed by the
+    flag that overrides it, or by "(given)" where the command line chose (None from scratch)."""
     if not config.fine_tune:
         return None
     picked = set(config.recipe)
 
-    def given(field: str) -> str:
-        return "" if field in picked else " (given)"
+    def how(field: str, flag: str | None = None) -> str:
+        return f" ({flag or option_name(field)})" if field in picked else " (given)"
 
-    parts = [f"lr {config.lr:g}" + (f" (a tenth of the from-scratch {SCRATCH_LR:g}, so the trained features are "
-                                    "adjusted, not rewritten)" if "lr" in picked else " (given)"),
-             f"warm-up {config.warmup_iters}{given('warmup_iters')}"]
+    parts = [f"lr {config.lr:g}" + (f", a tenth of the from-scratch {SCRATCH_LR:g}, so the trained features are "
+                                    "adjusted, not rewritten" if "lr" in picked else "") + how("lr"),
+             f"warm-up {config.warmup_iters}{how('warmup_iters')}"]
     head_start = config.aux_head_start
     if not config.qat and head_start:
-        at = f" at lr {config.aux_lr:g}{given('aux_lr')}" if config.aux_lr not in (None, config.lr) else ""
-        parts.append(f"the fresh aux heads learn{at} alone for {head_start} iterations{given('aux_head_start')} and "
-                     f"join over {head_start} more" + (" (their first losses are many times the main head's, their "
-                                                       "gradients would rewrite the network)"
-                                                       if "aux_head_start" in picked else ""))
+        at = f" at lr {config.aux_lr:g}" if config.aux_lr not in (None, config.lr) else ""
+        parts.append(f"the fresh aux heads learn alone{at} for {head_start} iterations, then join over {head_start} "
+                     "more" + (", so their large first gradients do not rewrite the network"
+                               if "aux_head_start" in picked else "")
+                     + (" (--aux-head-start, --aux-lr)" if {"aux_head_start", "aux_lr"} <= picked else " (given)"))
     elif not config.qat and head_start is not None:
-        parts.append("aux heads from the checkpoint" if "aux_head_start" in picked else "no aux head start (given)")
-    if not config.qat and config.freeze_bn:
-        parts.append("batch-norm statistics kept from the checkpoint" + (
-            f" (batches of {config.batch} are too few crops to re-estimate them)" if "freeze_bn" in picked
-            else " (given)"))
-    if config.eval_every:
-        parts.append(f"val mIoU of the checkpoint, then every {config.eval_every} iterations{given('eval_every')}")
-    overrides = [option_name(f) for f in config.recipe]
-    return (f"fine-tuning recipe ({'--qat ' if config.qat else ''}--weights): " + ", ".join(parts)
-            + (f"; {', '.join(overrides)} override" if overrides else ""))
+        parts.append("aux heads from the checkpoint, no head start (--aux-head-start)" if "aux_head_start" in picked
+                     else "no aux head start (given)")
+    if not config.qat and config.freeze_bn is not None:
+        parts.append(("batch-norm statistics kept from the checkpoint" + (
+            ", as a few frames would shift them" if "freeze_bn" in picked else "") if config.freeze_bn
+            else "batch-norm statistics re-estimated") + how("freeze_bn", "--no-freeze-bn"))
+    parts.append(f"val mIoU of the checkpoint, then every {config.eval_every} iterations{how('eval_every')}"
+                 if config.eval_every else f"val mIoU at the end only{how('eval_every')}")
+    return f"fine-tuning recipe ({'--qat ' if config.qat else ''}--weights): " + "; ".join(parts)
 
 
 # -- resuming ------------------------------------------------------------------------------------
@@ -285,13 +289,13 @@ def resume_config(run: str | Path, **given: Any) -> TrainConfig:
     unknown = set(given) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise TypeError(f"resume_config() got unknown options: {', '.join(sorted(unknown))}")
-    given = {k: v for k, v in given.items() if v is not None and v is not False}
+    given = {k: v for k, v in given.items() if v is not None}  # False is a value: --no-freeze-bn
     path, state = read_state(run)
     folder = path.parent
     if "weights" in given:
         raise ConfigError(f"--weights and --resume exclude each other: a resumed run goes on with its own weights "
                           f"(to start a new run from them, give --weights {folder / MODEL_NAME})")
-    if "force" in given:
+    if given.pop("force", False):
         raise ConfigError(f"--force replaces a run and --resume continues one: drop --force to continue {folder}, "
                           "or drop --resume to start over")
     if "out" in given:
@@ -305,7 +309,7 @@ def resume_config(run: str | Path, **given: Any) -> TrainConfig:
     session = {k: v for k, v in given.items() if k in SESSION_FIELDS}
     asked = TrainConfig(**{**values, **session, **{k: v for k, v in given.items() if k in RUN_FIELDS}},
                         out=folder, resume=path)
-    differ = [f"{option_name(k)} {_shown(k, asked.to_json()[k])} (the run: {_shown(k, restored[k])})"
+    differ = [f"{_as_given(k, asked.to_json()[k])} (the run: {_shown(k, restored[k])})"
               for k in RUN_FIELDS if k in given and asked.to_json()[k] != restored[k]]
     if differ:
         raise ConfigError(f"--resume {run}: a resumed run keeps the options it was started with, and these differ: "
@@ -314,8 +318,16 @@ def resume_config(run: str | Path, **given: Any) -> TrainConfig:
     return asked
 
 
+def _as_given(field: str, value: Any) -> str:
+    """An option as a user types it: '--crop 64x64', '--qat', '--no-freeze-bn'."""
+    return _shown(field, value) if isinstance(value, bool) else f"{option_name(field)} {_shown(field, value)}"
+
+
 def _shown(field: str, value: Any) -> str:
-    """A config value as a user types it: sizes WxH, other lists space-separated."""
+    """A config value as a user types it: sizes WxH, other lists space-separated, switches as their flag."""
+    if isinstance(value, bool):
+        flag = option_name(field)
+        return flag if value else "--no-" + flag[2:] if field in _NEGATABLE else f"no {flag}"
     if field in ("crop", "eval_size"):
         return format_size(value)
     if isinstance(value, list):
@@ -331,7 +343,7 @@ def check_resumed(state: dict[str, Any], config: TrainConfig, world: int) -> Non
         if getattr(config, k) is None and saved[k] is not None:
             setattr(config, k, saved[k])
     restored, now = TrainConfig(**saved, resume=config.resume).to_json(), config.to_json()
-    differ = [f"{option_name(k)} {_shown(k, restored[k])} (the run) vs {_shown(k, now[k])} (now)"
+    differ = [f"{_as_given(k, restored[k])} (the run) vs {_as_given(k, now[k])} (now)"
               for k in RUN_FIELDS if restored[k] != now[k]]
     if state["world"] != world:
         differ.append(f"{state['world']} processes (the run) vs {world} (now)")

@@ -344,11 +344,10 @@ class _Run:
                 self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.net = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
-        if None in (config.aux_head_start, config.aux_lr, config.freeze_bn):
-            synced = dist.world if dist.world > 1 and dist.device.type == "cuda" else 1  # SyncBatchNorm: one batch
-            resolve_run_recipe(config, bn_batch=config.batch * synced,
+        if None in (config.aux_head_start, config.aux_lr):
+            resolve_run_recipe(config,
                                fresh_aux=config.fine_tune and not config.qat and not _has_aux_heads(config.weights))
-        # Batch-norm layers of the network (not of the aux heads, which have no statistics yet) kept in eval mode.
+        # Batch-norm layers of the network (not of the aux heads, which are not used for inference) kept in eval mode.
         self.frozen_bn = [m for name, m in self.model.named_modules() if config.freeze_bn
                           and isinstance(m, nn.modules.batchnorm._BatchNorm) and not name.startswith(AUX_HEAD_NAMES)]
         # The share of the aux heads' gradient that reaches the network; they learn from their loss regardless.
