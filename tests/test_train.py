@@ -401,7 +401,7 @@ def test_resume_with_changed_schedule_is_refused(tiny_synth, tmp_path, capsys):
     assert main([*args, "--iters", "2", "--resume", str(tmp_path), "--qat"]) == 1
     assert "--qat (the run: no --qat)" in capsys.readouterr().err
     # Through the API, a TrainConfig that resumes must repeat the run's options (resume_config restores them).
-    with pytest.raises(ConfigError, match="--warmup 0 \\(the run\\) vs 1 \\(now\\)"):
+    with pytest.raises(ConfigError, match="--warmup 0 \\(the run\\) vs --warmup 1 \\(now\\)"):
         train(TrainConfig(data=tiny_synth, out=tmp_path, iters=2, batch=2, warmup_iters=1, crop=(128, 64),
                           scales=(0.75, 1.0, 1.25), eval_size=(128, 64), device="cpu", resume=tmp_path))
 
