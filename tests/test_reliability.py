@@ -519,7 +519,9 @@ def test_row_train_into_an_earlier_run_is_refused_unless_resumed_or_forced(tiny_
     assert main(["train", "--data", str(tiny_data), "--out", str(other), *_TRAIN, "--iters", "2", "--stop-at", "1"]) == 0
     assert main(["train", "--data", str(tiny_data), "--out", str(run), *_TRAIN, "--iters", "2",
                  "--resume", str(other)]) == 1
-    assert "which holds another run" in _one_error_line(capsys)
+    line = _one_error_line(capsys)  # a resumed run goes on in its own folder only
+    assert f"--out {run}: a resumed run goes on in its own folder, {other}" in line
+    assert {name: (run / name).read_bytes() for name in earlier} == earlier
     assert main(["train", "--data", str(tiny_data), "--out", str(other), *_TRAIN, "--iters", "2",
                  "--resume", str(other)]) == 0  # continuing the run in its own folder
     assert main(["train", "--data", str(tiny_data), "--out", str(run), *_TRAIN, "--force", "--seed", "1"]) == 0

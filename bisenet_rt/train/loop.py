@@ -13,7 +13,6 @@ import dataclasses
 import json
 import math
 import multiprocessing
-import pickle
 import os
 import sys
 import time
@@ -26,116 +25,22 @@ from torch import nn
 
 from ..classes import DEFAULT_MODEL_SIZE, IGNORE_INDEX
 from ..atomic import disk_full, is_disk_full, write_atomic
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import ConfigError, DataError
 from ..families import MMSEG, BGAVariant
-from ..model import BiSeNetV2, load_checkpoint, save_checkpoint
+from ..model import AUX_HEAD_NAMES, BiSeNetV2, load_checkpoint, save_checkpoint
 from ..model.checkpoint import POINTWISE_BIAS as _POINTWISE_BIAS
-from ..sizes import check_batch, check_model_size, format_size
-from .augment import DEFAULT_SCALES, AugmentConfig, TrainAugment, sample_rng
+from ..sizes import format_size
+from .augment import AugmentConfig, TrainAugment, sample_rng
+from .config import (LOG_NAME, MODEL_NAME, STATE_FORMAT, STATE_NAME, SUMMARY_NAME, TrainConfig, state_path,
+                     check_resumed, describe_recipe, read_state, resolve_run_recipe)
 from .losses import OhemCrossEntropy
-from .optim import WarmupPolyLR, build_optimizer
-from .qat import INT8_LOSS_WEIGHT, Int8FakeQuant, float_labels
+from .optim import WarmupPolyLR, aux_push, build_optimizer
+from .qat import Int8FakeQuant, float_labels
 
 __all__ = ["TrainConfig", "TrainResult", "train", "evaluate_model", "export_inference_model", "STATE_NAME",
            "MODEL_NAME", "LOG_NAME", "SUMMARY_NAME"]
 
 _log = logging.getLogger(__name__)
-
-STATE_NAME = "train_state.pt"
-MODEL_NAME = "model.pth"
-LOG_NAME = "log.jsonl"
-SUMMARY_NAME = "summary.json"
-_STATE_FORMAT = 1
-#: Options that define the run's sample stream and schedule: a resumed run must use the same values.
-_SCHEDULE_FIELDS = ("iters", "batch", "crop", "scales", "lr", "momentum", "weight_decay", "warmup_iters", "seed",
-                    "qat", "qat_int8_weight")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything `train` needs; the defaults train a small model on a laptop CPU.
-
-    `batch` is per process. `warmup_iters=None` means min(1000, iters // 10). `eval_every` and
-    `save_every` of 0 mean only at the end. `stop_at` ends the run early at that iteration with a
-    resumable state (for pre-emptible jobs). `weights` starts a new run from a checkpoint's weights
-    (fine-tuning, for example from the public Cityscapes model); aux heads it lacks start fresh.
-    `eval_size` is the model size (w, h) frames are resized to for evaluation, as the exported graph
-    does; `eval_limit` makes the periodic evaluations use only the first frames of the val split (the
-    final one uses all of it). `qat` makes the run a quantization-aware fine-tune (`bisenet_rt.train.qat`)
-    of `weights` or a resumed QAT run: BN statistics frozen, no aux heads, one process; `qat_int8_weight`
-    weighs the int8 pass's loss against the float pass's. An `out` holding an earlier run is refused
-    unless `resume` continues that run or `force` replaces it.
-    """
-
-    data: Path | None = None
-    out: Path = Path("runs/train")
-    iters: int = 300
-    batch: int = 8
-    crop: tuple[int, int] = (512, 256)
-    scales: tuple[float, ...] = DEFAULT_SCALES
-    lr: float = 5e-2
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_iters: int | None = None
-    workers: int = 2
-    device: str = "auto"
-    seed: int = 0
-    eval_every: int = 0
-    eval_size: tuple[int, int] = DEFAULT_MODEL_SIZE
-    eval_limit: int | None = None
-    save_every: int = 0
-    log_every: int = 10
-    resume: Path | None = None
-    weights: Path | None = None
-    stop_at: int | None = None
-    export_demo: Path | None = None
-    qat: bool = False
-    qat_int8_weight: float = INT8_LOSS_WEIGHT
-    skip_bad: bool = False  # check every frame first and leave out (and count) bad ones
-    force: bool = False  # replace an earlier run in `out` (without it, only resuming that run may write there)
-
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        self.crop = AugmentConfig(crop=self.crop).crop
-        self.scales = AugmentConfig(scales=self.scales).scales
-        self.eval_size = check_model_size(self.eval_size)
-        for name in ("iters", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        check_batch(self.batch)
-        for name in ("workers", "eval_every", "save_every"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if self.eval_limit is not None and self.eval_limit < 1:
-            raise ConfigError(f"eval_limit must be at least 1, got {self.eval_limit}")
-        if self.warmup_iters is None:
-            self.warmup_iters = min(1000, self.iters // 10)
-        if not 0 <= self.warmup_iters <= self.iters:
-            raise ConfigError(f"warmup_iters must be in [0, iters={self.iters}], got {self.warmup_iters}")
-        if self.stop_at is not None and not 1 <= self.stop_at <= self.iters:
-            raise ConfigError(f"stop_at must be in [1, iters={self.iters}], got {self.stop_at}")
-        if self.weights is not None and self.resume is not None:
-            raise ConfigError("weights and resume exclude each other: resume continues a run with its own weights")
-        for name in ("lr", "momentum", "weight_decay", "qat_int8_weight"):
-            if not math.isfinite(getattr(self, name)):
-                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr}")
-        if not self.qat_int8_weight > 0:
-            raise ConfigError(f"qat_int8_weight must be positive, got {self.qat_int8_weight}")
-        if self.qat and self.weights is None and self.resume is None:
-            raise ConfigError("qat fine-tunes a trained model: give its checkpoint as weights (or resume a QAT run)")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
-
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON-able values (paths as strings, tuples as lists)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
-        return out
-
 
 @dataclasses.dataclass
 class TrainResult:
@@ -322,23 +227,13 @@ def _atomic_save(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _resolve_resume(path: Path) -> Path:
-    path = Path(path)
-    if path.is_dir():
-        path = path / STATE_NAME
-    if not path.is_file():
-        raise CheckpointError(f"no training state at {path}; --resume takes the {STATE_NAME} a run wrote "
-                              "(or its output folder)")
-    return path
-
-
 def _check_out(config: TrainConfig) -> None:
     """Refuse to write over an earlier run unless resuming it or forced, and over any input file (never)."""
     from ..outputs import check_outputs, same_file
 
     out = config.out
     earlier = [name for name in (MODEL_NAME, STATE_NAME, LOG_NAME, SUMMARY_NAME) if (out / name).exists()]
-    resumed = _resolve_resume(config.resume).parent if config.resume is not None else None
+    resumed = state_path(config.resume).parent if config.resume is not None else None
     if earlier and not config.force and (resumed is None or not same_file(resumed, out)):
         why = (f"resuming {config.resume} writes into {out}, which holds another run" if resumed is not None
                else f"{out} holds an earlier run")
@@ -354,27 +249,6 @@ def _check_out(config: TrainConfig) -> None:
     if config.data is not None and Path(config.data).is_file():
         inputs.append((Path(config.data), "the --data list file"))
     check_outputs(outputs, inputs)
-
-
-def _load_state(path: Path, config: TrainConfig, world: int) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError, AttributeError, IndexError, KeyError) as exc:
-        detail = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
-        raise CheckpointError(f"{path}: cannot read the training state ({detail}); it is empty, corrupt, or not one "
-                              f"this project wrote: resume from the {STATE_NAME} of a run") from None
-    if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
-        raise CheckpointError(f"{path}: not a bisenet-rt training state (a public-layout model checkpoint cannot "
-                              f"be resumed; resume from the {STATE_NAME} written next to it)")
-    saved, now = state["config"], config.to_json()
-    defaults = TrainConfig().to_json()  # for fields added after the state was written
-    differ = [f"--{k.replace('_', '-')} {saved.get(k, defaults[k])} (saved) vs {now[k]} (now)"
-              for k in _SCHEDULE_FIELDS if saved.get(k, defaults[k]) != now[k]]
-    if state["world"] != world:
-        differ.append(f"{state['world']} processes (saved) vs {world} (now)")
-    if differ:
-        raise ConfigError(f"{path}: the resumed run must repeat the original options; differing: " + "; ".join(differ))
-    return state
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -408,11 +282,41 @@ def _format_eta(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _interval_mean(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last step's record with every loss and agreement averaged over `records` (lists element by element)."""
+    out = dict(records[-1])
+    for key, value in records[-1].items():
+        if key.startswith(("loss", "int8_")):
+            values = np.array([r[key] for r in records], dtype=np.float64)
+            out[key] = values.mean(axis=0).tolist()
+    return out
+
+
 def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
     valid = labels[labels != IGNORE_INDEX]
     if valid.numel() and int(valid.max()) >= num_classes:
         raise DataError(f"a training label holds class id {int(valid.max())}, but the dataset has {num_classes} "
                         f"classes (ids 0..{num_classes - 1}, {IGNORE_INDEX} = ignore); check the label files")
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the gradient flowing back is multiplied by `scale` (0: the input learns nothing from it)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def _has_aux_heads(weights: Path | None) -> bool:
+    """Whether a checkpoint holds trained booster heads in our layout."""
+    from ..model.checkpoint import read_checkpoint
+
+    return weights is not None and any(k.startswith(AUX_HEAD_NAMES) for k in read_checkpoint(weights)[0])
 
 
 class _Run:
@@ -440,9 +344,20 @@ class _Run:
                 self.net = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.net = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
+        if None in (config.aux_head_start, config.aux_lr):
+            resolve_run_recipe(config,
+                               fresh_aux=config.fine_tune and not config.qat and not _has_aux_heads(config.weights))
+        # Batch-norm layers of the network (not of the aux heads, which are not used for inference) kept in eval mode.
+        self.frozen_bn = [m for name, m in self.model.named_modules() if config.freeze_bn
+                          and isinstance(m, nn.modules.batchnorm._BatchNorm) and not name.startswith(AUX_HEAD_NAMES)]
+        # The share of the aux heads' gradient that reaches the network; they learn from their loss regardless.
+        self.aux_push = 1.0
+        for head in self.model.booster_heads():
+            head.register_forward_pre_hook(self._hold_back)
+        assert config.lr is not None and config.warmup_iters is not None and config.aux_lr is not None  # filled in
+        aux_lr = {name: config.aux_lr / config.lr for name in AUX_HEAD_NAMES} if config.aux_lr != config.lr else None
         self.optimizer = build_optimizer(self.model, lr=config.lr, momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
-        assert config.warmup_iters is not None  # TrainConfig.__post_init__ fills in the default
+                                         weight_decay=config.weight_decay, lr_mult=aux_lr)
         self.scheduler = WarmupPolyLR(self.optimizer, max_iters=config.iters, warmup_iters=config.warmup_iters)
         self.amp = dist.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -457,6 +372,12 @@ class _Run:
             _set_rng_state(state["rng"][dist.rank], dist.device)
             self.start = int(state["iteration"])
 
+    def _hold_back(self, _head: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """An aux head's input, passing back only `aux_push` of the head's gradient (none during its head start)."""
+        if self.aux_push == 1.0:
+            return args
+        return (args[0].detach() if self.aux_push == 0.0 else _ScaleGrad.apply(args[0], self.aux_push), *args[1:])
+
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
         """One SGD step on a uint8 batch; returns the losses (main + each aux, and their sum) and the lr."""
         from ..model.reference import preprocess
@@ -467,6 +388,9 @@ class _Run:
         lr = self.scheduler.get_last_lr()[0]
         if self.fake_quant is not None:
             return self._qat_step(x, y, lr)
+        self.aux_push = aux_push(self.scheduler.last_epoch, head_start=self.config.aux_head_start or 0)
+        for bn in self.frozen_bn:
+            bn.eval()
         with torch.autocast(device_type=self.dist.device.type, dtype=torch.float16, enabled=self.amp):
             logits, aux = self.net(x)
         main_loss = self.criterion(logits, y)
@@ -474,7 +398,7 @@ class _Run:
         loss = main_loss + sum(aux_losses)
         self._update(loss)
         return {"loss": float(loss.detach()), "loss_main": float(main_loss.detach()),
-                "loss_aux": [float(a.detach()) for a in aux_losses], "lr": lr}
+                "loss_aux": [float(a.detach()) for a in aux_losses], "lr": lr, "aux_push": self.aux_push}
 
     def _update(self, loss: torch.Tensor) -> None:
         """Back-propagate `loss` and take one optimizer and schedule step (through the AMP scaler)."""
@@ -523,7 +447,7 @@ class _Run:
         if self.dist.main:
             out = self.config.out
             save_checkpoint(self.model, out / MODEL_NAME)
-            _atomic_save({"format": _STATE_FORMAT, "iteration": iteration, "world": self.dist.world,
+            _atomic_save({"format": STATE_FORMAT, "iteration": iteration, "world": self.dist.world,
                           "config": self.config.to_json(), "model": self.model.state_dict(),
                           "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                           "scaler": self.scaler.state_dict(), "rng": rng}, out / STATE_NAME)
@@ -564,7 +488,10 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
             train_set = _open_split(config.data, "train", config.skip_bad)
         if len(train_set) == 0:
             raise DataError(f"the training split of {config.data} has no frames")
-        state = _load_state(_resolve_resume(config.resume), config, dist.world) if config.resume else None
+        state = None
+        if config.resume is not None:
+            state = read_state(config.resume)[1]
+            check_resumed(state, config, dist.world)
         out = config.out
         if dist.main:
             out.mkdir(parents=True, exist_ok=True)
@@ -572,7 +499,7 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
         run.calibrate(train_set)
         start, end = run.start, config.stop_at or config.iters
         if end < start:
-            raise ConfigError(f"stop_at={end} lies before the resumed iteration {start}")
+            raise ConfigError(f"--stop-at {end} lies before the iteration the run is resumed at, {start}")
         if val_set is None and dist.main and (config.eval_every or end == config.iters):
             val_set = _load_val(config.data)
         log = _Logger(out / LOG_NAME if dist.main else None, append=state is not None)
@@ -581,19 +508,25 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
             _log.info(f"training BiSeNetV2 ({run.num_classes} classes, {kind}) on {len(train_set)} frames: iterations "
                       f"{start}..{end} of {config.iters}, batch {config.batch} x {dist.world} process(es), crop "
                       f"{format_size(config.crop)}, scales {list(config.scales)}, lr {config.lr}, warm-up "
-                      f"{config.warmup_iters}, device {dist.device}{', AMP' if run.amp else ''}")
+                      f"{config.warmup_iters}, device {dist.device}{', AMP' if run.amp else ''}"
+                      + (f"; resuming {config.out} at iteration {start}" if state is not None else ""))
+            recipe = describe_recipe(config)
+            if recipe is not None and state is None:
+                _log.info(recipe)
 
         def evaluate(iteration: int, limit: int | None = None) -> dict[str, Any] | None:
             metrics = run.evaluate(val_set, limit=limit)
             if metrics is not None:
                 log({"iter": iteration, "eval": metrics},
-                    f"eval @ {iteration}: mIoU {100 * metrics['miou']:.2f}  pixel acc "
-                    f"{100 * metrics['pixel_accuracy']:.2f} ({metrics['frames']} val frames at "
-                    f"{format_size(config.eval_size)})")
+                    f"eval @ {iteration}{' (the checkpoint)' if iteration == 0 else ''}: mIoU "
+                    f"{100 * metrics['miou']:.2f}  pixel acc {100 * metrics['pixel_accuracy']:.2f} "
+                    f"({metrics['frames']} val frames at {format_size(config.eval_size)})")
             return metrics
 
         first_loss = last_loss = metrics = demo = None
-        interval: list[float] = []
+        if config.fine_tune and config.eval_every and start == 0:
+            evaluate(0, config.eval_limit)  # where the fine-tune starts from, so a regression shows
+        interval: list[dict[str, Any]] = []
         t_start = t_interval = time.perf_counter()
         iteration = start
         for iteration, (images, labels) in enumerate(_loader(config, dist, train_set, start, end), start=start + 1):
@@ -601,17 +534,20 @@ def train(config: TrainConfig, *, train_set: Any = None, val_set: Any = None) ->
             if not math.isfinite(record["loss"]):
                 raise FloatingPointError(f"the loss became {record['loss']} at iteration {iteration}; "
                                          "lower --lr or check the data")
-            interval.append(record["loss"])
+            interval.append(record)
             if iteration % config.log_every == 0 or iteration == end:
                 now = time.perf_counter()
-                record["loss"] = last_loss = dist.mean(sum(interval) / len(interval))  # mean since the last line
+                record = _interval_mean(interval)  # losses: means since the last line
+                record["loss"] = last_loss = dist.mean(record["loss"])
+                record["loss_main"] = dist.mean(record["loss_main"])
                 first_loss = last_loss if first_loss is None else first_loss
                 speed = len(interval) / max(now - t_interval, 1e-9)
                 eta = (end - iteration) / speed
                 log({"iter": iteration, **record, "it_per_s": speed, "eta_s": eta, "elapsed_s": now - t_start},
-                    f"it {iteration}/{config.iters}  loss {last_loss:.4f}  lr {record['lr']:.5f}  {speed:.3f} it/s  "
-                    f"eta {_format_eta(eta)}" + (f"  int8 labels as float {100 * record['int8_agreement']:.2f}%"
-                                                 if "int8_agreement" in record else ""))
+                    f"it {iteration}/{config.iters}  loss {last_loss:.4f} (main head {record['loss_main']:.4f})  "
+                    f"lr {record['lr']:.5f}  {speed:.3f} it/s  eta {_format_eta(eta)}"
+                    + (f"  int8 labels as float {100 * record['int8_agreement']:.2f}%"
+                       if "int8_agreement" in record else ""))
                 interval, t_interval = [], now
             if config.save_every and iteration % config.save_every == 0 and iteration != end:
                 run.save(iteration)
