@@ -594,8 +594,9 @@ def test_openvino_int8_post_processing_runs_in_the_fp32_layouts(openvino_int8):
     int8, transposes = _compiled_layouts(openvino_int8["int8"])
     assert not transposes
     assert fp32 and {k: v for k, v in int8.items() if k in fp32} == fp32
-    _, matmul_transposes = _compiled_layouts(openvino_int8["int8_matmul"])
-    assert matmul_transposes  # the check sees what the issue found: the classifier's transpose pair
+    matmul, matmul_transposes = _compiled_layouts(openvino_int8["int8_matmul"])
+    # the check sees what the issue found: the classifier's transpose pair, or channels-last logits
+    assert matmul_transposes or {k: v for k, v in matmul.items() if k in fp32} != fp32
 
 
 @pytest.mark.parametrize("bar,kept", [(0.0, True), (1.0 + 1e-9, False)], ids=["bar-holds", "bar-fails"])
@@ -629,3 +630,15 @@ def test_auto_build_with_calibration_frames_checks_int8_against_fp32(bar, kept, 
         assert (sidecar["backend"], sidecar["info"]["precision"]) == (float_backend, float_precision.value)
         left = [p.name for p in path.parent.glob("bisenetv2_int8*") if not p.name.endswith(".src.onnx")]
         assert "instead" in caplog.text and not left  # the artifact and its sidecar; the source graph stays
+
+
+def test_auto_int8_needs_weights_to_check_against(calib_dir, tmp_path):
+    """Calibration frames with random weights (no --weights) or a given graph (--onnx) do not make auto pick INT8:
+    there is no fixed FP32 model to hold it to."""
+    from bisenet_rt.builder import BuildConfig, plan_build
+    from bisenet_rt.precision import Precision
+
+    for config in (BuildConfig(calib=calib_dir, engines_dir=tmp_path),
+                   BuildConfig(calib=calib_dir, engines_dir=tmp_path, onnx=tmp_path / "given.onnx")):
+        plan = plan_build(config)
+        assert plan.precision is not Precision.INT8 and plan.fallback is None

@@ -57,8 +57,9 @@ def plan_build(config: BuildConfig) -> BuildPlan:
     from .choice import choose_backend, host_facts, int8_weights
 
     facts = host_facts()
-    # Auto may pick INT8 when calibration frames come with weights to check it against (not a given graph).
-    calibrated = config.calib is not None and config.onnx is None
+    # Auto may pick INT8 when calibration frames come with weights to check it against (not a given graph, not
+    # random weights, which are drawn anew for the check).
+    calibrated = config.calib is not None and config.onnx is None and config.weights is not None
     backend, precision, why = choose_backend(facts, config.backend, config.precision, calibrated)
     fallback = None
     if config.precision is None and precision is Precision.INT8:
