@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from ..artifacts import Artifact, ArtifactInfo, artifact_files, artifact_sha256, sidecar_path, write_sidecar
 from ..backends import SPECS
@@ -31,6 +31,9 @@ from ..int8_grid import WeightRange
 from ..precision import Precision
 from ..settings import unwritable_reason
 from ..sizes import format_size
+
+if TYPE_CHECKING:
+    from .choice import HostFacts
 
 __all__ = ["BuildConfig", "BuildPlan", "build", "plan_build", "prepare", "rebuild_command"]
 
@@ -54,16 +57,21 @@ class BuildPlan:
 
 def plan_build(config: BuildConfig) -> BuildPlan:
     """Choose the backend and precision for this machine (`choice.choose_backend`) and the artifact's path."""
-    from .choice import choose_backend, host_facts, int8_weights
+    from .choice import host_facts
 
-    facts = host_facts()
+    return _plan(config, host_facts())
+
+
+def _plan(config: BuildConfig, facts: "HostFacts") -> BuildPlan:
+    from .choice import choose_backend, int8_weights
+
     # Auto may pick INT8 when calibration frames come with weights to check it against (not a given graph, not
     # random weights, which are drawn anew for the check).
     calibrated = config.calib is not None and config.onnx is None and config.weights is not None
     backend, precision, why = choose_backend(facts, config.backend, config.precision, calibrated)
     fallback = None
     if config.precision is None and precision is Precision.INT8:
-        fallback = plan_build(dataclasses.replace(config, calib=None))
+        fallback = _plan(dataclasses.replace(config, calib=None), facts)
     spec = SPECS[backend]
     int8 = int8_weights(facts, backend, config.int8_target) if precision is Precision.INT8 else None
     output = Path(config.output) if config.output else spec.default_output(precision, config.engines_dir)
