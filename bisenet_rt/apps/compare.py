@@ -105,15 +105,6 @@ def _checkpoint_logits(path: Path, model_size: tuple[int, int], device: str | No
     return logits
 
 
-def _coarse_tensor(proto: Any) -> str | None:
-    """The model's coarse logits in a pipeline graph: the one tensor a model node makes and a `post/` node reads."""
-    made_by_model = {out for node in proto.graph.node if not node.name.startswith(("pre/", "post/"))
-                     for out in node.output}
-    read_by_post = {name for node in proto.graph.node if node.name.startswith("post/") for name in node.input}
-    found = made_by_model & read_by_post
-    return found.pop() if len(found) == 1 else None
-
-
 def _onnx_logits(path: Path, device: str | None) -> Logits | str:
     """An ONNX Runtime session of the graph with its coarse logits as a second output, or why there is none."""
     import onnx
@@ -122,11 +113,12 @@ def _onnx_logits(path: Path, device: str | None) -> Logits | str:
 
     from ..artifacts import INPUT_NAME, load_onnx, open_artifact
     from ..backends.onnxruntime.run import QDQ_DISABLED_OPTIMIZERS, execution_providers, session_options
+    from ..graph.prepost import coarse_logits
     from ..precision import Precision
 
     info = open_artifact(path).info
     proto = load_onnx(path, external_data=True)
-    coarse = _coarse_tensor(proto)
+    coarse = coarse_logits(proto)
     if coarse is None:
         return ("not available: no model tensor read by the post-processing (an optimized graph renames them); "
                 "compare the graph it was built from (engines/*.src.onnx)")

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import onnx
 
 __all__ = ["GraphPart", "Preprocessed", "PostForm", "BANDS", "ModelUpsample", "preprocess_nodes",
-           "postprocess_nodes", "part_graph", "FLOAT", "FLOAT16", "UINT8"]
+           "postprocess_nodes", "part_graph", "coarse_logits", "FLOAT", "FLOAT16", "UINT8"]
 
 #: onnx.TensorProto element types, named once (onnx is imported only by the functions that build graphs).
 FLOAT, UINT8, FLOAT16 = 1, 2, 10
@@ -309,6 +309,21 @@ def postprocess_nodes(upsample: ModelUpsample, labels: str, num_classes: int, mo
     return post
 
 
+def _part_of(node: "onnx.NodeProto") -> str:
+    """'pre', 'post' or 'model': which part of a pipeline graph a node belongs to, by its name."""
+    return node.name.split("/", 1)[0] if node.name.startswith(("pre/", "post/")) else "model"
+
+
+def coarse_logits(pipeline: "onnx.ModelProto") -> str | None:
+    """The model's coarse logits in a pipeline graph: the one tensor a model node makes and a `post/` node reads
+    (None where there is not exactly one, as in a graph an optimizer renamed)."""
+    graph = pipeline.graph
+    made_by_model = {out for node in graph.node if _part_of(node) == "model" for out in node.output}
+    read_by_post = {name for node in graph.node if _part_of(node) == "post" for name in node.input}
+    found = made_by_model & read_by_post
+    return found.pop() if len(found) == 1 else None
+
+
 def part_graph(pipeline: "onnx.ModelProto", part: str, model_input_shape: Sequence[Any] | None = None
                ) -> tuple["onnx.ModelProto", list[str]]:
     """One part of a pipeline graph as a graph of its own, to time or test it alone; and its input names.
@@ -321,10 +336,12 @@ def part_graph(pipeline: "onnx.ModelProto", part: str, model_input_shape: Sequen
     from onnx import helper
 
     graph = pipeline.graph
-    where = {n.name: n.name.split("/", 1)[0] if n.name.startswith(("pre/", "post/")) else "model" for n in graph.node}
+    where = {n.name: _part_of(n) for n in graph.node}
     producer = {out: where[n.name] for n in graph.node for out in n.output}
     (model_input,) = {i for n in graph.node if where[n.name] == "model" for i in n.input if producer.get(i) == "pre"}
-    (coarse,) = {i for n in graph.node if where[n.name] == "post" for i in n.input if producer.get(i) == "model"}
+    coarse = coarse_logits(pipeline)
+    if coarse is None:
+        raise ValueError("not a pipeline graph with named parts: no one model tensor read by the post-processing")
     fp16 = any(prop.key == "bisenet_rt.precision" and prop.value == "fp16" for prop in pipeline.metadata_props)
     float_type = FLOAT16 if fp16 else FLOAT
     if part == "model":
