@@ -99,7 +99,7 @@ def build(config: BuildConfig) -> Path:
 
     An INT8 artifact `auto` chose is checked against the FP32 reference on calibration frames; where its
     labels disagree on more pixels than `choice.AUTO_INT8_AGREEMENT` allows it is removed and the float
-    choice built instead. The sidecar records the check either way.
+    choice built instead, saying so. A kept INT8 artifact's sidecar records the check (`auto_int8_check`).
     """
     plan = plan_build(config)
     _log.info(f"backend: {plan.spec.name}, precision: {plan.precision} ({plan.why})")

@@ -32,8 +32,7 @@ def int8_agreement(artifact: Path, config: BuildConfig, frames: int = CHECK_FRAM
     from ..model import model_and_sha
     from ..model.reference import reference_labels
 
-    model, _ = model_and_sha(config.weights)
-    model = model.float().eval()
+    model, _ = model_and_sha(config.weights)  # in eval mode, float
     backend = open_backend(artifact)
     same = total = 0
     paths = calibration_files(config.calib, frames)

@@ -55,7 +55,8 @@ def _given(path: Path, how: str) -> Path:
 
 
 def _source_path(config: BuildConfig, form: GraphForm) -> Path:
-    """engines/bisenetv2_<precision>[.<post>][.classifier_conv].src.onnx: the graph a build starts from, kept beside the artifact."""
+    """engines/bisenetv2_<precision>[.<post>][.classifier_conv].src.onnx: the graph a build starts from, kept
+    beside the artifact."""
     post = "" if form.post is PostForm.RESIZE else f".{form.post.value}"
     conv = ".classifier_conv" if form.classifier_conv else ""
     return config.engines_dir / f"bisenetv2_{form.precision.value}{post}{conv}.src.onnx"

@@ -8,8 +8,8 @@ can be captured in a CUDA graph. `bisenet_rt.backends.tensorrt.conformance` chec
 
 Post-processing is the dense, exact `argmax(bilinear_upsample(logits))` of `model.reference.postprocess`
 (with the model's own final x8 upsample), laid out in one of three `PostForm`s, each the fastest
-on one runtime's kernels (each backend spec's `graph_forms` says which it gets). Nothing is skipped where the answer looks obvious, so a
-noise frame costs what a smooth one does.
+on one runtime's kernels (each backend spec's `graph_forms` says which it gets). Nothing is skipped
+where the answer looks obvious, so a noise frame costs what a smooth one does.
 """
 from __future__ import annotations
 

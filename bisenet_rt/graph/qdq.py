@@ -103,7 +103,8 @@ def _prepared(plain: "onnx.ModelProto", classifier_conv: bool = False) -> tuple[
     output channels per group (c -> r*c, groups c) becomes a Gather repeating each input channel r
     times and a depthwise conv; the 1x1 classifier conv becomes Transpose -> MatMul -> Add(bias) ->
     Transpose, so it runs as an int8 matrix product with float output (see the module docstring), unless
-    `classifier_conv` keeps it a Conv. Kept float: the bias Add and the Transpose after it (the logits), the x8 Resize of the logits,
+    `classifier_conv` keeps it a Conv. Kept float: the bias Add and the Transpose after it (the logits), the x8
+    Resize of the logits,
     which `export.pipeline_graph` replaces by the post-processing's own channels-last upsample, and the nodes of
     `FLOAT_STAGE`.
     """
@@ -136,10 +137,7 @@ def _prepared(plain: "onnx.ModelProto", classifier_conv: bool = False) -> tuple[
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {name for node in graph.node for name in node.input}
-    unused = [init for init in graph.initializer if init.name not in used]  # the classifier's conv weights
-    for init in unused:
-        graph.initializer.remove(init)
+    _drop_unused_initializers(graph)  # the classifier's conv weights, when it became a MatMul
     float_stage = [node.name for node in graph.node if node.name.startswith(_FLOAT_STAGE_NODES)]
     if not float_stage:
         raise BuildError(f"unexpected plain graph: no nodes under {_FLOAT_STAGE_NODES}; "
@@ -147,6 +145,12 @@ def _prepared(plain: "onnx.ModelProto", classifier_conv: bool = False) -> tuple[
     if classifier_conv:
         return proto, [resize.name, *float_stage]
     return proto, [f"{classifier.name}_bias", f"{classifier.name}_to_nchw", resize.name, *float_stage]
+
+
+def _drop_unused_initializers(graph: "onnx.GraphProto") -> None:
+    used = {name for node in graph.node for name in node.input}
+    for init in [init for init in graph.initializer if init.name not in used]:
+        graph.initializer.remove(init)
 
 
 def _float_logits(qdq: "onnx.ModelProto") -> None:
@@ -161,6 +165,7 @@ def _float_logits(qdq: "onnx.ModelProto") -> None:
     resize.input[0] = quantize.input[0]
     graph.node.remove(quantize)
     graph.node.remove(dequantize)
+    _drop_unused_initializers(graph)  # the pair's scale and zero point
 
 
 def _classifier_as_matmul(conv: "onnx.NodeProto", inits: dict, graph: "onnx.GraphProto") -> list:
