@@ -16,12 +16,15 @@ and INT8, OpenVINO FP32, BF16 (only where the CPU computes BF16) and INT8. INT8 
 
 Times are the minimum over the rounds of the wall clock, or with --clock cpu (one thread only) of this
 process's CPU time per call: the work itself, which other jobs on a shared machine do not stretch (with more
-threads the CPU time would count the runtimes' spin-waiting too). Both minima are recorded. Writes benchmarks/results/cpu_limit_<cpu class>[_cpuclock_<threads>t]_<date>.json (machine,
-CPU class and flags, versions, load average, command). The issue's bars: pre/post and glue <= 10 % of the model
-alone (bar 15 %); end to end >= 80 % of the format's peak for FP32 and BF16.
+threads the CPU time would count the runtimes' spin-waiting too). Both minima are recorded. Each call starts after
+an idle pause (--pause-ms): ONNX Runtime's threads keep spinning for a while after its call and would take the
+cores from the next runtime's call, which no single-runtime deployment sees. Writes
+benchmarks/results/cpu_limit_<cpu class>[_cpuclock_<threads>t]_<date>[_<n>].json (numbered, never overwriting;
+machine, CPU class and flags, versions, load average, command). The issue's bars: pre/post and glue <= 10 % of
+the model alone (bar 15 %); end to end >= 80 % of the format's peak for FP32 and BF16.
 
     python benchmarks/cpu_limit.py [--weights CKPT] [--rounds 9] [--calib DIR] [--calib-count 32]
-        [--workdir DIR] [--only onnxruntime/fp32 ...] [--threads N] [--clock wall|cpu]
+        [--workdir DIR] [--only onnxruntime/fp32 ...] [--threads N] [--clock wall|cpu] [--pause-ms 50]
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import datetime
 import json
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -146,6 +150,21 @@ def ov_runner(proto: Any, feeds: list[np.ndarray], precision: str, threads: int)
     return lambda: request.infer(dict(enumerate(feeds)))
 
 
+def source_commit() -> str | None:
+    """The git commit of the bisenet_rt that ran ('+changes' when its checkout differs from it), or None."""
+    import bisenet_rt
+
+    folder = Path(bisenet_rt.__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(folder.parent), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+changes" if changed else "")
+
+
 def model_gflop(model: Any, model_size: tuple[int, int]) -> float:
     """FLOPs of the model at its input size (multiply and add counted apart), as torch.utils.flop_counter counts."""
     import torch
@@ -195,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="where artifacts are built and kept (default: a temporary "
                         "folder); artifacts already there are reused")
     parser.add_argument("--threads", type=int, help="compute threads of every runtime (default: the physical cores)")
+    parser.add_argument("--pause-ms", type=float, default=50.0,
+                        help="idle time before each timed call, so threads another runtime leaves spinning after its "
+                             "call (ONNX Runtime's do) do not take the cores from the next call (default: 50)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="what the table is computed from: wall-clock or (with --threads 1) CPU time per call")
     parser.add_argument("--only", nargs="+", metavar="BACKEND/PRECISION",
@@ -280,6 +302,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         call()
     for r in range(args.rounds):
         for i, (_, _, call) in enumerate(calls):
+            time.sleep(args.pause_ms / 1e3)
             t0, c0 = time.perf_counter(), time.process_time()
             call()
             times[i].append((time.perf_counter() - t0) * 1e3)
@@ -315,7 +338,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         })
     machine = machine_info()
     result = {
-        "command": "python " + shlex.join(sys.argv),
+        "command": "python " + shlex.join(sys.argv), "source": source_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine, "load_average": {"before": load_before, "after": os.getloadavg()},
         "weights": str(args.weights) if args.weights else "random-init", "weights_sha256": weights_sha,
@@ -324,12 +347,16 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                        f"batch {PEAK_CONV[0]} ({conv_flops() / 1e9:.2f} GFLOP)",
         "peak_gflops": {f"{b}/{p}": round(v, 1) for (b, p), v in peak_gflops.items()},
         "format_peak_gflops": {k: round(v, 1) for k, v in format_peak.items()},
-        "rounds": args.rounds, "threads": threads, "clock": args.clock, "results": results,
+        "rounds": args.rounds, "threads": threads, "clock": args.clock, "pause_ms": args.pause_ms, "results": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     cpu_class = cpu_features().label.lower().replace(" ", "-")
     clock = "" if args.clock == "wall" else f"_{args.clock}clock_{threads}t"
-    out = args.out / f"cpu_limit_{cpu_class}{clock}_{datetime.date.today().isoformat()}.json"
+    stem = f"cpu_limit_{cpu_class}{clock}_{datetime.date.today().isoformat()}"
+    out, n = args.out / f"{stem}.json", 1
+    while out.exists():  # numbered rather than overwriting an earlier run of the day
+        n += 1
+        out = args.out / f"{stem}_{n}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(format_table(result))
     print(f"wrote {out}")

@@ -123,10 +123,12 @@ def test_fp32_is_really_fp32(ov_fp32):
 
 
 def test_tuned_graph_equals_untuned(exported, ov_fp32):
-    """The channels-first rewrites change speed, not values (same precision, same frame)."""
+    """The channels-first rewrites and the uint8 transpose of the frames change speed, not values (same precision,
+    same frame)."""
     import openvino as ov
 
     assert ov_fp32.backend.rewrites, "the pipeline graph's NHWC upsample should have been rewritten"
+    assert any("frames transposed as uint8" in r for r in ov_fp32.backend.rewrites)
     frame = street_frame(200, 300, seed=6)
     plain = ov.Core().compile_model(str(exported["fp32"]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     assert _agreement(ov_fp32(frame), plain(frame[None])[0][0]) >= 0.9999
@@ -235,6 +237,40 @@ def test_bf16_agrees_with_fp32_where_the_decision_is_clear(exported, confident_m
     assert clear.mean() > 0.1
     assert float((bf16 == fp32)[clear].mean()) >= 0.98
     assert _agreement(bf16, fp32) >= 0.75
+
+
+def _topk_precisions(compiled) -> set[str]:
+    return {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()
+            if op.get_rt_info()["layerType"].astype(str) == "TopK"}
+
+
+@pytest.mark.skipif(not BF16, reason="this CPU has no BF16 arithmetic (OpenVINO does not report BF16)")
+def test_bf16_argmax_runs_in_bf16_with_the_same_labels(exported):
+    """The backend's BF16 load marks the post-processing's arg-max to read the band logits in BF16 (the plugin
+    otherwise widens them to FP32 first): the compiled TopKs run in BF16, and the labels equal those of the
+    unmarked graph compiled the same way, bit for bit (the same BF16 values are compared)."""
+    import openvino as ov
+
+    from bisenet_rt.backends.openvino.tune import bf16_argmax, tune_graph
+
+    frame = street_frame(479, 641, seed=12)[None]
+    config = {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": 1}
+    core = ov.Core()
+    labels, precisions = {}, {}
+    for marked in (False, True):
+        model = core.read_model(str(exported[OV_FORM]))
+        tune_graph(model)
+        if marked:
+            assert bf16_argmax(model)
+        compiled = core.compile_model(model, "CPU", config)
+        precisions[marked] = _topk_precisions(compiled)
+        labels[marked] = compiled.create_infer_request().infer({0: frame})[0]
+    assert precisions == {False: {"f32"}, True: {"bf16"}}
+    np.testing.assert_array_equal(labels[True], labels[False])
+    with Segmenter(exported[OV_FORM], backend="openvino", precision="bf16", cache_dir=None) as seg:
+        assert any("arg-max in BF16" in r for r in seg.backend.rewrites)
+        np.testing.assert_array_equal(seg(frame[0]), labels[True][0])
+        assert _topk_precisions(seg.backend._compiled) == {"bf16"}
 
 
 @pytest.mark.skipif(not BF16, reason="this CPU has no BF16 arithmetic (OpenVINO does not report BF16)")

@@ -23,7 +23,7 @@ from ...precision import Precision
 from ...settings import cache_dir as user_cache_dir, unwritable_reason
 from ..base import Backend
 from ..submission import DEFAULT_DEPTH
-from .tune import tune_graph
+from .tune import bf16_argmax, tune_graph
 
 __all__ = ["OpenVINOBackend", "openvino_version", "cpu_capabilities", "supports_bf16", "inference_precision", "HINTS",
            "OV_PRECISION", "USER_CACHE"]
@@ -130,11 +130,13 @@ class OpenVINOBackend(Backend):
         requested = None if precision is None else Precision.parse(precision)
         self._compute = inference_precision(info.precision, requested, cpu_capabilities(core))
         self._info = dataclasses.replace(info, precision=info.precision if requested is None else self._compute)
-        # IR from 'bisenet-rt build' is tuned already; compiling it by path lets a cache hit skip reading it.
+        # IR from 'bisenet-rt build' is tuned already; compiling it by path lets a cache hit skip reading it. BF16 marks
+        # the arg-max on the read graph (IR does not keep the mark).
         is_ir = self.path.suffix.lower() == ".xml"
-        model = str(self.path) if is_ir else self._read_model(core)
-        #: The graph rewrites applied at load time (see `tune_graph`).
-        self.rewrites = [] if is_ir else tune_graph(model)
+        bf16 = self._compute is Precision.BF16
+        model = str(self.path) if is_ir and not bf16 else self._read_model(core)
+        #: The graph rewrites and marks applied at load time (see `tune_graph`, `bf16_argmax`).
+        self.rewrites = ([] if is_ir else tune_graph(model)) + (bf16_argmax(model) if bf16 else [])
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": OV_PRECISION[self._compute],
             "PERFORMANCE_HINT": HINTS[hint],
@@ -191,7 +193,8 @@ class OpenVINOBackend(Backend):
         try:
             model = core.read_model(str(self.path))
         except RuntimeError as exc:
-            raise ArtifactError(f"{self.path}: OpenVINO cannot read it ({_first_line(exc)}); {_REEXPORT}") from None
+            fix = _REBUILD if self.path.suffix.lower() == ".xml" else _REEXPORT
+            raise ArtifactError(f"{self.path}: OpenVINO cannot read it ({_first_line(exc)}); {fix}") from None
         self._check_io(model.inputs)
         return model
 

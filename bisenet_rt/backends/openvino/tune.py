@@ -1,12 +1,13 @@
 """OpenVINO graph tuning: channels-last work the CPU plugin runs slowly moved to the channels-first side of its
-transpose (same values), applied when an IR is built and when an ONNX graph is opened directly."""
+transpose (same values), applied when an IR is built and when an ONNX graph is opened directly; and, for BF16
+inference, the arg-max kept in BF16 (a compile-time mark, set on every load)."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
-__all__ = ["tune_graph"]
+__all__ = ["tune_graph", "bf16_argmax", "BF16_TAIL_KEY"]
 
 _NHWC = [0, 2, 3, 1]  # transpose order NCHW -> NHWC
 _NCHW = [0, 3, 1, 2]  # and back
@@ -49,7 +50,7 @@ def tune_graph(model: Any) -> list[str]:
     channels, are several times slower than their NCHW kernels. Interpolate (separable per axis) and
     TopK commute with a transpose, so each runs on the NCHW side; the arg-max reads an N x C x HW
     view, so the plugin gives it a planar layout (in a channels-contiguous one its TopK is ~10x
-    slower). Returns what was changed.
+    slower). The frames are transposed before their conversion to float. Returns what was changed.
     """
     import openvino.opset11 as ops
 
@@ -92,6 +93,60 @@ def tune_graph(model: Any) -> list[str]:
             nkhw = ops.reshape(top.output(i), n_k_h_w, special_zero=False)
             op.output(i).replace(ops.transpose(nkhw, _i64(_NHWC)).output(0))
         changed.append(f"{op.get_friendly_name()}: arg-max moved before the NHWC transpose")
+    changed += _transpose_bytes(model)
     if changed:
         model.validate_nodes_and_infer_types()
     return changed
+
+
+def _transpose_bytes(model: Any) -> list[str]:
+    """Transpose the uint8 frames before their conversion to float (same values), so the plugin moves a quarter of
+    the bytes and folds the conversion into the transpose instead of running its reference uint8 Convert kernel.
+    Shape readers of the converted frames read the uint8 frames (same shape)."""
+    import openvino as ov
+    import openvino.opset11 as ops
+
+    changed = []
+    ordered = model.get_ordered_ops()
+    live = {node.get_name() for node in ordered}  # a rewritten node may still be listed as a reader until freed
+    for op in ordered:
+        if op.get_type_name() != "Transpose":
+            continue
+        convert = op.input_value(0).get_node()
+        if convert.get_type_name() != "Convert" or convert.input_value(0).get_element_type() != ov.Type.u8:
+            continue
+        readers = [i for i in convert.output(0).get_target_inputs() if i.get_node().get_name() in live]
+        others = [i for i in readers if i.get_node().get_name() != op.get_name()]
+        if any(i.get_node().get_type_name() != "ShapeOf" for i in others):
+            continue
+        frames = convert.input_value(0)
+        for reader in others:
+            reader.replace_source_output(frames)
+        moved = ops.transpose(frames, op.input_value(1), name=f"{op.get_friendly_name()}/uint8")
+        op.output(0).replace(ops.convert(moved, convert.get_output_element_type(0)).output(0))
+        changed.append(f"{convert.get_friendly_name()}: frames transposed as uint8, then converted")
+    return changed
+
+
+#: The CPU plugin's per-node rt_info key that lifts its rule of running a graph's tail in FP32 under BF16 inference
+#: (read as a bool in `Node::Node`; a string "1" converts). IR files do not keep it, so it is set after every read.
+BF16_TAIL_KEY = "enforceBF16evenForGraphTail"
+#: Nodes the plugin always computes in BF16 under BF16 inference (its "significant" types): their output is BF16,
+#: so an arg-max reading it in BF16 compares the very same values.
+_BF16_PRODUCERS = ("MatMul", "Interpolate", "Convolution")
+
+
+def bf16_argmax(model: Any) -> list[str]:
+    """Mark each arg-max (TopK) that reads a BF16-computed node to run in BF16 too; same labels, less work.
+
+    Under BF16 inference the plugin keeps the graph's tail (every node after the last MatMul,
+    Interpolate or convolution) in FP32, so each band's BF16 logits were widened to FP32 by a
+    reorder (twice the bytes) before the arg-max: about a third of the post-processing. The
+    values the arg-max compares are the BF16 ones either way. Returns what was marked.
+    """
+    marked = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "TopK" and op.input_value(0).get_node().get_type_name() in _BF16_PRODUCERS:
+            op.get_rt_info()[BF16_TAIL_KEY] = "1"
+            marked.append(f"{op.get_friendly_name()}: arg-max in BF16")
+    return marked
