@@ -177,6 +177,16 @@ def model_gflop(model: Any, model_size: tuple[int, int]) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def synth_calibration(workdir: Path, count: int) -> Path:
+    """`bisenet-rt synth` calibration frames in `workdir` (written once, reused after): their image folder."""
+    from bisenet_rt.data.synth import write_dataset
+
+    root = workdir / "synth"
+    if not root.is_dir():
+        write_dataset(root, n=count, seed=0, val_fraction=0.0, progress=False)
+    return root / "leftImg8bit"
+
+
 def build_artifacts(paths: list[tuple[str, str]], weights: Path | None, workdir: Path, calib: Path,
                     calib_count: int) -> dict[tuple[str, str], tuple[Path, list[str]]]:
     """`bisenet-rt build` for each (backend, precision), into `workdir` (an artifact already there is reused)."""
@@ -258,12 +268,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     paths = _available_paths(args.only)
     calib = args.calib
     if calib is None and any(p == "int8" for _, p in paths):
-        from bisenet_rt.data.synth import write_dataset
-
-        root = workdir / "synth"
-        if not root.is_dir():
-            write_dataset(root, n=args.calib_count, seed=0, val_fraction=0.0, progress=False)
-        calib = root / "leftImg8bit"
+        calib = synth_calibration(workdir, args.calib_count)
     built = build_artifacts(paths, args.weights, workdir, calib, args.calib_count)
     model, weights_sha = model_and_sha(args.weights)
     gflop = model_gflop(model, (1024, 512))

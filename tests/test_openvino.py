@@ -123,12 +123,10 @@ def test_fp32_is_really_fp32(ov_fp32):
 
 
 def test_tuned_graph_equals_untuned(exported, ov_fp32):
-    """The channels-first rewrites and the uint8 transpose of the frames change speed, not values (same precision,
-    same frame)."""
+    """The channels-first rewrites change speed, not values (same precision, same frame)."""
     import openvino as ov
 
     assert ov_fp32.backend.rewrites, "the pipeline graph's NHWC upsample should have been rewritten"
-    assert any("frames transposed as uint8" in r for r in ov_fp32.backend.rewrites)
     frame = street_frame(200, 300, seed=6)
     plain = ov.Core().compile_model(str(exported["fp32"]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     assert _agreement(ov_fp32(frame), plain(frame[None])[0][0]) >= 0.9999

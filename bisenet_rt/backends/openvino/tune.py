@@ -50,7 +50,7 @@ def tune_graph(model: Any) -> list[str]:
     channels, are several times slower than their NCHW kernels. Interpolate (separable per axis) and
     TopK commute with a transpose, so each runs on the NCHW side; the arg-max reads an N x C x HW
     view, so the plugin gives it a planar layout (in a channels-contiguous one its TopK is ~10x
-    slower). The frames are transposed before their conversion to float. Returns what was changed.
+    slower). Returns what was changed.
     """
     import openvino.opset11 as ops
 
@@ -93,38 +93,8 @@ def tune_graph(model: Any) -> list[str]:
             nkhw = ops.reshape(top.output(i), n_k_h_w, special_zero=False)
             op.output(i).replace(ops.transpose(nkhw, _i64(_NHWC)).output(0))
         changed.append(f"{op.get_friendly_name()}: arg-max moved before the NHWC transpose")
-    changed += _transpose_bytes(model)
     if changed:
         model.validate_nodes_and_infer_types()
-    return changed
-
-
-def _transpose_bytes(model: Any) -> list[str]:
-    """Transpose the uint8 frames before their conversion to float (same values), so the plugin moves a quarter of
-    the bytes and folds the conversion into the transpose instead of running its reference uint8 Convert kernel.
-    Shape readers of the converted frames read the uint8 frames (same shape)."""
-    import openvino as ov
-    import openvino.opset11 as ops
-
-    changed = []
-    ordered = model.get_ordered_ops()
-    live = {node.get_name() for node in ordered}  # a rewritten node may still be listed as a reader until freed
-    for op in ordered:
-        if op.get_type_name() != "Transpose":
-            continue
-        convert = op.input_value(0).get_node()
-        if convert.get_type_name() != "Convert" or convert.input_value(0).get_element_type() != ov.Type.u8:
-            continue
-        readers = [i for i in convert.output(0).get_target_inputs() if i.get_node().get_name() in live]
-        others = [i for i in readers if i.get_node().get_name() != op.get_name()]
-        if any(i.get_node().get_type_name() != "ShapeOf" for i in others):
-            continue
-        frames = convert.input_value(0)
-        for reader in others:
-            reader.replace_source_output(frames)
-        moved = ops.transpose(frames, op.input_value(1), name=f"{op.get_friendly_name()}/uint8")
-        op.output(0).replace(ops.convert(moved, convert.get_output_element_type(0)).output(0))
-        changed.append(f"{convert.get_friendly_name()}: frames transposed as uint8, then converted")
     return changed
 
 
