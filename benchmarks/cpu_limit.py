@@ -151,15 +151,17 @@ def ov_runner(proto: Any, feeds: list[np.ndarray], precision: str, threads: int)
 
 
 def source_commit() -> str | None:
-    """The git commit of the bisenet_rt that ran ('+changes' when its checkout differs from it), or None."""
+    """The git commit of the bisenet_rt that ran ('+changes' when the package or the benchmark scripts in its
+    checkout differ from it; recorded results do not count), or None."""
     import bisenet_rt
 
     folder = Path(bisenet_rt.__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "-C", str(folder.parent), "status", "--porcelain", "--untracked-files=no"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(folder.parent), "status", "--porcelain", "--untracked-files=no",
+                                  "--", "bisenet_rt", "benchmarks/*.py"], capture_output=True, text=True,
+                                 check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + ("+changes" if changed else "")
