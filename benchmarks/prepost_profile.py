@@ -10,6 +10,7 @@ not a second end-to-end time (that is `cpu_limit.py`). Writes
 benchmarks/results/prepost_profile_<cpu class>_<date>[_<n>].json (numbered, never overwriting).
 
     python benchmarks/prepost_profile.py [--workdir DIR] [--calls 8] [--only openvino/bf16 ...] [--threads N]
+        [--no-bf16-mark]
 """
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ def _part(names: str, op: str) -> str:
     return "model"
 
 
-def profile_openvino(path: Path, precision: str, frame: Any, calls: int, threads: int) -> dict[tuple[str, str, str], float]:
-    """ms per call by (part, operator, kernel), from OpenVINO's performance counters."""
+def profile_openvino(path: Path, precision: str, frame: Any, calls: int, threads: int,
+                     bf16_mark: bool = True) -> dict[tuple[str, str, str], float]:
+    """ms per call by (part, operator, kernel), from OpenVINO's performance counters (`bf16_mark` False: without
+    the backend's BF16 arg-max mark, to see what it saves)."""
     import openvino as ov
 
     from bisenet_rt.backends.openvino.run import OV_PRECISION
@@ -49,7 +52,7 @@ def profile_openvino(path: Path, precision: str, frame: Any, calls: int, threads
 
     core = ov.Core()
     model = core.read_model(str(path))
-    if precision == "bf16":
+    if precision == "bf16" and bf16_mark:
         bf16_argmax(model)
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": OV_PRECISION[Precision(precision)],
                                                  "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="BACKEND/PRECISION")
     parser.add_argument("--threads", type=int, help="compute threads (default: the physical cores)")
     parser.add_argument("--calib-count", type=int, default=32)
+    parser.add_argument("--no-bf16-mark", action="store_true",
+                        help="compile OpenVINO BF16 without the backend's arg-max mark (`tune.bf16_argmax`)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bisenet_rt_prepost_profile_") as tmp:
@@ -120,7 +125,7 @@ def run(args: argparse.Namespace, workdir: Path, scratch: Path) -> int:
     for (backend, precision), (artifact, _) in built.items():
         print(f"profiling {artifact.name}", file=sys.stderr)
         if backend == "openvino":
-            times = profile_openvino(artifact, precision, frame, args.calls, threads)
+            times = profile_openvino(artifact, precision, frame, args.calls, threads, not args.no_bf16_mark)
         else:
             times = profile_onnxruntime(artifact, precision == "int8", frame, args.calls, threads, scratch)
         parts = {part: round(sum(v for (p, _, _), v in times.items() if p == part), 2) for part in (*PARTS, "model")}
@@ -132,7 +137,8 @@ def run(args: argparse.Namespace, workdir: Path, scratch: Path) -> int:
             print(f"    {row['part']:4s} {row['ms']:6.2f} ms  {row['op']} ({row['kernel']})")
     result = {"command": "python " + shlex.join(sys.argv), "source": source_commit(),
               "date": datetime.date.today().isoformat(), "machine": machine_info(), "threads": threads,
-              "frame_size": f"{FRAME_HW[1]}x{FRAME_HW[0]}", "calls": args.calls, "results": results}
+              "frame_size": f"{FRAME_HW[1]}x{FRAME_HW[0]}", "calls": args.calls, "bf16_mark": not args.no_bf16_mark,
+              "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"prepost_profile_{cpu_features().label.lower().replace(' ', '-')}_{datetime.date.today().isoformat()}"
     out, n = args.out / f"{stem}.json", 1

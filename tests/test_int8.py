@@ -632,6 +632,48 @@ def test_auto_build_with_calibration_frames_checks_int8_against_fp32(bar, kept, 
         assert "instead" in caplog.text and not left  # the artifact and its sidecar; the source graph stays
 
 
+def test_auto_build_reuses_the_int8_artifact_it_checked(confident_model, checkpoint, calib_dir, tmp_path,
+                                                         monkeypatch, caplog):
+    """Without calibration frames, auto reuses the INT8 artifact an earlier auto build made and checked (same
+    checkpoint and model size, its recorded agreement at the bar) and makes it the newest artifact; it does not
+    where the weights differ or the recorded agreement is below today's bar."""
+    import dataclasses
+    import logging
+    import os
+
+    from bisenet_rt.artifacts import newest_artifact
+    from bisenet_rt.builder import BuildConfig, build, choice
+    from bisenet_rt.builder.reuse import checked_int8
+    from bisenet_rt.model import save_checkpoint
+
+    facts = choice.host_facts()
+    if choice.choose_backend(facts, "auto", None, calibrated=True)[1].value != "int8":
+        pytest.skip("auto builds no INT8 on this machine (no VNNI or AMX, or no INT8 CPU engine installed)")
+    monkeypatch.setattr(choice, "AUTO_INT8_AGREEMENT", 0.0)
+    engines = tmp_path / "engines"
+    config = BuildConfig(weights=checkpoint, calib=calib_dir, calib_count=2, model_size=SMALL, engines_dir=engines,
+                         cache_dir=tmp_path / "cache")
+    int8 = build(config)
+    assert json.loads(int8.with_name(int8.name + ".json").read_text())["info"]["precision"] == "int8"
+    (engines / "older_float.onnx").write_bytes(b"")  # a newer file than the INT8 artifact, until it is reused
+    os.utime(int8, (1, 1))
+    again = dataclasses.replace(config, calib=None)
+    with caplog.at_level(logging.INFO, logger="bisenet_rt"):
+        assert build(again) == int8
+    assert "reusing" in caplog.text and newest_artifact(engines) == int8
+
+    changed = tmp_path / "other.pth"
+    save_checkpoint(confident_model, changed)
+    changed.write_bytes(changed.read_bytes() + b"\0")  # other bytes: another checkpoint as far as its hash goes
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="bisenet_rt"):
+        assert checked_int8(dataclasses.replace(again, weights=changed), facts) is None
+        assert "other weights" in caplog.text
+        monkeypatch.setattr(choice, "AUTO_INT8_AGREEMENT", 1.0 + 1e-9)
+        assert checked_int8(again, facts) is None
+        assert "below the" in caplog.text
+
+
 def test_auto_int8_needs_weights_to_check_against(calib_dir, tmp_path):
     """Calibration frames with random weights (no --weights) or a given graph (--onnx) do not make auto pick INT8:
     there is no fixed FP32 model to hold it to."""

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import os
 import platform
 import shutil
 import tempfile
@@ -100,8 +101,21 @@ def build(config: BuildConfig) -> Path:
     An INT8 artifact `auto` chose is checked against the FP32 reference on calibration frames; where its
     labels disagree on more pixels than `choice.AUTO_INT8_AGREEMENT` allows it is removed and the float
     choice built instead, saying so. A kept INT8 artifact's sidecar records the check (`auto_int8_check`).
+    Without calibration frames, auto reuses such an artifact where it still fits (`reuse.checked_int8`),
+    making it the newest artifact (the one `bench` and `Segmenter()` open by default).
     """
-    plan = plan_build(config)
+    from .choice import host_facts
+    from .reuse import checked_int8
+
+    facts = host_facts()
+    reused = checked_int8(config, facts)
+    if reused is not None:
+        path, why = reused
+        _log.info(f"precision: int8, reusing {path} ({why}; --precision builds a float artifact, --calib "
+                  "calibrates again)")
+        os.utime(path)
+        return path
+    plan = _plan(config, facts)
     _log.info(f"backend: {plan.spec.name}, precision: {plan.precision} ({plan.why})")
     path = _build_plan(plan, config)
     if plan.fallback is None:

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fp32, fp16, bf16 (OpenVINO) or int8 (default: the fastest precision this machine computes "
                         "accurately: fp32 on TensorRT, bf16 on CPUs with BF16 arithmetic, else fp32; with --calib and "
                         "--weights on a CPU with VNNI or AMX, int8, kept if its labels agree with FP32 on the "
-                        "calibration frames, else the float choice is built)")
+                        "calibration frames, else the float choice is built; without --calib, such a checked int8 "
+                        "artifact of the same weights in the engines folder is reused)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--weights", type=Path, help="checkpoint to export from (default: random weights)")
     src.add_argument("--onnx", type=Path, help="an exported pipeline ONNX to build from")
