@@ -113,7 +113,10 @@ def build(config: BuildConfig) -> Path:
         path, why = reused
         _log.info(f"precision: int8, reusing {path} ({why}; --precision builds a float artifact, --calib "
                   "calibrates again)")
-        os.utime(path)
+        try:
+            os.utime(path)
+        except OSError as exc:
+            _log.warning(f"could not mark {path} as the newest artifact ({exc}); open it with --artifact {path}")
         return path
     plan = _plan(config, facts)
     _log.info(f"backend: {plan.spec.name}, precision: {plan.precision} ({plan.why})")

@@ -33,8 +33,8 @@ def checked_int8(config: BuildConfig, facts: "HostFacts") -> tuple[Path, str] | 
     from .choice import AUTO_INT8_AGREEMENT, choose_backend
 
     if (config.backend != "auto" or config.precision is not None or config.calib is not None or config.onnx is not None
-            or config.weights is None or config.output is not None):
-        return None
+            or config.weights is None or config.output is not None or not Path(config.weights).is_file()):
+        return None  # (a missing checkpoint is reported by the build itself)
     backend, precision, _ = choose_backend(facts, "auto", None, calibrated=True)
     if precision is not Precision.INT8:
         return None
