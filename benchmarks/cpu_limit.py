@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import os
 import shlex
 import subprocess
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from results_file import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "bisenet_rt" / "assets" / "demo_bisenetv2_synth.pth"
@@ -356,15 +357,9 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         "format_peak_gflops": {k: round(v, 1) for k, v in format_peak.items()},
         "rounds": args.rounds, "threads": threads, "clock": args.clock, "pause_ms": args.pause_ms, "results": results,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     cpu_class = cpu_features().label.lower().replace(" ", "-")
     clock = "" if args.clock == "wall" else f"_{args.clock}clock_{threads}t"
-    stem = f"cpu_limit_{cpu_class}{clock}_{datetime.date.today().isoformat()}"
-    out, n = args.out / f"{stem}.json", 1
-    while out.exists():  # numbered rather than overwriting an earlier run of the day
-        n += 1
-        out = args.out / f"{stem}_{n}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result(args.out, f"cpu_limit_{cpu_class}{clock}", result)
     print(format_table(result))
     print(f"wrote {out}")
     return 0

@@ -10,7 +10,7 @@ split through bisenet_rt.graph.qdq) from the same weights, then
 Both graphs use the post-processing layout the ONNX Runtime builder ships (its backend spec's graph form). The INT8
 weight grid is the one `bisenet-rt build` picks for this CPU (8-bit with VNNI/AMX, 7-bit on AVX2
 without it: `bisenet_rt.builder.choice.int8_weights`); `--grids int8,int7` scores both, the first timed.
-Writes benchmarks/results/int8_<cpu class>_<date>.json with the CPU's class and flags. Goals (issues 5
+Writes benchmarks/results/int8_<cpu class>_<date>[_<n>].json with the CPU's class and flags. Goals (issues 5
 and 14, on every CPU class): INT8 >= 1.5x FP32 FPS, mIoU within 1.0, >= 99% of pixels agreeing. Without
 the demo model (or --weights) the weights are random: speed only.
 
@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from results_file import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "bisenet_rt" / "assets" / "demo_bisenetv2_synth.pth"
@@ -176,10 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_conv_kernels": kernels, "op_profile_ms_per_frame": profile,
         "speed": speed, "accuracy": accuracy, "goals": goals,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     cpu_class = result["machine"]["cpu_class"].lower().replace(" ", "-")
-    path = args.out / f"int8_{cpu_class}_{datetime.date.today().isoformat()}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(args.out, f"int8_{cpu_class}", result)
     print(json.dumps(goals))
     print(f"wrote {path}")
     return 0

@@ -7,7 +7,7 @@ VNNI or AMX machine too. Emulation is 50-100x slower, so this scores accuracy on
 
 Builds natively (demo weights, `--frames` synthetic frames of an unseen seed, half to calibrate, half
 to score): the FP32 pipeline graph and INT8 graphs with 8-bit and 7-bit weights; then evaluates all
-three natively and under the emulated CPU. Writes benchmarks/results/int8_isa_emulated_<date>.json.
+three natively and under the emulated CPU. Writes benchmarks/results/int8_isa_emulated_<date>[_<n>].json.
 Needs Debian's qemu-user (`apt-get install qemu-user`).
 
     python benchmarks/int8_isa_emulated.py [--frames 24] [--qemu-cpu EPYC-Milan]
@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from results_file import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "bisenet_rt" / "assets" / "demo_bisenetv2_synth.pth"
@@ -101,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
               "note": ("accuracy only: emulated timings are meaningless. Under emulation ONNX Runtime sees qemu's CPUID "
                        f"({args.qemu_cpu}: AVX2 and FMA, no AVX-512, no VNNI); 'machine' there still reads the host's "
                        "/proc/cpuinfo")}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"int8_isa_emulated_{datetime.date.today().isoformat()}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(args.out, "int8_isa_emulated", result)
     for where in ("native", f"emulated_{args.qemu_cpu}"):
         scores = result[where]["scores"]
         print(f"{where}: " + ", ".join(

@@ -12,7 +12,7 @@ all run in one process, interleaved in rounds, so they share the machine's state
                         at its defaults on the `--plain` export, cv2.resize of the 19 logit channels back
                         to 2048 x 1024, numpy arg-max
 
-Writes benchmarks/results/peer_cpu_<date>.json and prints a markdown table.
+Writes benchmarks/results/peer_cpu_<date>[_<n>].json (numbered, never overwriting) and prints a markdown table.
 
     python benchmarks/peer_cpu.py [--weights CKPT] [--rounds 10] [--compile]
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shlex
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from results_file import write_result
 
 EAGER = "torch eager"
 PEER = "hand-wired openvino"
@@ -161,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds, "torch_threads": torch.get_num_threads(), "torch_compile_seconds": compile_seconds,
         "speedup_basis": "p50 latency ratio", "results": results,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"peer_cpu_{datetime.date.today().isoformat()}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_result(args.out, "peer_cpu", report)
     print(format_table(report))
     print(f"\nwrote {path}", file=sys.stderr)
     return 0

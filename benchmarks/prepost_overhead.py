@@ -16,7 +16,7 @@ Every form runs on every backend, so the table says which is fastest where (each
 choice the builds make). Weights are deterministic random ones (seeded BiSeNetV2 init) unless --weights is
 given. Minimum over the rounds of the wall clock, or with --threads 1 --clock cpu of this process's CPU time per
 call (the work itself, which other jobs on a shared machine do not stretch). Writes
-benchmarks/results/prepost_<cpu class>_<date>.json; the bars are pre/post <= 15 % over the model
+benchmarks/results/prepost_<cpu class>_<date>[_<n>].json; the bars are pre/post <= 15 % over the model
 alone on both frames (goal <= 10 %) and noise <= 1.10x smooth.
 
     python benchmarks/prepost_overhead.py [--weights CKPT] [--rounds 12] [--per-round 2]
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shlex
 import sys
@@ -38,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cpu_limit import model_alone_graph, ort_runner, ov_runner
+from results_file import write_result
 
 #: backend option -> (Segmenter backend, precision).
 BACKENDS = {"onnxruntime": ("onnxruntime", "fp32"), "openvino": ("openvino", "fp32"),
@@ -183,10 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                    "noise": "numpy.random.default_rng(0).integers(0, 256, (1, 1024, 2048, 3), uint8)"},
         "statistic": f"minimum over the rounds, {args.clock} clock", "threads": threads, "rounds": args.rounds, "per_round": args.per_round, "results": results,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     cpu_class = cpu_features().label.lower().replace(" ", "-")
-    path = args.out / f"prepost_{cpu_class}_{datetime.date.today().isoformat()}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(args.out, f"prepost_{cpu_class}", result)
     for option, r in results.items():
         lat = r["latency_ms"]
         print(f"{option}: model alone {lat['model/smooth']['min']:.1f} ms (smooth), {lat['model/noise']['min']:.1f} ms "

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cpu_limit import DEMO, FRAME_HW, _available_paths, build_artifacts, source_commit, synth_calibration
+from results_file import write_result
 
 PARTS = ("pre", "post")
 
@@ -139,13 +140,7 @@ def run(args: argparse.Namespace, workdir: Path, scratch: Path) -> int:
               "date": datetime.date.today().isoformat(), "machine": machine_info(), "threads": threads,
               "frame_size": f"{FRAME_HW[1]}x{FRAME_HW[0]}", "calls": args.calls, "bf16_mark": not args.no_bf16_mark,
               "results": results}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"prepost_profile_{cpu_features().label.lower().replace(' ', '-')}_{datetime.date.today().isoformat()}"
-    out, n = args.out / f"{stem}.json", 1
-    while out.exists():
-        n += 1
-        out = args.out / f"{stem}_{n}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_result(args.out, f"prepost_profile_{cpu_features().label.lower().replace(' ', '-')}", result)
     print(f"wrote {out}")
     return 0
 

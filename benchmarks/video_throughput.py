@@ -5,7 +5,7 @@ then alternates, on one process and one Segmenter, in pairs close in time (the m
 so its load drifts; a pair sees about the same load):
   bench   the Segmenter called on one host frame `--chunk` times (bisenet_rt.apps.bench.run_bench, the `bench` protocol)
   video   bisenet_rt.apps.video.segment_video on one clip: decode, inference and overlay+FPS+encode overlapped
-and writes benchmarks/results/video_<date>.json. The issue's bar: video within 15% of bench.
+and writes benchmarks/results/video_<date>[_<n>].json. The issue's bar: video within 15% of bench.
 
     python benchmarks/video_throughput.py [--engine PATH] [--frames 40] [--chunk 10] [--size 2048x1024] [--repeats 2]
 """
@@ -20,6 +20,8 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+
+from results_file import write_result
 
 
 def make_clip(path: Path, seeds: range, size: tuple[int, int]) -> Path:
@@ -130,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": "video within 15% of bench (video_over_bench >= 0.85)",
         "meets_target": ratio >= 0.85,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"video_{datetime.date.today().isoformat()}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_result(args.out, "video", report)
     print(f"bench {bench_mean:.3f} frames/s, video {video_mean:.3f} frames/s: video/bench = {ratio:.3f} (median pair "
           f"{median_ratio:.3f}; {'meets' if ratio >= 0.85 else 'misses'} the 0.85 bar); wrote {path}", file=sys.stderr)
     return 0
