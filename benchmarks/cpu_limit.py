@@ -5,7 +5,9 @@ each with the post-processing form its backend gets (its spec's `graph_forms`): 
 and INT8, OpenVINO FP32, BF16 (only where the CPU computes BF16) and INT8. INT8 is calibrated on
 `bisenet-rt synth` frames (or --calib DIR). For each artifact, interleaved in rounds in one process:
 
-  end to end     the backend (the interface Segmenter uses) on one uint8 2048 x 1024 BGR frame -> labels
+  end to end     the backend (the interface Segmenter uses) on one uint8 2048 x 1024 BGR frame -> labels, with
+                 its pre/post-processing where --prepost says (default: the backend's own choice, the CPU
+                 kernels where numba is installed); --compare-graph also times the graph's own pre/post
   model alone    the model cut out of the same artifact's pipeline graph (normalized float input at the model
                  size -> the coarse logits the post-processing starts from; the x8 logit upsample belongs
                  to the post-processing), in the same runtime with the same settings (threads, precision
@@ -25,6 +27,7 @@ the model alone (bar 15 %); end to end >= 80 % of the format's peak for FP32 and
 
     python benchmarks/cpu_limit.py [--weights CKPT] [--rounds 9] [--calib DIR] [--calib-count 32]
         [--workdir DIR] [--only onnxruntime/fp32 ...] [--threads N] [--clock wall|cpu] [--pause-ms 50]
+        [--prepost auto|kernels|graph] [--compare-graph]
 """
 from __future__ import annotations
 
@@ -232,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
                              "call (ONNX Runtime's do) do not take the cores from the next call (default: 50)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="what the table is computed from: wall-clock or (with --threads 1) CPU time per call")
+    parser.add_argument("--prepost", choices=["auto", "kernels", "graph"], default="auto",
+                        help="where the backends do the pre/post-processing (their `prepost=`; default: auto)")
+    parser.add_argument("--compare-graph", action="store_true",
+                        help="also time each artifact end to end with the graph's own pre/post-processing")
     parser.add_argument("--only", nargs="+", metavar="BACKEND/PRECISION",
                         help="time only these paths, e.g. openvino/fp32 onnxruntime/int8")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -287,7 +294,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         source = Path(sidecar["onnx"])
         options: dict[str, Any] = {"threads": threads} if backend == "onnxruntime" else {"threads": threads,
                                                                                           "cache_dir": None}
-        runner = open_backend(artifact, backend, **options)
+        runner = open_backend(artifact, backend, prepost=args.prepost, **options)
         alone, input_name = model_alone_graph(source, model_input.shape)
         int8 = precision == "int8"
         if backend == "onnxruntime":
@@ -298,7 +305,11 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             peaks[(backend, precision)] = ov_runner(peak_conv_graph(int8), [peak_input], precision, threads)
         row = Row(backend, precision, artifact, _post_of(source),
                     {"end_to_end": lambda r=runner: r.infer(frame), "model_alone": model_call},
-                    notes={"build": shlex.join(build_argv), "versions": runner.versions(), "device": runner.device})
+                    notes={"build": shlex.join(build_argv), "versions": runner.versions(), "device": runner.device,
+                           "prepost": runner.prepost})
+        if args.compare_graph:
+            graph_runner = open_backend(artifact, backend, prepost="graph", **options)
+            row.calls["end_to_end_graph_prepost"] = lambda r=graph_runner: r.infer(frame)
         rows.append(row)
 
     calls = [(row, name, call) for row in rows for name, call in row.calls.items()]
@@ -344,6 +355,10 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             "wall_ms": {k: [round(t, 2) for t in v] for k, v in row.wall.items()},
             "cpu_ms": {k: [round(t, 2) for t in v] for k, v in row.cpu.items()}, **row.notes,
         })
+        if "end_to_end_graph_prepost" in row.times:
+            graph_e2e = min(row.times["end_to_end_graph_prepost"])
+            results[-1].update({"graph_prepost_end_to_end_ms": round(graph_e2e, 2),
+                                "graph_prepost_over_model": round((graph_e2e - alone) / alone, 4)})
     machine = machine_info()
     result = {
         "command": "python " + shlex.join(sys.argv), "source": source_commit(),
@@ -355,7 +370,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                        f"batch {PEAK_CONV[0]} ({conv_flops() / 1e9:.2f} GFLOP)",
         "peak_gflops": {f"{b}/{p}": round(v, 1) for (b, p), v in peak_gflops.items()},
         "format_peak_gflops": {k: round(v, 1) for k, v in format_peak.items()},
-        "rounds": args.rounds, "threads": threads, "clock": args.clock, "pause_ms": args.pause_ms, "results": results,
+        "rounds": args.rounds, "threads": threads, "clock": args.clock, "pause_ms": args.pause_ms,
+        "prepost": args.prepost, "results": results,
     }
     cpu_class = cpu_features().label.lower().replace(" ", "-")
     clock = "" if args.clock == "wall" else f"_{args.clock}clock_{threads}t"
@@ -379,13 +395,16 @@ def format_table(result: dict[str, Any]) -> str:
              f"{result['clock']} clock; {result['frame_size']} frames, model {result['model_size']} ({result['model_gflop']} GFLOP); "
              "format peaks (GFLOP/s): " + ", ".join(f"{k} {v}" for k, v in result["format_peak_gflops"].items()),
              "",
-             "| artifact | post form | end to end | model alone (same runtime, tuned) | model at % of its format's peak "
-             "| end to end at % of peak | pre/post and glue |",
-             "|---|---|---|---|---|---|---|"]
+             "| artifact | pre/post | end to end | model alone (same runtime, tuned) | model at % of its format's peak "
+             "| end to end at % of peak | pre/post and glue | graph's own pre/post: end to end |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in result["results"]:
-        lines.append(f"| {r['artifact']} | {r['post_form']} | {r['end_to_end_ms']:.1f} ms | {r['model_alone_ms']:.1f} ms "
+        graph = (f"{r['graph_prepost_end_to_end_ms']:.1f} ms ({r['graph_prepost_over_model']:.0%})"
+                 if "graph_prepost_end_to_end_ms" in r else "not timed")
+        where = "CPU kernels" if r.get("prepost") == "kernels" else f"graph ({r['post_form']})"
+        lines.append(f"| {r['artifact']} | {where} | {r['end_to_end_ms']:.1f} ms | {r['model_alone_ms']:.1f} ms "
                      f"| {r['model_pct_of_format_peak']:.0%} | {r['end_to_end_pct_of_format_peak']:.0%} "
-                     f"| {r['prepost_glue_ms']:.1f} ms ({r['prepost_over_model']:.0%}) |")
+                     f"| {r['prepost_glue_ms']:.1f} ms ({r['prepost_over_model']:.0%}) | {graph} |")
     return "\n".join(lines)
 
 

@@ -74,9 +74,9 @@ def test_batch_of_two_matches_onnxruntime(exported, ort, hint):
 
 @pytest.mark.parametrize("kind", ["street", "noise"])
 def test_its_post_form_matches_the_oracle(exported, confident_model, kind):
-    """OpenVINO FP32 on the graph its builds get (its spec's graph form): labels equal to the PyTorch reference pipeline
-    on >= 99.9 % of pixels, a batch of 2 at an odd size, street-like and noise frames (as tests/test_export.py
-    holds ONNX Runtime)."""
+    """OpenVINO FP32 on the graph its builds get (its spec's graph form), with the graph's own pre/post and with the
+    CPU kernels: labels equal to the PyTorch reference pipeline on >= 99.9 % of pixels, a batch of 2 at an odd size,
+    street-like and noise frames (as tests/test_export.py holds ONNX Runtime)."""
     import torch
 
     from bisenet_rt.model.reference import reference_labels
@@ -84,9 +84,11 @@ def test_its_post_form_matches_the_oracle(exported, confident_model, kind):
     rng = np.random.default_rng(11)
     frames = (np.stack([street_frame(479, 641, seed=s) for s in (12, 13)]) if kind == "street"
               else rng.integers(0, 256, (2, 479, 641, 3), dtype=np.uint8))
-    with Segmenter(exported[OV_FORM], backend="openvino", precision="fp32", cache_dir=None) as seg:
-        labels = seg(frames)
-    assert _agreement(labels, reference_labels(confident_model, torch.from_numpy(frames)).numpy()) >= 0.999
+    for prepost in ("graph", "kernels"):
+        with Segmenter(exported[OV_FORM], backend="openvino", precision="fp32", cache_dir=None,
+                       prepost=prepost) as seg:
+            labels = seg(frames)
+        assert _agreement(labels, reference_labels(confident_model, torch.from_numpy(frames)).numpy()) >= 0.999
 
 
 @pytest.mark.parametrize("form", list(PostForm), ids=str)
@@ -129,7 +131,8 @@ def test_tuned_graph_equals_untuned(exported, ov_fp32):
     assert ov_fp32.backend.rewrites, "the pipeline graph's NHWC upsample should have been rewritten"
     frame = street_frame(200, 300, seed=6)
     plain = ov.Core().compile_model(str(exported["fp32"]), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    assert _agreement(ov_fp32(frame), plain(frame[None])[0][0]) >= 0.9999
+    with Segmenter(exported["fp32"], backend="openvino", precision="fp32", cache_dir=None, prepost="graph") as tuned:
+        assert _agreement(tuned(frame), plain(frame[None])[0][0]) >= 0.9999
 
 
 def test_ir_round_trip(ir_fp32, ov_fp32):
@@ -244,7 +247,8 @@ def _topk_precisions(compiled) -> set[str]:
 
 @pytest.mark.skipif(not BF16, reason="this CPU has no BF16 arithmetic (OpenVINO does not report BF16)")
 def test_bf16_argmax_runs_in_bf16_with_the_same_labels(exported):
-    """The backend's BF16 load marks the post-processing's arg-max to read the band logits in BF16 (the plugin
+    """The backend's BF16 load of the graph's own post-processing (prepost='graph'; the CPU kernels replace it by
+    default) marks the post-processing's arg-max to read the band logits in BF16 (the plugin
     otherwise widens them to FP32 first): the compiled TopKs run in BF16, and the labels equal those of the
     unmarked graph compiled the same way, bit for bit (the same BF16 values are compared)."""
     import openvino as ov
@@ -265,7 +269,7 @@ def test_bf16_argmax_runs_in_bf16_with_the_same_labels(exported):
         labels[marked] = compiled.create_infer_request().infer({0: frame})[0]
     assert precisions == {False: {"f32"}, True: {"bf16"}}
     np.testing.assert_array_equal(labels[True], labels[False])
-    with Segmenter(exported[OV_FORM], backend="openvino", precision="bf16", cache_dir=None) as seg:
+    with Segmenter(exported[OV_FORM], backend="openvino", precision="bf16", cache_dir=None, prepost="graph") as seg:
         assert any("arg-max in BF16" in r for r in seg.backend.rewrites)
         np.testing.assert_array_equal(seg(frame[0]), labels[True][0])
         assert _topk_precisions(seg.backend._compiled) == {"bf16"}

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     import onnx
 
 __all__ = ["GraphPart", "Preprocessed", "PostForm", "BANDS", "ModelUpsample", "preprocess_nodes",
-           "postprocess_nodes", "part_graph", "coarse_logits", "FLOAT", "FLOAT16", "UINT8"]
+           "postprocess_nodes", "part_graph", "with_model_cast", "coarse_logits", "model_upsample_mode", "FLOAT", "FLOAT16",
+           "UINT8"]
 
 #: onnx.TensorProto element types, named once (onnx is imported only by the functions that build graphs).
 FLOAT, UINT8, FLOAT16 = 1, 2, 10
@@ -324,6 +325,19 @@ def coarse_logits(pipeline: "onnx.ModelProto") -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def model_upsample_mode(pipeline: "onnx.ModelProto") -> str | None:
+    """The coordinate mode of the model's own x8 upsample as the post-processing redoes it ('half_pixel', ...),
+    or None where the graph has no such named Resize (the post-processing's `*model_upsample` nodes)."""
+    from onnx import helper
+
+    for node in pipeline.graph.node:
+        if node.op_type == "Resize" and node.name.startswith("post/") and node.name.endswith("model_upsample"):
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            mode = attrs.get("coordinate_transformation_mode", b"half_pixel")
+            return mode.decode() if isinstance(mode, bytes) else str(mode)
+    return None
+
+
 def part_graph(pipeline: "onnx.ModelProto", part: str, model_input_shape: Sequence[Any] | None = None
                ) -> tuple["onnx.ModelProto", list[str]]:
     """One part of a pipeline graph as a graph of its own, to time or test it alone; and its input names.
@@ -365,3 +379,21 @@ def part_graph(pipeline: "onnx.ModelProto", part: str, model_input_shape: Sequen
     model = helper.make_model(cut, opset_imports=list(pipeline.opset_import))
     model.ir_version = pipeline.ir_version
     return model, [i.name for i in inputs]
+
+
+def with_model_cast(pipeline: "onnx.ModelProto", model: "onnx.ModelProto", model_input: str
+                    ) -> tuple["onnx.ModelProto", str, str]:
+    """`part_graph(pipeline, 'model')` with, for a graph whose model runs in another type (FP16), the pre-processing's
+    cast to it (`pre/to_model_dtype`) put back in front: then its input is the FLOAT normalized frame. Returns the
+    graph, its input's name and the name of the pipeline node that makes that input."""
+    from onnx import helper
+
+    producer = next((n for n in pipeline.graph.node if model_input in n.output), None)
+    if producer is None or producer.name != "pre/to_model_dtype":
+        return model, model_input, producer.name if producer is not None else "nothing"
+    normalized = producer.input[0]
+    model.graph.node.insert(0, producer)
+    del model.graph.input[:]
+    model.graph.input.append(helper.make_tensor_value_info(normalized, FLOAT, ["N", 3, None, None]))
+    maker = next((n.name for n in pipeline.graph.node if normalized in n.output), "nothing")
+    return model, normalized, maker
