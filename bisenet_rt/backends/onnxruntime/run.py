@@ -24,6 +24,8 @@ _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 #: per-consumer QuantizeLinear nodes, and on x86 ORT runs a convolution in int8 only after a
 #: QuantizeLinear with one consumer (see bisenet_rt/graph/qdq.py).
 QDQ_DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
+#: Why the CPU kernels cannot stand in for a graph's pre- or post-processing whose nodes are not the named ones.
+_UNNAMED = "the graph has no named {part}-processing to replace (an optimizer renamed its nodes)"
 
 
 def session_options(threads: int | None = None, spinning: bool = True) -> Any:
@@ -150,7 +152,7 @@ def _pixel_map(pipeline: Any) -> PixelMap | str:
     resize, scale, shift = nodes.get("pre/resize"), nodes.get("pre/scale"), nodes.get("pre/normalize")
     if (resize is None or scale is None or shift is None or len(scale.input) != 2 or len(shift.input) != 2
             or scale.input[1] not in consts or shift.input[1] not in consts):
-        return "the graph has no named pre-processing to replace (an optimizer renamed its nodes)"
+        return _UNNAMED.format(part="pre")
     attrs = {a.name: helper.get_attribute_value(a) for a in resize.attribute}
     if (attrs.get("mode") != b"linear" or attrs.get("coordinate_transformation_mode", b"half_pixel") != b"half_pixel"
             or attrs.get("antialias", 0)):
@@ -180,7 +182,7 @@ def _model_graph(path: Path, info: ArtifactInfo) -> tuple[bytes, str, PixelMap] 
         return f"its graph does not load ({str(exc).splitlines()[0]})"
     mode = model_upsample_mode(pipeline)
     if coarse_logits(pipeline) is None or mode is None:
-        return "the graph has no named post-processing to replace (an optimizer renamed its nodes)"
+        return _UNNAMED.format(part="post")
     if mode not in HALF_PIXEL_MODES:
         return f"the model's upsample uses {mode} coordinates; the kernel computes half-pixel ones"
     pixels = _pixel_map(pipeline)
@@ -190,7 +192,7 @@ def _model_graph(path: Path, info: ArtifactInfo) -> tuple[bytes, str, PixelMap] 
     try:
         graph, (model_input,) = part_graph(pipeline, "model", ["N", 3, h, w])
     except ValueError:  # no one tensor between pre/ and the model
-        return "the graph has no named pre-processing to replace (an optimizer renamed its nodes)"
+        return _UNNAMED.format(part="pre")
     graph, model_input, producer = with_model_cast(pipeline, graph, model_input)
     if producer != "pre/normalize":
         return f"the model reads {producer}'s output, not the normalized frame the kernel makes"
